@@ -1,0 +1,42 @@
+# Two entry points for newcomers: `make up` (the local mesh with the sample app) and `make test` (everything).
+# Both create ./.venv and install meshops into it on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ENV    ?= dev
+
+.PHONY: up test lint unit e2e bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+up: $(STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
+	$(BIN)/mesh up --env $(ENV)
+
+test: lint $(STAMP)  ## the full suite: lint, types, unit, property and e2e tests
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check mesh policies tests bench
+	$(BIN)/ruff format --check mesh policies tests bench
+	$(BIN)/mypy
+
+unit: $(STAMP)  ## unit and property tests only (no Envoy)
+	$(BIN)/python -m pytest tests/unit
+
+e2e: $(STAMP)  ## the e2e suite against the local mesh
+	$(BIN)/python -m pytest tests/e2e
+
+bench: $(STAMP)  ## benchmarks (prints ratios against baselines measured in the same run)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

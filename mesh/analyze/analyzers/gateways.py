@@ -1,0 +1,71 @@
+"""IST0132/IST0145: VirtualService hosts must be served by the gateways they bind to."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mesh.analyze.context import Context, analyzer, at
+from mesh.analyze.findings import Finding, finding
+from mesh.api.networking import Gateway
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Istio host matching with a leading `*` wildcard on either side."""
+    if pattern == "*" or host == "*":
+        return True
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) or (host.startswith("*.") and host.endswith(pattern[1:]))
+    if host.startswith("*."):
+        return pattern.endswith(host[1:])
+    return pattern == host
+
+
+def gateway_hosts(gw: Gateway, vs_namespace: str) -> list[str]:
+    """Server hosts visible to a VirtualService namespace (`ns/host`, `*/host`, `./host`)."""
+    out = []
+    for server in gw.servers:
+        for h in server.hosts:
+            ns, sep, host = h.rpartition("/")
+            if not sep or ns == "*" or (ns == "." and vs_namespace == gw.namespace) or ns == vs_namespace:
+                out.append(host)
+    return out
+
+
+@analyzer("gateway.hosts", "VirtualService hosts are served by their gateways", ("IST0132",))
+def vs_hosts_in_gateway(ctx: Context) -> Iterator[Finding]:
+    for vs in ctx.config.virtual_services:
+        for ref in vs.gateways:
+            gw = ctx.gateway(ref, vs.namespace)
+            if gw is None or ref == "mesh":
+                continue
+            hosts = gateway_hosts(gw, vs.namespace)
+            for i, host in enumerate(vs.hosts):
+                if not any(host_matches(p, host) for p in hosts):
+                    yield finding(
+                        "IST0132",
+                        path=f"spec.hosts[{i}]",
+                        host=repr(host),
+                        gateway=f"{gw.namespace}/{gw.name}",
+                        hosts=hosts,
+                        **at(vs),
+                    )
+
+
+@analyzer("gateway.conflicts", "Two gateways on one workload do not claim the same host and port", ("IST0145",))
+def conflicting_gateways(ctx: Context) -> Iterator[Finding]:
+    seen: dict[tuple[tuple[tuple[str, str], ...], int, str], Gateway] = {}
+    for gw in sorted(ctx.config.gateways, key=lambda g: (g.namespace, g.name)):
+        selector = tuple(sorted(gw.selector.items()))
+        for i, server in enumerate(gw.servers):
+            for host in server.hosts:
+                key = (selector, server.port.number, host.rpartition("/")[2])
+                other = seen.setdefault(key, gw)
+                if other is not gw:
+                    yield finding(
+                        "IST0145",
+                        path=f"spec.servers[{i}]",
+                        others=f"{other.namespace}/{other.name}",
+                        host=host,
+                        port=server.port.number,
+                        **at(gw),
+                    )

@@ -1,0 +1,71 @@
+"""MSH0100/MSH0006/MSH0005: what the chosen target can run and honour; faults that never fire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from mesh.analyze.context import Context, analyzer, at
+from mesh.analyze.findings import Finding, finding
+
+
+def set_fields(obj: Any, generic: str = "", concrete: str = "") -> Iterator[tuple[str, str]]:
+    """(generic path, concrete path) of every field that is set: `spec.http[].corsPolicy`, `spec.http[2].corsPolicy`."""
+    if isinstance(obj, BaseModel):
+        for name, field in type(obj).model_fields.items():
+            value = getattr(obj, name)
+            if value is None or value == [] or value == {}:
+                continue
+            alias = field.alias or name
+            g, c = f"{generic}.{alias}" if generic else alias, f"{concrete}.{alias}" if concrete else alias
+            yield g, c
+            yield from set_fields(value, g, c)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from set_fields(v, f"{generic}[]", f"{concrete}[{i}]")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from set_fields(v, f"{generic}{{}}", f"{concrete}.{k}")
+
+
+@analyzer("target.capabilities", "Every field set is honoured by the target", ("MSH0100",))
+def unsupported_fields(ctx: Context) -> Iterator[Finding]:
+    if ctx.target is None or not ctx.target.unsupported:
+        return
+    for r in ctx.config.resources:
+        for generic, concrete in set_fields(r, r.kind, "spec"):
+            why = ctx.target.unsupported.get(generic)
+            if why is not None:
+                yield finding("MSH0100", path=concrete, field=generic, target=ctx.target.name, why=why, **at(r))
+
+
+@analyzer("target.workloads", "Every version has what the target needs to run it", ("MSH0006",))
+def runnable(ctx: Context) -> Iterator[Finding]:
+    if ctx.target is None or ctx.target.needs is None:
+        return
+    for svc in ctx.config.services:
+        for i, v in enumerate(svc.versions):
+            if v.replicas and not getattr(v, ctx.target.needs):
+                yield finding(
+                    "MSH0006",
+                    path=f"versions[{i}].{ctx.target.needs}",
+                    version=v.name,
+                    service=svc.name,
+                    what=ctx.target.needs,
+                    target=ctx.target.name,
+                    **at(svc),
+                )
+
+
+@analyzer("virtualservice.faults", "Faults can fire", ("MSH0005",))
+def ineffective_faults(ctx: Context) -> Iterator[Finding]:
+    for vs in ctx.config.virtual_services:
+        for i, rule in enumerate(vs.http):
+            f = rule.fault
+            if f is None:
+                continue
+            for what, inj in (("delay", f.delay), ("abort", f.abort)):
+                if inj is not None and inj.percentage is not None and inj.percentage.value == 0:
+                    yield finding("MSH0005", path=f"spec.http[{i}].fault.{what}.percentage", what=what, **at(vs))

@@ -1,0 +1,74 @@
+"""MeshConfig: everything one environment declares — workloads plus Istio resources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from mesh.api._base import Resource
+from mesh.api.networking import DestinationRule, Gateway, VirtualService
+from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.workloads import Service, resolve_host
+
+R = TypeVar("R", bound=Resource)
+
+KIND_ORDER = ("Gateway", "VirtualService", "DestinationRule", "PeerAuthentication", "AuthorizationPolicy")
+
+
+@dataclass
+class MeshConfig:
+    """A policy set. Order of declaration does not matter: rendering sorts deterministically."""
+
+    services: list[Service] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
+
+    def add(self, *objects: Resource | Service | Iterable[Resource | Service]) -> MeshConfig:
+        for obj in objects:
+            if isinstance(obj, Service):
+                self.services.append(obj)
+            elif isinstance(obj, Resource):
+                self.resources.append(obj)
+            else:
+                self.add(*obj)
+        return self
+
+    def of_kind(self, cls: type[R]) -> list[R]:
+        return [r for r in self.resources if isinstance(r, cls)]
+
+    @property
+    def gateways(self) -> list[Gateway]:
+        return self.of_kind(Gateway)
+
+    @property
+    def virtual_services(self) -> list[VirtualService]:
+        return self.of_kind(VirtualService)
+
+    @property
+    def destination_rules(self) -> list[DestinationRule]:
+        return self.of_kind(DestinationRule)
+
+    @property
+    def peer_authentications(self) -> list[PeerAuthentication]:
+        return self.of_kind(PeerAuthentication)
+
+    @property
+    def authorization_policies(self) -> list[AuthorizationPolicy]:
+        return self.of_kind(AuthorizationPolicy)
+
+    def sorted_resources(self) -> list[Resource]:
+        return sorted(self.resources, key=lambda r: (KIND_ORDER.index(r.kind), r.namespace, r.name))
+
+    def service_for_host(self, host: str, namespace: str = "default") -> Service | None:
+        fqdn = resolve_host(host, namespace)
+        return next((s for s in self.services if s.fqdn == fqdn), None)
+
+    def destination_rule_for(self, host: str, namespace: str = "default") -> DestinationRule | None:
+        """Istio picks the rule in the client's namespace first, then the service's namespace."""
+        fqdn = resolve_host(host, namespace)
+        rules = [d for d in self.destination_rules if resolve_host(d.host, d.namespace) == fqdn]
+        rules.sort(key=lambda d: (d.namespace != namespace, d.namespace, d.name))
+        return rules[0] if rules else None
+
+    def __iter__(self) -> Iterator[Resource]:
+        return iter(self.sorted_resources())

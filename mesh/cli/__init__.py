@@ -1,0 +1,47 @@
+"""`mesh`: the command line. Commands are thin; the work lives in the role packages."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from mesh.errors import MeshError
+
+EPILOG = """\b
+Exit codes: 0 ok, 2 usage, 65 malformed input, 69 target unavailable, 79 analysis errors.
+Set MESH_DEBUG=1 to see tracebacks."""
+
+
+class MeshGroup(click.Group):
+    """Turns our errors into one clear message and an exit code; tracebacks only with MESH_DEBUG=1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MeshError as e:
+            if os.environ.get("MESH_DEBUG"):
+                raise
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(e.exit_code)
+
+
+@click.group(cls=MeshGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="meshops", prog_name="mesh")
+def cli() -> None:
+    """meshops: Istio traffic policy as typed Python, reconciled from git and proven on real Envoy.
+
+    \b
+    Start here:
+      mesh render --env dev        # the Istio YAML your policies compile to
+      mesh analyze --env dev       # check them before anything is applied
+      mesh up --env dev            # a local mesh of real Envoy proxies running them
+    """
+
+
+def main() -> None:
+    from mesh.cli import commands  # noqa: F401  (registers commands)
+
+    cli(prog_name="mesh")

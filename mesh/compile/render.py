@@ -1,0 +1,111 @@
+"""Typed objects -> Istio and Kubernetes manifests. Deterministic: same input, same bytes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from mesh.api.config import MeshConfig
+from mesh.api.workloads import Service, Version
+
+Manifest = dict[str, Any]
+
+INJECTION_LABEL = {"istio-injection": "enabled"}
+
+
+def render_istio(config: MeshConfig) -> list[Manifest]:
+    """The Istio resources, sorted by kind, namespace and name."""
+    return [r.to_manifest() for r in config.sorted_resources()]
+
+
+def render_workloads(config: MeshConfig) -> list[Manifest]:
+    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version."""
+    out: list[Manifest] = []
+    for ns in sorted({s.namespace for s in config.services}):
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": ns, "labels": dict(INJECTION_LABEL)},
+            }
+        )
+    for svc in sorted(config.services, key=lambda s: (s.namespace, s.name)):
+        out.extend(service_manifests(svc))
+    return out
+
+
+def render(config: MeshConfig, *, workloads: bool = True) -> list[Manifest]:
+    return (render_workloads(config) if workloads else []) + render_istio(config)
+
+
+def service_manifests(svc: Service) -> list[Manifest]:
+    sa = svc.service_account or svc.name
+    meta = {"namespace": svc.namespace, "labels": {"app": svc.name}}
+    manifests: list[Manifest] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, **meta}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": svc.name, **meta},
+            "spec": {
+                "selector": {"app": svc.name},
+                "ports": [
+                    {
+                        "name": p.name,
+                        "port": p.number,
+                        "targetPort": p.target_port or p.number,
+                        "protocol": "TCP",
+                        "appProtocol": p.protocol,
+                    }
+                    for p in svc.ports
+                ],
+            },
+        },
+    ]
+    manifests.extend(deployment(svc, v, sa) for v in svc.versions)
+    return manifests
+
+
+def deployment(svc: Service, version: Version, service_account: str) -> Manifest:
+    labels = dict(sorted(svc.pod_labels(version).items()))
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(version.env.items())]
+    env += [
+        {"name": "SERVICE_NAME", "value": svc.name},
+        {"name": "SERVICE_VERSION", "value": version.name},
+        {"name": "PORT", "value": str(svc.ports[0].target_port or svc.ports[0].number)},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    container: dict[str, Any] = {
+        "name": svc.name,
+        "image": version.image or "",
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [{"containerPort": p.target_port or p.number, "name": p.name} for p in svc.ports],
+        "env": env,
+        "readinessProbe": {
+            "tcpSocket": {"port": svc.ports[0].target_port or svc.ports[0].number},
+            "periodSeconds": 2,
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": f"{svc.name}-{version.name}", "namespace": svc.namespace, "labels": labels},
+        "spec": {
+            "replicas": version.replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"serviceAccountName": service_account, "containers": [container]},
+            },
+        },
+    }
+
+
+def dump_yaml(manifests: list[Manifest]) -> str:
+    return "---\n".join(yaml.safe_dump(m, sort_keys=False, default_flow_style=False, width=120) for m in manifests)
+
+
+def dump_json(manifests: list[Manifest]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}, indent=2) + "\n"

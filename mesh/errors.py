@@ -1,0 +1,79 @@
+"""The exception tree. Every error names the object (file, resource, field) and says what to do next.
+
+MeshError
+├── PolicyError            a policy module or YAML document is malformed (exit 65)
+│   └── ImportFailed       YAML that cannot become typed objects
+├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
+├── TargetError            a target cannot do what was asked (missing tool, not running)
+│   └── MeshNotRunning
+└── PushRejected           an Envoy NACKed a push; the previous config keeps serving
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mesh.analyze.findings import Finding
+
+EXIT_BAD_INPUT = 65
+EXIT_ANALYSIS = 79
+EXIT_TARGET = 69
+
+
+class MeshError(Exception):
+    exit_code = 1
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class PolicyError(MeshError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class ImportFailed(PolicyError):
+    pass
+
+
+class AnalysisFailed(MeshError):
+    exit_code = EXIT_ANALYSIS
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        self.findings = list(findings)
+        errors = [f for f in self.findings if f.level == "Error"]
+        lines = "\n".join(f"  {f}" for f in errors)
+        super().__init__(
+            f"analysis found {len(errors)} error(s); nothing was applied:\n{lines}",
+            hint="fix the findings above, then run `mesh analyze` to check before applying again",
+        )
+
+
+class TargetError(MeshError):
+    exit_code = EXIT_TARGET
+
+
+class MeshNotRunning(TargetError):
+    pass
+
+
+class PushRejected(MeshError):
+    """One or more proxies NACKed a push. `rejections` maps proxy id -> Envoy's error text."""
+
+    exit_code = 1
+
+    def __init__(self, rejections: dict[str, str]) -> None:
+        self.rejections = rejections
+        lines = "\n".join(f"  {proxy}: {err}" for proxy, err in sorted(rejections.items()))
+        super().__init__(
+            f"{len(rejections)} proxy(ies) rejected the new config; every proxy keeps serving the previous one:\n{lines}",
+            hint="the Envoy error above names the offending field; fix the policy and apply again",
+        )

@@ -1,0 +1,295 @@
+"""One table of defects: each case is YAML on top of a small app, and the findings it must produce."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.analyze import MESSAGES, REGISTRY, TargetCapabilities, analyze, check, errors
+from mesh.api import MeshConfig, Service, ServicePort, Version
+from mesh.compile import build_policies, load_yaml
+from mesh.errors import AnalysisFailed
+
+APP = [
+    Service(name="productpage", versions=[Version(name="v1", command=["x"])]),
+    Service(name="reviews", versions=[Version(name=v, command=["x"]) for v in ("v1", "v2", "v3")]),
+    Service(
+        name="ratings",
+        ports=[ServicePort(number=9080), ServicePort(number=9090, name="grpc", protocol="grpc")],
+        versions=[Version(name="v1", command=["x"])],
+    ),
+]
+
+DR_REVIEWS = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+"""
+
+
+def vs(http: str, hosts: str = "[reviews]", extra: str = "", name: str = "reviews") -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}}}
+spec:
+  hosts: {hosts}
+{extra}  http:
+{http}
+"""
+
+
+CASES: list[tuple[str, str, list[tuple[str, str]]]] = [
+    (
+        "weights-total-zero",
+        DR_REVIEWS
+        + "---"
+        + vs(
+            "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 0}\n"
+            "    - {destination: {host: reviews, subset: v2}, weight: 0}"
+        ),
+        [("MSH0002", "spec.http[0].route")],
+    ),
+    (
+        "weights-not-100",
+        DR_REVIEWS
+        + "---"
+        + vs(
+            "  - route:\n    - {destination: {host: reviews, subset: v1}, weight: 60}\n"
+            "    - {destination: {host: reviews, subset: v2}, weight: 60}"
+        ),
+        [("MSH0001", "spec.http[0].route")],
+    ),
+    (
+        "unknown-subset",
+        DR_REVIEWS + "---" + vs("  - route:\n    - {destination: {host: reviews, subset: v9}}"),
+        [("IST0101", "spec.http[0].route[0].destination.subset")],
+    ),
+    (
+        "subset-without-destination-rule",
+        vs("  - route:\n    - {destination: {host: reviews, subset: v1}}"),
+        [("IST0101", "spec.http[0].route[0].destination.subset")],
+    ),
+    (
+        "unknown-host",
+        vs("  - route:\n    - {destination: {host: reveiws}}"),
+        [("IST0101", "spec.http[0].route[0].destination.host")],
+    ),
+    (
+        "missing-gateway",
+        vs(
+            "  - route:\n    - {destination: {host: productpage}}",
+            hosts="[shop.example.com]",
+            extra="  gateways: [shop-gw]\n",
+            name="shop",
+        ),
+        [("IST0101", "spec.gateways[0]")],
+    ),
+    (
+        "host-not-in-gateway",
+        """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop-gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [shop.example.com]
+---"""
+        + vs(
+            "  - route:\n    - {destination: {host: productpage}}",
+            hosts="[shop.example.com, other.example.com]",
+            extra="  gateways: [shop-gw]\n",
+            name="shop",
+        ),
+        [("IST0132", "spec.hosts[1]")],
+    ),
+    (
+        "two-virtualservices-one-host",
+        vs("  - route:\n    - {destination: {host: reviews}}")
+        + "---"
+        + vs(
+            "  - route:\n    - {destination: {host: reviews}}",
+            hosts="[reviews.default.svc.cluster.local]",
+            name="reviews-2",
+        ),
+        [("IST0109", "spec.hosts")],
+    ),
+    (
+        "subset-selects-nothing",
+        """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v4, labels: {version: v4}}
+""",
+        [("IST0173", "spec.subsets[1].labels")],
+    ),
+    (
+        "invalid-regex",
+        vs("  - match:\n    - uri: {regex: '/api/(?!internal).*'}\n    route:\n    - {destination: {host: reviews}}"),
+        [("IST0106", "spec.http[0].match[0].uri.regex")],
+    ),
+    (
+        "broken-regex",
+        vs("  - match:\n    - headers: {x-user: {regex: '[a-z'}}\n    route:\n    - {destination: {host: reviews}}"),
+        [("IST0106", "spec.http[0].match[0].headers.x-user.regex")],
+    ),
+    (
+        "strict-mtls-vs-plaintext",
+        """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: DISABLE}
+""",
+        [("IST0113", "spec.trafficPolicy.tls.mode")],
+    ),
+    (
+        "port-not-exposed",
+        vs("  - route:\n    - {destination: {host: productpage, port: {number: 8080}}}"),
+        [("MSH0003", "spec.http[0].route[0].destination.port.number")],
+    ),
+    (
+        "multi-port-needs-selector",
+        vs("  - route:\n    - {destination: {host: ratings}}", hosts="[ratings]", name="ratings"),
+        [("IST0112", "spec.http[0].route[0].destination")],
+    ),
+    (
+        "duplicate-names",
+        DR_REVIEWS + "---" + DR_REVIEWS,
+        [("MSH0004", "")],
+    ),
+    (
+        "duplicate-subset-names",
+        DR_REVIEWS + "  - {name: v1, labels: {version: v3}}\n",
+        [("MSH0004", "spec.subsets[2].name")],
+    ),
+    (
+        "catch-all-shadows-later-rule",
+        vs(
+            "  - route:\n    - {destination: {host: reviews}}\n"
+            "  - match:\n    - headers: {end-user: {exact: jason}}\n    route:\n    - {destination: {host: reviews}}"
+        ),
+        [("IST0130", "spec.http[1]")],
+    ),
+    (
+        "prefix-shadows-longer-prefix",
+        vs(
+            "  - match:\n    - uri: {prefix: /api}\n    route:\n    - {destination: {host: reviews}}\n"
+            "  - match:\n    - uri: {prefix: /api/v2}\n    - uri: {exact: /health}\n    route:\n    - {destination: {host: reviews}}"
+        ),
+        [("IST0131", "spec.http[1].match[0]")],
+    ),
+    (
+        "fault-that-never-fires",
+        vs(
+            "  - fault: {abort: {httpStatus: 503, percentage: {value: 0}}}\n    route:\n    - {destination: {host: reviews}}"
+        ),
+        [("MSH0005", "spec.http[0].fault.abort.percentage")],
+    ),
+    (
+        "destination-rule-for-unknown-host",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: x}\nspec: {host: nothing}\n",
+        [("IST0174", "spec.host")],
+    ),
+]
+
+
+@pytest.mark.parametrize("yaml_text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
+def test_defect_is_reported_with_code_and_path(yaml_text: str, expected: list[tuple[str, str]]) -> None:
+    config = load_yaml(yaml_text, "case.yaml")
+    config.services.extend(APP)
+    found = [(f.code, f.path) for f in analyze(config)]
+    assert found == expected, "\n".join(str(f) for f in analyze(config))
+
+
+def test_errors_block_and_warnings_do_not() -> None:
+    config = load_yaml(CASES[0][1], "case.yaml")
+    config.services.extend(APP)
+    with pytest.raises(AnalysisFailed) as e:
+        check(config)
+    assert "MSH0002" in str(e.value) and "nothing was applied" in str(e.value)
+    warn = load_yaml(CASES[1][1], "case.yaml")
+    warn.services.extend(APP)
+    assert [f.code for f in check(warn)] == ["MSH0001"]
+
+
+def test_findings_name_the_file_and_line() -> None:
+    config = load_yaml(CASES[2][1], "case.yaml")
+    config.services.extend(APP)
+    (f,) = analyze(config)
+    assert str(f).startswith(
+        "Error [IST0101] (VirtualService default/reviews case.yaml:11) spec.http[0].route[0].destination.subset:"
+    )
+
+
+def test_unsupported_field_for_target_is_an_error_never_silent() -> None:
+    config = load_yaml(vs("  - route:\n    - {destination: {host: reviews}}\n    corsPolicy: {allowMethods: [GET]}"))
+    config.services.extend(APP)
+    target = TargetCapabilities(name="toy", unsupported={"VirtualService.http[].corsPolicy": "CORS is not translated"})
+    (f,) = errors(analyze(config, target))
+    assert (f.code, f.path) == ("MSH0100", "spec.http[0].corsPolicy")
+    assert "toy target" in f.message
+
+
+def test_target_needs_command_or_image() -> None:
+    config = MeshConfig(services=[Service(name="a", versions=[Version(name="v1", image="img")])])
+    (f,) = analyze(config, TargetCapabilities(name="local", needs="command"))
+    assert (f.code, f.path) == ("MSH0006", "versions[0].command")
+    assert analyze(config, TargetCapabilities(name="kubernetes", needs="image")) == []
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_shipped_policies_are_clean(env: str) -> None:
+    from mesh.targets import capabilities
+
+    for target in ("local", "kubernetes"):
+        assert analyze(build_policies(env), capabilities(target)) == []
+
+
+def test_every_analyzer_is_registered_named_and_described() -> None:
+    names = [a.name for a in REGISTRY]
+    assert len(names) == len(set(names))
+    assert all(a.description for a in REGISTRY)
+    used = {c for a in REGISTRY for c in a.codes}
+    assert used <= set(MESSAGES)
+    assert set(MESSAGES) <= used, f"catalog codes no analyzer emits: {set(MESSAGES) - used}"
+
+
+def test_every_code_is_exercised_by_the_grid() -> None:
+    covered = {code for _, _, exp in CASES for code, _ in exp} | {"MSH0100", "MSH0006"}
+    assert set(MESSAGES) - covered == {"IST0145"} or set(MESSAGES) <= covered
+
+
+def test_conflicting_gateways() -> None:
+    gw = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: {name}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [shop.example.com]
+"""
+    config = load_yaml(gw.format(name="a") + "---" + gw.format(name="b"))
+    assert [(f.code, f.resource) for f in analyze(config)] == [("IST0145", "Gateway default/b")]

@@ -1,0 +1,110 @@
+"""Hypothesis strategies derived from the typed models themselves, so new fields are covered for free."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+import annotated_types
+from hypothesis import reject
+from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+
+from mesh.api import Abort, HTTPFaultInjection, HTTPRoute, Resource, StringMatch
+
+DURATION_FIELDS = {
+    "timeout",
+    "per_try_timeout",
+    "fixed_delay",
+    "max_age",
+    "connect_timeout",
+    "idle_timeout",
+    "interval",
+    "base_ejection_time",
+}
+durations = st.builds(lambda n, u: f"{n}{u}", st.integers(1, 999), st.sampled_from(["ms", "s", "m", "h"]))
+names = st.from_regex(r"[a-z][a-z0-9-]{0,6}[a-z0-9]", fullmatch=True)
+text = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8)
+
+OVERRIDES: dict[type, st.SearchStrategy[Any]] = {
+    StringMatch: st.one_of(
+        st.builds(StringMatch, exact=text),
+        st.builds(StringMatch, prefix=text.map(lambda t: "/" + t)),
+        st.builds(StringMatch, regex=st.sampled_from(["/a.*", "v[0-9]+", "^x$"])),
+    ),
+    Abort: st.one_of(
+        st.builds(Abort, http_status=st.integers(400, 599)),
+        st.builds(Abort, grpc_status=st.sampled_from(["UNAVAILABLE"])),
+    ),
+}
+
+
+def _bounds(metadata: list[Any]) -> tuple[float | None, float | None]:
+    lo = hi = None
+    for m in metadata:
+        if isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        if isinstance(m, annotated_types.Le):
+            hi = m.le
+    return lo, hi
+
+
+def for_type(tp: Any, name: str, metadata: list[Any]) -> st.SearchStrategy[Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return st.none() | for_type(inner[0], name, metadata)
+    if origin is Literal:
+        return st.sampled_from(get_args(tp))
+    if origin is list:
+        (inner,) = get_args(tp)
+        min_size = next((m.min_length for m in metadata if isinstance(m, annotated_types.MinLen)), 0)
+        return st.lists(for_type(inner, name, []), min_size=min_size, max_size=2)
+    if origin is dict:
+        k, v = get_args(tp)
+        keys = st.integers(1, 65535) if k is int else names
+        return st.dictionaries(keys, for_type(v, name, []), max_size=2)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return model(tp)
+    if tp is str:
+        if name in DURATION_FIELDS:
+            return durations
+        return names
+    if tp is bool:
+        return st.booleans()
+    if tp is int:
+        lo, hi = _bounds(metadata)
+        return st.integers(int(lo) if lo is not None else 0, int(hi) if hi is not None else 10_000)
+    if tp is float:
+        lo, hi = _bounds(metadata)
+        return st.floats(lo or 0.0, hi or 100.0, allow_nan=False).map(lambda f: round(f, 4))
+    raise NotImplementedError(f"no strategy for {tp!r} ({name})")
+
+
+@st.composite
+def _valid(draw: st.DrawFn, cls: type[BaseModel]) -> BaseModel:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for fname, field in cls.model_fields.items():
+        if fname in ("labels", "annotations") and issubclass(cls, Resource):
+            continue
+        strategy = for_type(hints[fname], fname, list(field.metadata))
+        if not field.is_required():
+            strategy = st.just(field.get_default(call_default_factory=True)) | strategy
+        kwargs[fname] = draw(strategy)
+    try:
+        return cls(**kwargs)
+    except ValidationError:
+        reject()
+
+
+def model(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
+    if cls in OVERRIDES:
+        return OVERRIDES[cls]
+    if cls is HTTPRoute:
+        # a rule has a route or a redirect, never both
+        return _valid(cls).filter(lambda r: bool(r.route) != (r.redirect is not None))
+    if cls is HTTPFaultInjection:
+        return _valid(cls).filter(lambda f: f.delay is not None or f.abort is not None)
+    return _valid(cls)
