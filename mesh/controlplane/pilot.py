@@ -1,0 +1,103 @@
+"""Pilot: owns the current config, pushes per-proxy snapshots, waits on ACKs, and rolls back on NACK.
+
+The last good config keeps serving: a push is only "applied" once every proxy ACKed it; if any proxy NACKs,
+every proxy is pushed the previous snapshots again and the caller gets PushRejected with Envoy's error text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mesh.api.config import MeshConfig
+from mesh.controlplane.ca.authority import CertificateAuthority
+from mesh.controlplane.model import Proxy, Registry
+from mesh.controlplane.translate import PushContext, build_snapshot
+from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
+from mesh.controlplane.xds.snapshot import Snapshot
+from mesh.errors import PushRejected
+
+log = logging.getLogger("mesh.pilot")
+
+
+@dataclass
+class PushResult:
+    revision: int
+    results: dict[str, SyncResult]
+    translate_ms: float
+    sync_ms: float
+    changed: list[str] = field(default_factory=list)  # proxies whose snapshot changed
+
+    @property
+    def synced(self) -> bool:
+        return all(r.state == "SYNCED" for r in self.results.values())
+
+
+class Pilot:
+    def __init__(self, registry: Registry, ca: CertificateAuthority, cache: SnapshotCache | None = None) -> None:
+        self.registry = registry
+        self.ca = ca
+        self.cache = cache or SnapshotCache()
+        self.config = MeshConfig()
+        self.revision = 0
+        self._lock = threading.RLock()
+        self.validate: Callable[[dict[str, Snapshot]], None] | None = None  # pre-push validation hook
+        registry.on_change(self._on_registry_change)
+
+    def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
+        t0 = time.perf_counter()
+        push = PushContext(config, self.registry.pods)
+        snaps = {p.id: build_snapshot(push, p, self.ca) for p in self.registry.proxies}
+        return snaps, (time.perf_counter() - t0) * 1000
+
+    def push(self, config: MeshConfig, *, wait: float = 10.0, rollback: bool = True) -> PushResult:
+        """Translate, publish, and wait for every proxy to ACK or NACK. Raises PushRejected after rolling back."""
+        with self._lock:
+            snaps, translate_ms = self.snapshots(config)
+            if self.validate is not None:
+                self.validate(snaps)
+            previous = {n: s for n in snaps if (s := self.cache.get_snapshot(n)) is not None}
+            changed = [n for n, s in snaps.items() if n not in previous or previous[n].version_key != s.version_key]
+            for node, snap in snaps.items():
+                self.cache.set_snapshot(node, snap)
+            t0 = time.perf_counter()
+            results = self.cache.wait_synced(changed, timeout=wait) if wait else {}
+            sync_ms = (time.perf_counter() - t0) * 1000
+            rejected = {
+                n: "; ".join(f"{t}: {e}" for t, e in r.errors.items()) for n, r in results.items() if r.state == "NACK"
+            }
+            if rejected and rollback:
+                for node, snap in previous.items():
+                    self.cache.set_snapshot(node, snap)
+                self.cache.wait_synced(list(previous), timeout=wait)
+                raise PushRejected(rejected)
+            self.config = config
+            self.revision += 1
+            return PushResult(self.revision, results, translate_ms, sync_ms, changed)
+
+    def add_proxy(self, proxy: Proxy) -> None:
+        """Register a proxy and give it a snapshot of the current config before its Envoy connects."""
+        with self._lock:
+            self.registry.add_proxy(proxy)
+            push = PushContext(self.config, self.registry.pods)
+            self.cache.set_snapshot(proxy.id, build_snapshot(push, proxy, self.ca))
+
+    def _on_registry_change(self) -> None:
+        """Endpoint health changed: republish (EDS versions move, everything else stays identical)."""
+        threading.Thread(target=self._republish, name="eds-push", daemon=True).start()
+
+    def _republish(self) -> None:
+        with self._lock:
+            snaps, _ = self.snapshots(self.config)
+            for node, snap in snaps.items():
+                self.cache.set_snapshot(node, snap)
+
+    def rotate_certificates(self) -> None:
+        """Issue fresh SVIDs to every proxy (SDS pushes `default`)."""
+        with self._lock:
+            for p in self.registry.proxies:
+                self.ca.rotate(p.identity)
+            self._republish()

@@ -1,0 +1,180 @@
+"""CDS: `outbound|PORT|SUBSET|FQDN` per service port and subset (DestinationRule policy applied), plus a
+sidecar's `inbound|PORT||` clusters pointing at its own app."""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
+from envoy.type.v3 import percent_pb2
+
+from mesh.api.networking import TrafficPolicy
+from mesh.api.workloads import ServicePort
+from mesh.controlplane.model import Proxy
+from mesh.controlplane.translate.context import (
+    PushContext,
+    ServiceView,
+    http_ports,
+    inbound_cluster,
+    outbound_cluster,
+    outbound_sni,
+)
+from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
+from mesh.controlplane.translate.tls import istio_mutual_upstream
+
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+BLACKHOLE = "BlackHoleCluster"
+
+_LB = {
+    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
+    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
+    "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST,
+    "RANDOM": cluster_pb2.Cluster.RANDOM,
+    "UNSPECIFIED": cluster_pb2.Cluster.LEAST_REQUEST,
+}
+
+
+def build_clusters(push: PushContext, proxy: Proxy) -> list[cluster_pb2.Cluster]:
+    out = list(outbound_clusters(push, proxy.namespace))
+    if proxy.kind == "sidecar" and proxy.pod is not None:
+        out += [_inbound(proxy.pod.app_ip, p) for p in proxy.pod.ports]
+    out.append(cluster_pb2.Cluster(name=BLACKHOLE, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1.0)))
+    return out
+
+
+def outbound_clusters(push: PushContext, client_namespace: str) -> tuple[cluster_pb2.Cluster, ...]:
+    """The same for every proxy of a namespace: computed once per push."""
+    cache = push.__dict__.setdefault("_outbound_clusters", {})
+    if client_namespace not in cache:
+        clusters = []
+        for view in push.services.values():
+            dr = push.destination_rule(view.fqdn, client_namespace)
+            for port in http_ports(view.service):
+                clusters.append(_outbound(push, view, port, "", client_namespace))
+                for subset in dr.subsets if dr else []:
+                    clusters.append(_outbound(push, view, port, subset.name, client_namespace))
+        cache[client_namespace] = tuple(clusters)
+    return cache[client_namespace]  # type: ignore[no-any-return]
+
+
+def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str) -> cluster_pb2.Cluster:
+    name = outbound_cluster(port.number, subset, view.fqdn)
+    tp = push.traffic_policy(view.fqdn, port.number, subset, ns)
+    c = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()),
+        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT),
+        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
+    )
+    _apply_policy(c, tp, port)
+    if push.upstream_tls(view, port.number, subset, ns) == "ISTIO_MUTUAL":
+        identities = sorted({p.identity for p in view.pods} or {view.service.identity})
+        c.transport_socket.CopyFrom(istio_mutual_upstream(outbound_sni(port.number, subset, view.fqdn), identities))
+    return c
+
+
+def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) -> None:
+    lb = tp.load_balancer
+    if lb is not None and lb.simple is not None:
+        c.lb_policy = _LB[lb.simple]
+    if lb is not None and lb.consistent_hash is not None:
+        c.lb_policy = cluster_pb2.Cluster.RING_HASH
+        if lb.consistent_hash.minimum_ring_size:
+            c.ring_hash_lb_config.minimum_ring_size.value = lb.consistent_hash.minimum_ring_size
+
+    # Circuit breaking: Istio's defaults are effectively unlimited.
+    t = circuit_breaker_pb2.CircuitBreakers.Thresholds(
+        max_connections=u32(MAX_UINT32),
+        max_pending_requests=u32(MAX_UINT32),
+        max_requests=u32(MAX_UINT32),
+        max_retries=u32(MAX_UINT32),
+        track_remaining=True,
+    )
+    http_opts = hpo.HttpProtocolOptions()
+    common = protocol_pb2.HttpProtocolOptions()
+    pool = tp.connection_pool
+    if pool and pool.tcp:
+        if pool.tcp.max_connections:
+            t.max_connections.value = pool.tcp.max_connections
+        if pool.tcp.connect_timeout:
+            c.connect_timeout.CopyFrom(duration(pool.tcp.connect_timeout))
+    if pool and pool.http:
+        h = pool.http
+        if h.http1_max_pending_requests:
+            t.max_pending_requests.value = h.http1_max_pending_requests
+        if h.http2_max_requests:
+            t.max_requests.value = h.http2_max_requests
+        if h.max_retries is not None:
+            t.max_retries.value = h.max_retries
+        if h.max_requests_per_connection:
+            common.max_requests_per_connection.value = h.max_requests_per_connection
+        if h.idle_timeout:
+            common.idle_timeout.CopyFrom(duration(h.idle_timeout))
+    c.circuit_breakers.thresholds.append(t)
+
+    if port.protocol in ("http2", "grpc"):
+        http_opts.explicit_http_config.http2_protocol_options.SetInParent()
+    else:
+        http_opts.explicit_http_config.http_protocol_options.SetInParent()
+    if common.ByteSize():
+        http_opts.common_http_protocol_options.CopyFrom(common)
+    c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
+
+    od = tp.outlier_detection
+    if od is not None:
+        o = outlier_detection_pb2.OutlierDetection()
+        if od.consecutive_5xx_errors is not None:
+            o.consecutive_5xx.value = od.consecutive_5xx_errors
+            o.enforcing_consecutive_5xx.value = 100 if od.consecutive_5xx_errors > 0 else 0
+        else:
+            o.enforcing_consecutive_5xx.value = 0
+        if od.consecutive_gateway_errors is not None:
+            o.consecutive_gateway_failure.value = od.consecutive_gateway_errors
+            o.enforcing_consecutive_gateway_failure.value = 100 if od.consecutive_gateway_errors > 0 else 0
+        if od.interval:
+            o.interval.CopyFrom(duration(od.interval))
+        if od.base_ejection_time:
+            o.base_ejection_time.CopyFrom(duration(od.base_ejection_time))
+        if od.max_ejection_percent is not None:
+            o.max_ejection_percent.value = od.max_ejection_percent
+        o.enforcing_success_rate.value = 0
+        c.outlier_detection.CopyFrom(o)
+        if od.min_health_percent is not None:
+            c.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=od.min_health_percent))
+
+
+def _inbound(app_ip: str, port: ServicePort) -> cluster_pb2.Cluster:
+    name = inbound_cluster(port.number)
+    target = port.target_port or port.number
+    c = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(
+                                address=address_pb2.Address(
+                                    socket_address=address_pb2.SocketAddress(address=app_ip, port_value=target)
+                                )
+                            )
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+    opts = hpo.HttpProtocolOptions()
+    if port.protocol in ("http2", "grpc"):
+        opts.explicit_http_config.http2_protocol_options.SetInParent()
+    else:
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+    c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(opts))
+    _ = base_pb2
+    return c

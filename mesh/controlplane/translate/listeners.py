@@ -1,0 +1,166 @@
+"""LDS. Sidecar: an HTTP-proxy outbound listener (`<ip>_15001`, routes `http_proxy`) and one inbound listener per
+service port on the pod IP, with filter chains by PeerAuthentication mode. Gateway: `0.0.0.0_<port>` per server
+port, bound where the host exposes it, routes `http.<port>`.
+"""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import address_pb2, protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+
+from mesh.controlplane.model import SIDECAR_OUTBOUND_PORT, Proxy
+from mesh.controlplane.translate.authz import rbac_filters
+from mesh.controlplane.translate.context import PushContext, inbound_cluster
+from mesh.controlplane.translate.protos import ads, duration, packed
+from mesh.controlplane.translate.routes import FAULT_FILTER, SIDECAR_ROUTE_CONFIG, gateway_route_name
+from mesh.controlplane.translate.tls import istio_mutual_downstream
+
+HCM = "envoy.filters.network.http_connection_manager"
+TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
+
+
+def _address(ip: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=ip, port_value=port))
+
+
+def _router() -> hcm.HttpFilter:
+    return hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
+
+
+def _fault() -> hcm.HttpFilter:
+    # Empty: the per-route typed_per_filter_config carries each VirtualService fault.
+    return hcm.HttpFilter(name=FAULT_FILTER, typed_config=packed(fault_pb2.HTTPFault()))
+
+
+def _hcm_filter(m: hcm.HttpConnectionManager) -> lc.Filter:
+    return lc.Filter(name=HCM, typed_config=packed(m))
+
+
+def build_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
+    if proxy.kind == "router":
+        return gateway_listeners(push, proxy)
+    return [outbound_listener(proxy), *inbound_listeners(push, proxy)]
+
+
+def outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
+    m = hcm.HttpConnectionManager(
+        stat_prefix=f"outbound_{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
+        codec_type=hcm.HttpConnectionManager.AUTO,
+        rds=hcm.Rds(route_config_name=SIDECAR_ROUTE_CONFIG, config_source=ads()),
+        http_filters=[_fault(), _router()],
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
+        stream_idle_timeout=duration(0.0),
+    )
+    return listener_pb2.Listener(
+        name=f"{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
+        address=_address(proxy.ip, SIDECAR_OUTBOUND_PORT),
+        filter_chains=[lc.FilterChain(filters=[_hcm_filter(m)])],
+        traffic_direction=2,  # OUTBOUND
+    )
+
+
+def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
+    pod = proxy.pod
+    assert pod is not None
+    filters = rbac_filters(push.authorization_policies(proxy))
+    out = []
+    for port in pod.ports:
+        mode = push.mtls_mode(pod, port.number)
+        route = route_pb2.RouteConfiguration(
+            name=inbound_cluster(port.number),
+            virtual_hosts=[
+                rc.VirtualHost(
+                    name=f"inbound|http|{port.number}",
+                    domains=["*"],
+                    routes=[
+                        rc.Route(
+                            name="default",
+                            match=rc.RouteMatch(prefix="/"),
+                            route=rc.RouteAction(cluster=inbound_cluster(port.number), timeout=duration(0.0)),
+                        )
+                    ],
+                )
+            ],
+        )
+        m = hcm.HttpConnectionManager(
+            stat_prefix=f"inbound_{pod.ip}_{port.number}",
+            codec_type=hcm.HttpConnectionManager.AUTO,
+            route_config=route,
+            http_filters=[*filters, _router()],
+            forward_client_cert_details=hcm.HttpConnectionManager.APPEND_FORWARD,
+            set_current_client_cert_details=hcm.HttpConnectionManager.SetCurrentClientCertDetails(
+                subject={"value": True}, uri=True, dns=True
+            ),
+            stream_idle_timeout=duration(0.0),
+        )
+        chains = []
+        if mode in ("STRICT", "PERMISSIVE"):
+            chains.append(
+                lc.FilterChain(
+                    name=f"inbound_{port.number}_mtls",
+                    filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"),
+                    transport_socket=istio_mutual_downstream(),
+                    filters=[_hcm_filter(m)],
+                )
+            )
+        if mode in ("PERMISSIVE", "DISABLE"):
+            chains.append(
+                lc.FilterChain(
+                    name=f"inbound_{port.number}_plaintext",
+                    filter_chain_match=lc.FilterChainMatch(transport_protocol="raw_buffer"),
+                    filters=[_hcm_filter(m)],
+                )
+            )
+        out.append(
+            listener_pb2.Listener(
+                name=f"{pod.ip}_{port.number}",
+                address=_address(pod.ip, port.number),
+                listener_filters=[
+                    lc.ListenerFilter(name=TLS_INSPECTOR, typed_config=packed(tls_inspector_pb2.TlsInspector()))
+                ],
+                filter_chains=chains,
+                traffic_direction=1,  # INBOUND
+            )
+        )
+    return out
+
+
+def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
+    ports = sorted(
+        {
+            s.port.number
+            for gw in push.gateways_for(proxy)
+            for s in gw.servers
+            if s.port.protocol in ("HTTP", "HTTP2", "GRPC")
+        }
+    )
+    filters = rbac_filters(push.authorization_policies(proxy))
+    out = []
+    for port in ports:
+        if port not in proxy.listen:
+            continue  # the host does not expose this gateway port
+        ip, host_port = proxy.listen[port]
+        m = hcm.HttpConnectionManager(
+            stat_prefix=f"outbound_0.0.0.0_{port}",
+            codec_type=hcm.HttpConnectionManager.AUTO,
+            rds=hcm.Rds(route_config_name=gateway_route_name(port), config_source=ads()),
+            http_filters=[_fault(), *filters, _router()],
+            use_remote_address={"value": True},
+            stream_idle_timeout=duration(0.0),
+        )
+        out.append(
+            listener_pb2.Listener(
+                name=f"0.0.0.0_{port}",
+                address=_address(ip, host_port),
+                filter_chains=[lc.FilterChain(filters=[_hcm_filter(m)])],
+                traffic_direction=1,
+            )
+        )
+    return out

@@ -1,0 +1,427 @@
+"""RDS: VirtualService http rules -> Envoy routes, faithful to Istio's pilot/pkg/networking/core/route.
+
+Sidecars get one route config, `http_proxy` (Istio's name for the HTTP-proxy capture mode), with a virtual host
+per service port; gateways get `http.<port>` with a virtual host per VirtualService host they serve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.type.matcher.v3 import regex_pb2, string_pb2
+from envoy.type.v3 import percent_pb2
+
+from mesh.api.networking import (
+    Destination,
+    Headers,
+    HTTPFaultInjection,
+    HTTPMatchRequest,
+    HTTPRetry,
+    HTTPRoute,
+    StringMatch,
+    VirtualService,
+)
+from mesh.controlplane.model import Proxy
+from mesh.controlplane.translate.clusters import BLACKHOLE
+from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
+from mesh.controlplane.translate.protos import duration, fraction, packed, u32
+
+FAULT_FILTER = "envoy.filters.http.fault"
+SIDECAR_ROUTE_CONFIG = "http_proxy"
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+_REDIRECT_CODES = {301: 0, 302: 1, 303: 2, 307: 3, 308: 4}
+
+
+def gateway_route_name(port: int) -> str:
+    return f"http.{port}"
+
+
+def build_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfiguration]:
+    if proxy.kind == "sidecar":
+        return [sidecar_routes(push, proxy)]
+    return gateway_routes(push, proxy)
+
+
+# --- sidecar ----------------------------------------------------------------------------------------
+
+
+def _uses_source_labels(push: PushContext) -> bool:
+    return any(m.source_labels for vs in push.config.virtual_services for r in vs.http for m in r.match)
+
+
+def sidecar_routes(push: PushContext, proxy: Proxy) -> route_pb2.RouteConfiguration:
+    # Shared by all sidecars of a namespace unless some rule matches on the caller's labels.
+    key = (proxy.namespace, tuple(sorted(proxy.labels.items())) if _uses_source_labels(push) else ())
+    cache = push.__dict__.setdefault("_sidecar_routes", {})
+    if key not in cache:
+        vhosts = []
+        for view in push.services.values():
+            for port in http_ports(view.service):
+                vhosts.append(_service_vhost(push, proxy, view, port.number))
+        cache[key] = route_pb2.RouteConfiguration(
+            name=SIDECAR_ROUTE_CONFIG, virtual_hosts=vhosts, validate_clusters={"value": False}
+        )
+    return cache[key]  # type: ignore[no-any-return]
+
+
+def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:
+    svc = view.service
+    names = [view.fqdn, f"{svc.name}.{svc.namespace}.svc", f"{svc.name}.{svc.namespace}"]
+    if svc.namespace == client_ns:
+        names.append(svc.name)
+    out = [f"{n}:{port}" for n in names]
+    if port == 80:
+        out += names
+    return out
+
+
+def _service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int) -> rc.VirtualHost:
+    vss = push.mesh_virtual_services.get(view.fqdn, [])
+    routes: list[rc.Route] = []
+    for vs in vss[:1]:  # Istio: one VirtualService per host on the mesh (IST0109 flags the rest)
+        routes += translate_http(push, vs, proxy, port=port, gateway="mesh", default_host=view)
+    if not vss:
+        routes.append(_default_route(view, port))
+    return rc.VirtualHost(name=f"{view.fqdn}:{port}", domains=_domains(view, port, proxy.namespace), routes=routes)
+
+
+def _default_route(view: ServiceView, port: int) -> rc.Route:
+    return rc.Route(
+        name="default",
+        match=rc.RouteMatch(prefix="/"),
+        route=rc.RouteAction(
+            cluster=outbound_cluster(port, "", view.fqdn), timeout=duration(0.0), retry_policy=default_retry_policy()
+        ),
+    )
+
+
+# --- gateway ----------------------------------------------------------------------------------------
+
+
+def gateway_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfiguration]:
+    by_port: dict[int, dict[str, list[rc.Route]]] = {}
+    for gw in push.gateways_for(proxy):
+        for server in gw.servers:
+            if server.port.protocol not in ("HTTP", "HTTP2", "GRPC"):
+                continue
+            hosts_routes = by_port.setdefault(server.port.number, {})
+            for vs, hosts in push.gateway_virtual_services(gw):
+                gw_ref = f"{gw.namespace}/{gw.name}"
+                rules = translate_http(push, vs, proxy, port=server.port.number, gateway=gw_ref, default_host=None)
+                for h in hosts:
+                    hosts_routes.setdefault(h, []).extend(rules)
+    out = []
+    for port, hosts_routes in sorted(by_port.items()):
+        vhosts = [
+            rc.VirtualHost(name=f"{h}:{port}", domains=["*"] if h == "*" else [h, f"{h}:*"], routes=routes)
+            for h, routes in sorted(hosts_routes.items())
+        ]
+        out.append(
+            route_pb2.RouteConfiguration(
+                name=gateway_route_name(port), virtual_hosts=vhosts, validate_clusters={"value": False}
+            )
+        )
+    return out
+
+
+# --- one VirtualService -----------------------------------------------------------------------------
+
+
+def translate_http(
+    push: PushContext,
+    vs: VirtualService,
+    proxy: Proxy,
+    *,
+    port: int,
+    gateway: str,
+    default_host: ServiceView | None,
+) -> list[rc.Route]:
+    """Every http rule, one Envoy route per match clause (a rule without match matches everything)."""
+    out: list[rc.Route] = []
+    for i, rule in enumerate(vs.http):
+        matches: list[HTTPMatchRequest | None] = list(rule.match) or [None]
+        for m in matches:
+            if m is not None and not _applies(m, proxy, port, gateway, vs.namespace):
+                continue
+            route = rc.Route(name=rule.name or f"{vs.namespace}.{vs.name}.{i}", match=route_match(m))
+            _action(push, vs, rule, route, port, default_host, proxy.namespace)
+            out.append(route)
+            if m is None:
+                break
+    return out
+
+
+def _applies(m: HTTPMatchRequest, proxy: Proxy, port: int, gateway: str, vs_namespace: str) -> bool:
+    if m.port is not None and m.port != port:
+        return False
+    if m.source_labels and not m.source_labels.items() <= proxy.labels.items():
+        return False
+    if m.gateways:
+        refs = {g if "/" in g or g == "mesh" else f"{vs_namespace}/{g}" for g in m.gateways}
+        if gateway not in refs:
+            return False
+    return True
+
+
+def string_matcher(sm: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher:
+    if sm.exact is not None:
+        return string_pb2.StringMatcher(exact=sm.exact, ignore_case=ignore_case)
+    if sm.prefix is not None:
+        return string_pb2.StringMatcher(prefix=sm.prefix, ignore_case=ignore_case)
+    return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=sm.regex or ""))
+
+
+def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
+    rm = rc.RouteMatch()
+    if m is None or m.uri is None:
+        rm.prefix = "/"
+    elif m.uri.exact is not None:
+        rm.path = m.uri.exact
+    elif m.uri.prefix is not None:
+        rm.prefix = m.uri.prefix
+    else:
+        rm.safe_regex.CopyFrom(regex_pb2.RegexMatcher(regex=m.uri.regex or ""))
+    if m is None:
+        return rm
+    if m.ignore_uri_case:
+        rm.case_sensitive.value = False
+    headers: list[rc.HeaderMatcher] = []
+    for name, sm in sorted(m.headers.items()):
+        headers.append(rc.HeaderMatcher(name=name.lower(), string_match=string_matcher(sm)))
+    for name, sm in sorted(m.without_headers.items()):
+        headers.append(rc.HeaderMatcher(name=name.lower(), string_match=string_matcher(sm), invert_match=True))
+    for pseudo, sm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
+        if sm is not None:
+            headers.append(rc.HeaderMatcher(name=pseudo, string_match=string_matcher(sm)))
+    rm.headers.extend(headers)
+    for name, sm in sorted(m.query_params.items()):
+        rm.query_parameters.append(rc.QueryParameterMatcher(name=name, string_match=string_matcher(sm)))
+    return rm
+
+
+def _cluster_for(push: PushContext, dest: Destination, vs_ns: str, port: int, default_host: ServiceView | None) -> str:
+    view = push.service(dest.host, vs_ns)
+    if view is None:
+        return BLACKHOLE
+    ports = [p.number for p in http_ports(view.service)]
+    if dest.port is not None:
+        number = dest.port.number
+    elif default_host is not None and view.fqdn == default_host.fqdn and port in ports:
+        number = port
+    else:
+        number = ports[0] if ports else port
+    return outbound_cluster(number, dest.subset or "", view.fqdn)
+
+
+def _action(
+    push: PushContext,
+    vs: VirtualService,
+    rule: HTTPRoute,
+    route: rc.Route,
+    port: int,
+    default_host: ServiceView | None,
+    client_ns: str,
+) -> None:
+    if rule.redirect is not None:
+        r = rule.redirect
+        ra = rc.RedirectAction()
+        if r.uri:
+            ra.path_redirect = r.uri
+        if r.authority:
+            ra.host_redirect = r.authority
+        if r.port:
+            ra.port_redirect = r.port
+        if r.scheme:
+            ra.scheme_redirect = r.scheme
+        ra.response_code = _REDIRECT_CODES.get(r.redirect_code or 301, 0)  # type: ignore[assignment]
+        route.redirect.CopyFrom(ra)
+    else:
+        action = rc.RouteAction(timeout=duration(rule.timeout or 0.0))
+        dests = [(d, _cluster_for(push, d.destination, vs.namespace, port, default_host)) for d in rule.route]
+        if len(dests) == 1:
+            action.cluster = dests[0][1]
+            if dests[0][0].headers:
+                _header_ops(route, dests[0][0].headers)
+        else:
+            wc = rc.WeightedCluster()
+            for d, cluster in dests:
+                if not d.weight:
+                    continue  # Istio drops weight-0 destinations
+                cw = rc.WeightedCluster.ClusterWeight(name=cluster, weight=u32(d.weight))
+                if d.headers:
+                    _header_ops(cw, d.headers)
+                wc.clusters.append(cw)
+            if len(wc.clusters) == 1 and not wc.clusters[0].request_headers_to_add:
+                action.cluster = wc.clusters[0].name
+            else:
+                action.weighted_clusters.CopyFrom(wc)
+        retry = retry_policy(rule.retries)
+        if retry is not None:
+            action.retry_policy.CopyFrom(retry)
+        if rule.rewrite is not None:
+            if rule.rewrite.uri is not None:
+                action.prefix_rewrite = rule.rewrite.uri
+            if rule.rewrite.authority:
+                action.host_rewrite_literal = rule.rewrite.authority
+        if rule.mirror is not None:
+            mp = rc.RouteAction.RequestMirrorPolicy(cluster=_cluster_for(push, rule.mirror, vs.namespace, port, None))
+            pct = rule.mirror_percentage.value if rule.mirror_percentage else 100.0
+            mp.runtime_fraction.default_value.CopyFrom(fraction(pct))
+            action.request_mirror_policies.append(mp)
+        _hash_policy(push, action, rule, vs.namespace, client_ns)
+        route.route.CopyFrom(action)
+    if rule.headers:
+        _header_ops(route, rule.headers)
+    if rule.fault is not None:
+        route.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(fault_filter(rule.fault)))
+
+
+def _hash_policy(push: PushContext, action: rc.RouteAction, rule: HTTPRoute, vs_ns: str, client_ns: str) -> None:
+    """consistentHash lives on the DestinationRule but Envoy reads the hash key on the route."""
+    for d in rule.route[:1]:
+        view = push.service(d.destination.host, vs_ns)
+        if view is None:
+            return
+        tp = push.traffic_policy(
+            view.fqdn, d.destination.port.number if d.destination.port else 0, d.destination.subset or "", client_ns
+        )
+        ch = tp.load_balancer.consistent_hash if tp.load_balancer else None
+        if ch is None:
+            return
+        hp = rc.RouteAction.HashPolicy()
+        if ch.http_header_name:
+            hp.header.header_name = ch.http_header_name
+        elif ch.use_source_ip:
+            hp.connection_properties.source_ip = True
+        elif ch.http_query_parameter_name:
+            hp.query_parameter.name = ch.http_query_parameter_name
+        else:
+            return
+        action.hash_policy.append(hp)
+
+
+def _header_ops(target: rc.Route | rc.WeightedCluster.ClusterWeight, headers: Headers) -> None:
+    for ops, add, remove in (
+        (headers.request, target.request_headers_to_add, target.request_headers_to_remove),
+        (headers.response, target.response_headers_to_add, target.response_headers_to_remove),
+    ):
+        if ops is None:
+            continue
+        for k, v in sorted(ops.set.items()):
+            add.append(
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=k, value=v),
+                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            )
+        for k, v in sorted(ops.add.items()):
+            add.append(
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=k, value=v),
+                    append_action=base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD,
+                )
+            )
+        remove.extend(ops.remove)
+
+
+def default_retry_policy() -> rc.RetryPolicy:
+    """Istio's outbound default: 2 retries on connection-level failures, never the same host twice."""
+    return rc.RetryPolicy(
+        retry_on=DEFAULT_RETRY_ON,
+        num_retries=u32(2),
+        retry_host_predicate=[
+            rc.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=packed(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=5,
+    )
+
+
+def retry_policy(retries: HTTPRetry | None) -> rc.RetryPolicy | None:
+    if retries is None:
+        return default_retry_policy()
+    if retries.attempts == 0:
+        return None
+    p = default_retry_policy()
+    p.num_retries.value = retries.attempts
+    if retries.retry_on:
+        words, codes = [], []
+        for part in (s.strip() for s in retries.retry_on.split(",")):
+            if part.isdigit():
+                codes.append(int(part))
+            elif part:
+                words.append(part)
+        if codes and "retriable-status-codes" not in words:
+            words.append("retriable-status-codes")
+        p.retry_on = ",".join(words)
+        p.retriable_status_codes.extend(codes)
+    if retries.per_try_timeout:
+        p.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
+    return p
+
+
+def fault_filter(fault: HTTPFaultInjection) -> fault_pb2.HTTPFault:
+    out = fault_pb2.HTTPFault()
+    if fault.delay is not None:
+        d = fault.delay
+        out.delay.CopyFrom(
+            common_fault.FaultDelay(fixed_delay=duration(d.fixed_delay), percentage=_percent(d.percentage, d.percent))
+        )
+    if fault.abort is not None:
+        a = fault.abort
+        abort = fault_pb2.FaultAbort(percentage=_percent(a.percentage, None))
+        if a.http_status is not None:
+            abort.http_status = a.http_status
+        else:
+            abort.grpc_status = _GRPC_CODES.get((a.grpc_status or "").upper(), 14)
+        out.abort.CopyFrom(abort)
+    return out
+
+
+def _percent(percentage: object, legacy: int | None) -> percent_pb2.FractionalPercent:
+    value = getattr(percentage, "value", None)
+    if value is not None:
+        return fraction(float(value))
+    if legacy is not None:
+        return percent_pb2.FractionalPercent(numerator=legacy, denominator=percent_pb2.FractionalPercent.HUNDRED)
+    return fraction(100.0)
+
+
+_GRPC_CODES: Mapping[str, int] = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
+
+
+def all_clusters_referenced(configs: Iterable[route_pb2.RouteConfiguration]) -> set[str]:
+    out = set()
+    for cfg in configs:
+        for vh in cfg.virtual_hosts:
+            for r in vh.routes:
+                if r.route.cluster:
+                    out.add(r.route.cluster)
+                out.update(c.name for c in r.route.weighted_clusters.clusters)
+    return out

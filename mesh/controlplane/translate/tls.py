@@ -1,0 +1,48 @@
+"""Transport sockets: Istio mTLS (ISTIO_MUTUAL) upstream and the inbound side, certificates from SDS."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import wrappers_pb2
+
+from mesh.controlplane.ca.secrets import DEFAULT, ROOTCA
+from mesh.controlplane.translate.protos import ads, packed
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+
+
+def _sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads())
+
+
+def _common(peer_sans: list[str] | None) -> tls_pb2.CommonTlsContext:
+    validation = common_pb2.CertificateValidationContext()
+    for san in peer_sans or []:
+        validation.match_typed_subject_alt_names.append(
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=string_pb2.StringMatcher(exact=san)
+            )
+        )
+    return tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_sds(DEFAULT)],
+        combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=validation, validation_context_sds_secret_config=_sds(ROOTCA)
+        ),
+        tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
+    )
+
+
+def istio_mutual_upstream(sni: str, peer_identities: list[str]) -> base_pb2.TransportSocket:
+    """Client side: present our SVID, accept only the destination's service accounts."""
+    ctx = tls_pb2.UpstreamTlsContext(common_tls_context=_common(peer_identities), sni=sni)
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(ctx))
+
+
+def istio_mutual_downstream() -> base_pb2.TransportSocket:
+    """Server side: require a client certificate chained to the mesh root (identity checks belong to RBAC)."""
+    ctx = tls_pb2.DownstreamTlsContext(
+        common_tls_context=_common(None), require_client_certificate=wrappers_pb2.BoolValue(value=True)
+    )
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(ctx))

@@ -1,0 +1,148 @@
+"""SnapshotCache: the latest snapshot per proxy and what each proxy has ACKed or NACKed. No gRPC here.
+
+Servers watch a node; setting a snapshot wakes its watchers. `wait_synced` lets callers (mesh apply, tests,
+benchmarks) wait on real ACKs instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from mesh.controlplane.xds import resources as rt
+from mesh.controlplane.xds.snapshot import Snapshot
+
+
+@dataclass
+class TypeStatus:
+    sent: str = ""  # version last sent
+    acked: str = ""  # version last ACKed
+    nacked: str = ""  # version last NACKed ("" once a later version is ACKed)
+    error: str = ""  # Envoy's error_detail for the NACK
+    sent_at: float = 0.0
+    acked_at: float = 0.0
+
+
+@dataclass
+class NodeStatus:
+    node_id: str
+    connected: bool = False
+    connected_at: float = 0.0
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def type(self, type_url: str) -> TypeStatus:
+        return self.types.setdefault(type_url, TypeStatus())
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    node_id: str
+    state: str  # SYNCED | NACK | STALE | NOT_CONNECTED
+    errors: dict[str, str] = field(default_factory=dict)  # type short name -> Envoy error
+
+
+Watcher = Callable[[], None]
+
+
+class SnapshotCache:
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._snapshots: dict[str, Snapshot] = {}
+        self._status: dict[str, NodeStatus] = {}
+        self._watchers: dict[str, list[Watcher]] = {}
+
+    # --- snapshots --------------------------------------------------------------------------------
+
+    def set_snapshot(self, node_id: str, snapshot: Snapshot) -> None:
+        snapshot.consistent()
+        with self._lock:
+            self._snapshots[node_id] = snapshot
+            watchers = list(self._watchers.get(node_id, ()))
+            self._lock.notify_all()
+        for w in watchers:
+            w()
+
+    def get_snapshot(self, node_id: str) -> Snapshot | None:
+        with self._lock:
+            return self._snapshots.get(node_id)
+
+    def clear_snapshot(self, node_id: str) -> None:
+        with self._lock:
+            self._snapshots.pop(node_id, None)
+            self._status.pop(node_id, None)
+
+    def node_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._snapshots)
+
+    # --- watches (used by the server) -------------------------------------------------------------
+
+    def watch(self, node_id: str, watcher: Watcher) -> Callable[[], None]:
+        with self._lock:
+            self._watchers.setdefault(node_id, []).append(watcher)
+
+        def cancel() -> None:
+            with self._lock:
+                ws = self._watchers.get(node_id, [])
+                if watcher in ws:
+                    ws.remove(watcher)
+
+        return cancel
+
+    # --- status (written by the server, read by everyone) -----------------------------------------
+
+    def record(self, node_id: str, update: Callable[[NodeStatus], None]) -> None:
+        with self._lock:
+            update(self._status.setdefault(node_id, NodeStatus(node_id)))
+            self._lock.notify_all()
+
+    def status(self, node_id: str) -> NodeStatus:
+        with self._lock:
+            st = self._status.get(node_id) or NodeStatus(node_id)
+            return NodeStatus(
+                st.node_id, st.connected, st.connected_at, {k: TypeStatus(**vars(v)) for k, v in st.types.items()}
+            )
+
+    def sync_state(self, node_id: str) -> SyncResult:
+        """Compare what the proxy ACKed with the snapshot it should have (istioctl proxy-status semantics)."""
+        with self._lock:
+            return self._sync_state_locked(node_id)
+
+    def _sync_state_locked(self, node_id: str) -> SyncResult:
+        snap = self._snapshots.get(node_id)
+        st = self._status.get(node_id)
+        if st is None or not st.connected:
+            return SyncResult(node_id, "NOT_CONNECTED")
+        errors = {}
+        stale = False
+        for type_url in rt.ORDER:
+            if snap is None or type_url not in snap.by_type:
+                continue
+            want = snap.version(type_url)
+            ts = st.types.get(type_url)
+            if ts is None:
+                stale = True
+                continue
+            if ts.nacked == want:
+                errors[rt.SHORT[type_url]] = ts.error
+            elif ts.acked != want:
+                stale = True
+        if errors:
+            return SyncResult(node_id, "NACK", errors)
+        return SyncResult(node_id, "STALE" if stale else "SYNCED")
+
+    def wait_synced(self, node_ids: Iterable[str], timeout: float) -> dict[str, SyncResult]:
+        """Block until every node has ACKed or NACKed its current snapshot, or the timeout passes."""
+        nodes = list(node_ids)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                results = {n: self._sync_state_locked(n) for n in nodes}
+                if all(r.state in ("SYNCED", "NACK") for r in results.values()):
+                    return results
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return results
+                self._lock.wait(remaining)

@@ -1,0 +1,99 @@
+"""Snapshot: one proxy's complete config, immutable, versioned per type by content."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from google.protobuf.message import Message
+
+from mesh.controlplane.xds import resources as rt
+
+
+class InconsistentSnapshot(ValueError):
+    """A snapshot references a resource it does not contain: publishing it would leave Envoy warming."""
+
+
+def _name(msg: Message) -> str:
+    return str(getattr(msg, "cluster_name", "") or msg.name)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """All resources of one type, by name, and a version that changes only when their content does."""
+
+    items: Mapping[str, Message]
+    version: str
+
+    @classmethod
+    def of(cls, messages: Iterable[Message]) -> Resources:
+        items = {_name(m): m for m in messages}
+        digest = hashlib.blake2b(digest_size=8)
+        for name in sorted(items):
+            digest.update(name.encode())
+            digest.update(items[name].SerializeToString(deterministic=True))
+        return cls(MappingProxyType(items), digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    by_type: Mapping[str, Resources] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, **kinds: Iterable[Message]) -> Snapshot:
+        """`Snapshot.build(clusters=..., endpoints=..., listeners=..., routes=..., secrets=...)`."""
+        urls = {
+            "clusters": rt.CLUSTER,
+            "endpoints": rt.ENDPOINT,
+            "listeners": rt.LISTENER,
+            "routes": rt.ROUTE,
+            "secrets": rt.SECRET,
+        }
+        return cls(MappingProxyType({urls[k]: Resources.of(v) for k, v in kinds.items()}))
+
+    def resources(self, type_url: str) -> Resources:
+        return self.by_type.get(type_url) or Resources(MappingProxyType({}), "empty")
+
+    def version(self, type_url: str) -> str:
+        return self.resources(type_url).version
+
+    @property
+    def version_key(self) -> str:
+        return ".".join(self.version(t)[:6] for t in rt.ORDER)
+
+    def consistent(self) -> None:
+        """Every EDS cluster has endpoints and every RDS name a route config (go-control-plane's Consistent())."""
+        from envoy.config.cluster.v3 import cluster_pb2
+        from envoy.config.listener.v3 import listener_pb2
+
+        eds = {
+            name
+            for name, c in self.resources(rt.CLUSTER).items.items()
+            if isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
+        }
+        missing = eds - set(self.resources(rt.ENDPOINT).items)
+        if missing:
+            raise InconsistentSnapshot(f"EDS clusters without endpoints: {sorted(missing)[:5]}")
+        wanted = set()
+        for lst in self.resources(rt.LISTENER).items.values():
+            assert isinstance(lst, listener_pb2.Listener)
+            wanted |= _rds_names(lst)
+        missing = wanted - set(self.resources(rt.ROUTE).items)
+        if missing:
+            raise InconsistentSnapshot(f"listeners reference missing route configs: {sorted(missing)[:5]}")
+
+
+def _rds_names(listener: Message) -> set[str]:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+
+    out = set()
+    for chain in listener.filter_chains:  # type: ignore[attr-defined]
+        for f in chain.filters:
+            if f.name == "envoy.filters.network.http_connection_manager":
+                m = hcm.HttpConnectionManager()
+                f.typed_config.Unpack(m)
+                if m.HasField("rds"):
+                    out.add(m.rds.route_config_name)
+    return out

@@ -1,0 +1,200 @@
+"""Supervisor: starts every process in parallel, waits for readiness, restarts what crashes, reaps on exit.
+
+No process outlives us: children run under `setpriv --pdeathsig KILL` (so they die with the supervising thread
+even on SIGKILL), in their own session (so Ctrl-C reaches only us and shutdown stays orderly).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("mesh.supervisor")
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    log_path: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    kind: str = "app"  # app | envoy
+
+
+@dataclass
+class Managed:
+    spec: ProcessSpec
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    ready: bool = False
+    last_exit: int | None = None
+    next_start: float = 0.0
+
+
+class StartupFailed(RuntimeError):
+    pass
+
+
+def _log_tail(path: Path, lines: int = 12) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+class Supervisor:
+    def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
+        self._procs: dict[str, Managed] = {}
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._on_event = on_event or (lambda msg: log.info(msg))
+        self._setpriv = shutil.which("setpriv")
+        self.on_restart: Callable[[str], None] = lambda name: None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def _spawn(self, m: Managed) -> None:
+        spec = m.spec
+        argv = spec.argv
+        if self._setpriv:
+            argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
+        env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false", **spec.env}
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(spec.log_path, "ab") as logf:
+            m.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        m.ready = False
+
+    def start(
+        self, specs: list[ProcessSpec], timeout: float = 30.0, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Start all in parallel; return once all are ready. On failure everything started is stopped."""
+        with self._lock:
+            for s in specs:
+                m = Managed(s)
+                self._procs[s.name] = m
+                self._spawn(m)
+        deadline = time.monotonic() + timeout
+        pending = {s.name for s in specs}
+        total = len(specs)
+        try:
+            while pending:
+                for name in sorted(pending):
+                    m = self._procs[name]
+                    assert m.proc is not None
+                    code = m.proc.poll()
+                    if code is not None:
+                        raise StartupFailed(
+                            f"{name} exited with code {code} while starting; last lines of {m.spec.log_path}:\n"
+                            + _log_tail(m.spec.log_path)
+                        )
+                    if m.spec.ready():
+                        m.ready = True
+                        pending.discard(name)
+                        if progress:
+                            progress(total - len(pending), total)
+                if pending and time.monotonic() > deadline:
+                    raise StartupFailed(
+                        f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}; see logs under "
+                        f"{self._procs[min(pending)].spec.log_path.parent}"
+                    )
+                if pending:
+                    time.sleep(0.01)
+        except BaseException:
+            self.stop()
+            raise
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        """Restart crashed processes with exponential backoff (0.2 s doubling to 5 s)."""
+        while not self._stopping.wait(0.1):
+            with self._lock:
+                for m in self._procs.values():
+                    if m.proc is None or self._stopping.is_set():
+                        continue
+                    code = m.proc.poll()
+                    now = time.monotonic()
+                    if code is not None and m.next_start == 0.0:
+                        m.last_exit, m.ready = code, False
+                        m.next_start = now + min(5.0, 0.2 * 2 ** min(m.restarts, 5))
+                        self._on_event(f"{m.spec.name} exited ({code}); restarting")
+                    elif code is not None and now >= m.next_start:
+                        m.restarts += 1
+                        m.next_start = 0.0
+                        self._spawn(m)
+                        self.on_restart(m.spec.name)
+
+    def stop(self, grace: float = 3.0) -> None:
+        self._stopping.set()
+        with self._lock:
+            procs = [m.proc for m in self._procs.values() if m.proc is not None]
+        for p in procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for p in procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(timeout=1.0)
+
+    # --- inspection -------------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, object]]:
+        with self._lock:
+            return [
+                {
+                    "name": m.spec.name,
+                    "kind": m.spec.kind,
+                    "pid": m.proc.pid if m.proc else None,
+                    "running": bool(m.proc and m.proc.poll() is None),
+                    "restarts": m.restarts,
+                    "log": str(m.spec.log_path),
+                }
+                for m in sorted(self._procs.values(), key=lambda m: m.spec.name)
+            ]
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [m.proc.pid for m in self._procs.values() if m.proc and m.proc.poll() is None]
+
+    def kill(self, name: str) -> None:
+        """Crash a process on purpose (tests of restart behaviour)."""
+        with self._lock:
+            m = self._procs[name]
+            assert m.proc is not None
+            m.proc.kill()
+
+    def wait_ready(self, name: str, check: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                m = self._procs[name]
+                alive = m.proc is not None and m.proc.poll() is None
+            if alive and check():
+                return True
+            time.sleep(0.02)
+        return False

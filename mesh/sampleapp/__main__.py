@@ -1,0 +1,3 @@
+from mesh.sampleapp.server import main
+
+main()

@@ -1,0 +1,142 @@
+"""The sample service. Standard library only, so it starts in ~50 ms and runs anywhere (also in a container)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PROPAGATE = (
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "traceparent",
+    "tracestate",
+    "end-user",
+    "x-chaos",
+)
+
+SERVICE = os.environ.get("SERVICE_NAME", "app")
+VERSION = os.environ.get("SERVICE_VERSION", "v1")
+POD = os.environ.get("POD_NAME", socket.gethostname())
+UPSTREAMS = [u for u in os.environ.get("UPSTREAMS", "").split(",") if u]
+_attempts: Counter[str] = Counter()
+_lock = threading.Lock()
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # honours HTTP_PROXY: the sidecar
+
+
+def _peer(xfcc: str | None) -> str | None:
+    """The caller's SPIFFE id from the last X-Forwarded-Client-Cert element (added by our sidecar)."""
+    if not xfcc:
+        return None
+    m = re.findall(r"URI=([^;,]+)", xfcc.split(",")[-1])
+    return m[-1] if m else None
+
+
+def _call(url: str, headers: dict[str, str]) -> dict[str, Any]:
+    req = urllib.request.Request(url, headers=headers)
+    t0 = time.perf_counter()
+    try:
+        with _opener.open(req, timeout=10) as resp:
+            body = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        body, status = e.read(), e.code
+    except OSError as e:
+        return {"url": url, "status": 0, "error": str(e), "ms": round((time.perf_counter() - t0) * 1000, 1)}
+    out: dict[str, Any] = {"url": url, "status": status, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+    try:
+        out["body"] = json.loads(body)
+    except ValueError:
+        out["text"] = body.decode(errors="replace")[:200]
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = f"meshops-sampleapp/{SERVICE}-{VERSION}"
+    disable_nagle_algorithm = True
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        if os.environ.get("SAMPLEAPP_ACCESS_LOG"):
+            super().log_message(fmt, *args)
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        self._handle()
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _handle(self) -> None:
+        h = {k.lower(): v for k, v in self.headers.items()}
+        rid = h.get("x-request-id", "")
+        with _lock:
+            _attempts[rid] += 1
+            attempt = _attempts[rid]
+        delay = int(h.get("x-delay-ms", "0") or 0)
+        if attempt == 1:
+            delay += int(h.get("x-delay-first-ms", "0") or 0)
+        if delay:
+            time.sleep(delay / 1000)
+        status = int(h.get("x-status", "200") or 200)
+        if h.get("x-fail-pod") in (POD, "*") or attempt <= int(h.get("x-fail-times", "0") or 0):
+            status = 503
+        body: dict[str, Any] = {
+            "service": SERVICE,
+            "version": VERSION,
+            "pod": POD,
+            "method": self.command,
+            "path": self.path,
+            "peer": _peer(h.get("x-forwarded-client-cert")),
+            "request_id": rid,
+            "attempt": attempt,
+            "trace": {k: h[k] for k in PROPAGATE if k in h and k not in ("x-request-id", "end-user", "x-chaos")},
+        }
+        if status < 400 and UPSTREAMS and self.path != "/health":
+            fwd = {k: h[k] for k in PROPAGATE if k in h}
+            body["calls"] = [_call(u, fwd) for u in UPSTREAMS]
+        data = (json.dumps(body) + "\n").encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-served-by", POD)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def main() -> None:
+    host = os.environ.get("HOST", "0.0.0.0")
+    port = int(os.environ.get("PORT", "9080"))
+    server = Server((host, port), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"{SERVICE} {VERSION} ({POD}) listening on {host}:{port}", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -1,0 +1,281 @@
+"""LocalMesh: compile -> analyze -> register pods -> serve xDS -> start apps and Envoys -> wait for ACKs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mesh import analyze as analysis
+from mesh.api.config import MeshConfig
+from mesh.api.workloads import Service
+from mesh.controlplane.ca.authority import CertificateAuthority
+from mesh.controlplane.model import (
+    SIDECAR_OUTBOUND_PORT,
+    Pod,
+    Proxy,
+    Registry,
+    gateway_proxy,
+    pods_for,
+    sidecar_for,
+)
+from mesh.controlplane.pilot import Pilot, PushResult
+from mesh.controlplane.xds.server import XdsServer
+from mesh.dataplane import envoy
+from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
+from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
+from mesh.errors import MeshError, TargetError
+from mesh.targets import capabilities
+
+log = logging.getLogger("mesh.local")
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LocalOptions:
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MESH_STATE_DIR", ".meshops")))
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    loopback_block: int | None = None  # 127.B.0.0/16; random free block when None
+    start_timeout: float = 30.0
+    envoy_log_level: str = "warning"
+
+
+def gateway_listen(config: MeshConfig, host: str, port: int) -> dict[int, tuple[str, int]]:
+    """Gateway server port -> host address: 80 -> the ingress port; other privileged ports +8000."""
+    out = {}
+    for gw in config.gateways:
+        for s in gw.servers:
+            p = s.port.number
+            out[p] = (host, port if p == 80 else (p + 8000 if p < 1024 else p))
+    if not out:
+        out[80] = (host, port)
+    return out
+
+
+class LocalMesh:
+    def __init__(
+        self, config: MeshConfig, options: LocalOptions | None = None, progress: Progress | None = None
+    ) -> None:
+        self.config = config
+        self.options = options or LocalOptions()
+        self.progress: Progress = progress or (lambda msg: log.info(msg))
+        self.registry = Registry()
+        self.ca = CertificateAuthority()
+        self.pilot = Pilot(self.registry, self.ca)
+        self.supervisor = Supervisor(on_event=self.progress)
+        self.block: LoopbackBlock | None = None
+        self.gateway: Proxy | None = None
+        self.xds: XdsServer | None = None
+        self.run_dir = self.options.state_dir / "run"
+        self.started_at = 0.0
+
+    # --- start ------------------------------------------------------------------------------------
+
+    def start(self) -> LocalMesh:
+        t0 = time.perf_counter()
+        opts = self.options
+        findings = analysis.check(self.config, capabilities("local"))
+        for f in findings:
+            self.progress(f"  {f}")
+        listen = gateway_listen(self.config, opts.ingress_host, opts.ingress_port)
+        for port, (host, host_port) in sorted(listen.items()):
+            if not port_free(host, host_port):
+                raise TargetError(
+                    f"ingress port {host}:{host_port} (gateway port {port}) is already in use",
+                    hint="pass --ingress-port with a free port, or stop what is listening there (is a mesh already up? `mesh status`)",
+                )
+        self.block = allocate_block(opts.loopback_block)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.run_dir.glob("*.log"):
+            old.unlink()
+
+        block = self.block
+        pods = [
+            p
+            for s in sorted(self.config.services, key=lambda s: (s.namespace, s.name))
+            for p in pods_for(s, block.next_pod)
+        ]
+        for pod in pods:
+            self.registry.add_pod(pod)
+        self.gateway = gateway_proxy(block.gateway_ip, listen)
+        self.registry.add_proxy(self.gateway)
+
+        self.xds = XdsServer(self.pilot.cache, "127.0.0.1", 0, max_proxies=2 * len(pods) + 16).start()
+        self.pilot.push(self.config, wait=0)
+        self.progress(f"control plane: xDS on 127.0.0.1:{self.xds.port}, {len(pods)} pods on 127.{block.b}.0.0/16")
+
+        specs = [self._app_spec(p) for p in pods]
+        specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
+        specs.append(self._envoy_spec(self.gateway))
+
+        def step(done: int, total: int) -> None:
+            if done == total or done % max(1, total // 4) == 0:
+                self.progress(f"  {done}/{total} processes ready")
+
+        self.progress(f"starting {len(pods)} apps, {len(pods)} sidecars and the ingress gateway")
+        try:
+            self.supervisor.start(specs, timeout=opts.start_timeout, progress=step)
+        except StartupFailed as e:
+            self.stop()
+            raise TargetError(
+                str(e), hint="the log named above says why; `mesh up --log-level debug` for more"
+            ) from None
+        ids = [p.id for p in self.registry.proxies]
+        results = self.pilot.cache.wait_synced(ids, timeout=opts.start_timeout)
+        stale = {n: r.state for n, r in results.items() if r.state != "SYNCED"}
+        if stale:
+            self.stop()
+            raise TargetError(f"proxies did not sync their config: {stale}")
+        self.started_at = time.time()
+        self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
+        return self
+
+    def _app_spec(self, pod: Pod) -> ProcessSpec:
+        svc = self._service(pod)
+        version = next(v for v in svc.versions if v.name == pod.version)
+        port = pod.ports[0]
+        argv = [sys.executable if a == "{python}" else a for a in version.command]
+        proxy = f"http://{pod.ip}:{SIDECAR_OUTBOUND_PORT}"
+        env = {
+            **version.env,
+            "SERVICE_NAME": svc.name,
+            "SERVICE_VERSION": version.name,
+            "POD_NAME": pod.name,
+            "POD_NAMESPACE": pod.namespace,
+            "POD_IP": pod.ip,
+            "HOST": pod.app_ip,
+            "PORT": str(port.target_port or port.number),
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
+            "NO_PROXY": "",
+            "no_proxy": "",
+            "PYTHONUNBUFFERED": "1",
+        }
+        target = (pod.app_ip, port.target_port or port.number)
+        return ProcessSpec(
+            name=f"app/{pod.name}",
+            argv=argv,
+            env=env,
+            log_path=self.run_dir / f"app-{pod.name}.log",
+            ready=lambda: _tcp_ready(*target),
+            kind="app",
+        )
+
+    def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
+        assert self.xds is not None
+        path = envoy.write_bootstrap(
+            self.run_dir / f"envoy-{proxy.name}.json", envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
+        )
+        admin = envoy.Admin(proxy.ip)
+        return ProcessSpec(
+            name=f"envoy/{proxy.name}",
+            argv=envoy.command(path, log_level=self.options.envoy_log_level),
+            log_path=self.run_dir / f"envoy-{proxy.name}.log",
+            ready=admin.ready,
+            kind="envoy",
+        )
+
+    def _service(self, pod: Pod) -> Service:
+        return next(s for s in self.config.services if s.name == pod.service and s.namespace == pod.namespace)
+
+    # --- operate ----------------------------------------------------------------------------------
+
+    def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
+        """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
+        if _workloads(config) != _workloads(self.config):
+            raise MeshError(
+                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
+                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
+            )
+        if analyze:
+            analysis.check(config, capabilities("local"))
+        result = self.pilot.push(config, wait=wait)
+        self.config = config
+        return result
+
+    @property
+    def ingress_url(self) -> str:
+        assert self.gateway is not None
+        host, port = self.gateway.listen.get(80) or next(iter(self.gateway.listen.values()))
+        return f"http://{host}:{port}"
+
+    def proxy_status(self) -> list[dict[str, Any]]:
+        out = []
+        for p in self.registry.proxies:
+            sync = self.pilot.cache.sync_state(p.id)
+            st = self.pilot.cache.status(p.id)
+            out.append(
+                {
+                    "proxy": p.short,
+                    "id": p.id,
+                    "kind": p.kind,
+                    "state": sync.state,
+                    "errors": sync.errors,
+                    "versions": {
+                        short: (st.types[t].acked[:8] if t in st.types else "")
+                        for t, short in (
+                            ("type.googleapis.com/envoy.config.cluster.v3.Cluster", "CDS"),
+                            ("type.googleapis.com/envoy.config.listener.v3.Listener", "LDS"),
+                            ("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "EDS"),
+                            ("type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "RDS"),
+                            ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", "SDS"),
+                        )
+                    },
+                }
+            )
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """What `mesh status` shows and what the state file records."""
+        return {
+            "pid": os.getpid(),
+            "ingress": self.ingress_url,
+            "xds": f"127.0.0.1:{self.xds.port}" if self.xds else None,
+            "revision": self.pilot.revision,
+            "started_at": self.started_at,
+            "block": self.block.b if self.block else None,
+            "proxies": [
+                {"name": p.short, "id": p.id, "kind": p.kind, "ip": p.ip, "admin": f"http://{p.ip}:15000"}
+                for p in self.registry.proxies
+            ],
+            "pods": [
+                {
+                    "name": p.name,
+                    "namespace": p.namespace,
+                    "service": p.service,
+                    "version": p.version,
+                    "ip": p.ip,
+                    "app": f"{p.app_ip}",
+                }
+                for p in self.registry.pods
+            ],
+            "processes": self.supervisor.status(),
+        }
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+        if self.xds is not None:
+            self.xds.stop()
+            self.xds = None
+
+
+def _workloads(config: MeshConfig) -> list[dict[str, Any]]:
+    return sorted((s.model_dump() for s in config.services), key=lambda d: json.dumps(d, sort_keys=True))
+
+
+def _tcp_ready(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
