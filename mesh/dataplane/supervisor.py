@@ -6,6 +6,7 @@ even on SIGKILL), in their own session (so Ctrl-C reaches only us and shutdown s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -144,19 +145,15 @@ class Supervisor:
             procs = [m.proc for m in self._procs.values() if m.proc is not None]
         for p in procs:
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + grace
         for p in procs:
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 p.wait()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(timeout=1.0)

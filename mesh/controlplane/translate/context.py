@@ -116,12 +116,8 @@ class PushContext:
         tp = self.traffic_policy(view.fqdn, port, subset, client_namespace)
         if tp.tls is not None:
             return tp.tls.mode
-        pods = self.pods_for(
-            view,
-            self.subset(view.fqdn, subset, client_namespace).labels
-            if subset and self.subset(view.fqdn, subset, client_namespace)
-            else None,
-        )
+        sub = self.subset(view.fqdn, subset, client_namespace) if subset else None
+        pods = self.pods_for(view, sub.labels if sub else None)
         if pods and all(self.mtls_mode(p, port) == "DISABLE" for p in pods):
             return "DISABLE"
         return "ISTIO_MUTUAL"
@@ -166,11 +162,8 @@ class PushContext:
         out = []
         for ap in sorted(self.config.authorization_policies, key=lambda a: (a.namespace, a.name)):
             labels = ap.selector.match_labels if ap.selector else {}
-            if (
-                (ap.namespace == ROOT_NAMESPACE
-                and not labels)
-                or (ap.namespace == proxy.namespace
-                and labels.items() <= proxy.labels.items())
+            if (ap.namespace == ROOT_NAMESPACE and not labels) or (
+                ap.namespace == proxy.namespace and labels.items() <= proxy.labels.items()
             ):
                 out.append(ap)
         return out

@@ -15,7 +15,8 @@ def build_endpoints(push: PushContext, proxy: Proxy) -> tuple[endpoint_pb2.Clust
         out = []
         for view in push.services.values():
             dr = push.destination_rule(view.fqdn, proxy.namespace)
-            subsets = [("", {})] + [(s.name, s.labels) for s in (dr.subsets if dr else [])]
+            subsets: list[tuple[str, dict[str, str]]] = [("", {})]
+            subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]
             for port in http_ports(view.service):
                 for subset, labels in subsets:
                     name = outbound_cluster(port.number, subset, view.fqdn)

@@ -67,7 +67,7 @@ def sidecar_routes(push: PushContext, proxy: Proxy) -> route_pb2.RouteConfigurat
         cache[key] = route_pb2.RouteConfiguration(
             name=SIDECAR_ROUTE_CONFIG, virtual_hosts=vhosts, validate_clusters={"value": False}
         )
-    return cache[key]  # type: ignore[no-any-return]
+    return cache[key]
 
 
 def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:
@@ -196,9 +196,9 @@ def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
         headers.append(rc.HeaderMatcher(name=name.lower(), string_match=string_matcher(sm)))
     for name, sm in sorted(m.without_headers.items()):
         headers.append(rc.HeaderMatcher(name=name.lower(), string_match=string_matcher(sm), invert_match=True))
-    for pseudo, sm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
-        if sm is not None:
-            headers.append(rc.HeaderMatcher(name=pseudo, string_match=string_matcher(sm)))
+    for pseudo, pm in ((":method", m.method), (":authority", m.authority), (":scheme", m.scheme)):
+        if pm is not None:
+            headers.append(rc.HeaderMatcher(name=pseudo, string_match=string_matcher(pm)))
     rm.headers.extend(headers)
     for name, sm in sorted(m.query_params.items()):
         rm.query_parameters.append(rc.QueryParameterMatcher(name=name, string_match=string_matcher(sm)))
@@ -239,7 +239,7 @@ def _action(
             ra.port_redirect = r.port
         if r.scheme:
             ra.scheme_redirect = r.scheme
-        ra.response_code = _REDIRECT_CODES.get(r.redirect_code or 301, 0)  # type: ignore[assignment]
+        ra.response_code = _REDIRECT_CODES.get(r.redirect_code or 301, 0)
         route.redirect.CopyFrom(ra)
     else:
         action = rc.RouteAction(timeout=duration(rule.timeout or 0.0))

@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,12 +70,7 @@ class _Stream:
                             log.warning("ADS stream without node id; closing")
                             return
                         self.node_id = req.node.id
-                        now = time.time()
-
-                        def opened(st: NodeStatus) -> None:
-                            st.connected, st.connected_at = True, now
-
-                        self.cache.record(self.node_id, opened)
+                        self.cache.record(self.node_id, _opened(time.time()))
                         cancel = self.cache.watch(self.node_id, lambda: self.events.put(_Event("snapshot")))
                     yield from self._on_request(req)
                 else:
@@ -125,10 +121,8 @@ class _Stream:
                 def ack(ns: NodeStatus) -> None:
                     ts = ns.type(t)
                     ts.acked, ts.acked_at = sent, now
-                    if ts.nacked and ts.nacked != sent:
-                        pass
                     if ts.nacked == sent:
-                        ts.nacked = ""
+                        ts.nacked, ts.error = "", ""
 
                 self.cache.record(self.node_id, ack)
         answer = (
@@ -175,6 +169,13 @@ class _Stream:
 
         self.cache.record(self.node_id, sent)
         return resp
+
+
+def _opened(at: float) -> Callable[[NodeStatus], None]:
+    def update(st: NodeStatus) -> None:
+        st.connected, st.connected_at = True, at
+
+    return update
 
 
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]

@@ -17,7 +17,7 @@ class InconsistentSnapshot(ValueError):
 
 
 def _name(msg: Message) -> str:
-    return str(getattr(msg, "cluster_name", "") or msg.name)  # type: ignore[attr-defined]
+    return str(getattr(msg, "cluster_name", "") or msg.name)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _rds_names(listener: Message) -> set[str]:
     from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
     out = set()
-    for chain in listener.filter_chains:  # type: ignore[attr-defined]
+    for chain in listener.filter_chains:
         for f in chain.filters:
             if f.name == "envoy.filters.network.http_connection_manager":
                 m = hcm.HttpConnectionManager()

@@ -1,0 +1,110 @@
+"""`mesh proxy-config`: summaries of Envoy's own config_dump, in istioctl's shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mesh.cli.tables import table
+from mesh.dataplane.envoy import Admin
+
+_DUMP_TYPES = {
+    "listeners": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+    "routes": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+    "clusters": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+    "secrets": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+    "endpoints": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+}
+
+
+def _section(dump: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in dump.get("configs", []) if c.get("@type") == _DUMP_TYPES[kind]), {})
+
+
+def show(kind: str, ip: str, output: str) -> str:
+    admin = Admin(ip)
+    dump = admin.config_dump(include_eds=kind in ("endpoints", "all"))
+    if output == "json":
+        if kind == "all":
+            return json.dumps(dump, indent=2) + "\n"
+        return json.dumps(_section(dump, kind), indent=2) + "\n"
+    if kind == "all":
+        return "\n\n".join(render(k, dump, admin) for k in ("listeners", "routes", "clusters", "endpoints")) + "\n"
+    return render(kind, dump, admin) + "\n"
+
+
+def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
+    sec = _section(dump, kind)
+    if kind == "listeners":
+        rows = []
+        for dl in sec.get("dynamic_listeners", []):
+            lst = (dl.get("active_state") or dl.get("warming_state") or {}).get("listener", {})
+            sa = lst.get("address", {}).get("socket_address", {})
+            chains = [c.get("name") or "default" for c in lst.get("filter_chains", [])]
+            rows.append(
+                [
+                    lst.get("name", dl.get("name")),
+                    f"{sa.get('address')}:{sa.get('port_value')}",
+                    ",".join(chains),
+                    "ACTIVE" if "active_state" in dl else "WARMING",
+                ]
+            )
+        return table(["NAME", "ADDRESS:PORT", "FILTER CHAINS", "STATE"], rows)
+    if kind == "routes":
+        rows = []
+        for rc in sec.get("dynamic_route_configs", []):
+            cfg = rc.get("route_config", {})
+            for vh in cfg.get("virtual_hosts", []):
+                for r in vh.get("routes", []):
+                    m = r.get("match", {})
+                    match = m.get("path") or m.get("prefix") or (m.get("safe_regex") or {}).get("regex", "")
+                    if m.get("headers"):
+                        match += " " + ",".join(h["name"] for h in m["headers"])
+                    action = r.get("route", {})
+                    dest = (
+                        action.get("cluster")
+                        or ", ".join(
+                            f"{c['name']}:{c.get('weight')}"
+                            for c in action.get("weighted_clusters", {}).get("clusters", [])
+                        )
+                        or ("redirect" if "redirect" in r else "")
+                    )
+                    rows.append([cfg.get("name", ""), vh.get("name", ""), match, dest])
+        return table(["NAME", "VIRTUAL HOST", "MATCH", "DESTINATION"], rows)
+    if kind == "clusters":
+        rows = []
+        for c in sec.get("dynamic_active_clusters", []) + sec.get("static_clusters", []):
+            cl = c.get("cluster", {})
+            parts = cl.get("name", "").split("|")
+            if len(parts) == 4:
+                rows.append(
+                    [
+                        parts[3] or "-",
+                        parts[1],
+                        parts[2] or "-",
+                        parts[0],
+                        cl.get("type", "EDS" if "eds_cluster_config" in cl else ""),
+                    ]
+                )
+            else:
+                rows.append([cl.get("name"), "-", "-", "-", cl.get("type", "")])
+        return table(["SERVICE FQDN", "PORT", "SUBSET", "DIRECTION", "TYPE"], rows)
+    if kind == "endpoints":
+        rows = []
+        for cs in admin.clusters().get("cluster_statuses", []):
+            for h in cs.get("host_statuses", []):
+                sa = h.get("address", {}).get("socket_address", {})
+                health = h.get("health_status", {})
+                state = "HEALTHY"
+                if health.get("failed_outlier_check"):
+                    state = "OUTLIER-EJECTED"
+                elif health.get("eds_health_status", "HEALTHY") != "HEALTHY":
+                    state = health.get("eds_health_status")
+                rows.append([f"{sa.get('address')}:{sa.get('port_value')}", state, cs.get("name")])
+        return table(["ENDPOINT", "STATUS", "CLUSTER"], rows)
+    if kind == "secrets":
+        rows = []
+        for s in sec.get("dynamic_active_secrets", []):
+            rows.append([s.get("name"), s.get("version_info", "")[:8], s.get("last_updated", "")])
+        return table(["RESOURCE NAME", "VERSION", "LAST UPDATED"], rows)
+    raise ValueError(kind)
