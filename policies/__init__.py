@@ -26,6 +26,7 @@ from mesh.api import (
     WorkloadSelector,
 )
 from mesh.api import helpers as h
+from policies import testbed
 from policies.workloads import SERVICES, details, productpage, ratings, reviews
 
 
@@ -36,10 +37,13 @@ class Values:
     reviews_canary_weight: int  # percent of non-A/B traffic sent to reviews v3
     ratings_faults: bool  # chaos hooks on ratings (header-triggered, never on plain traffic)
     ingress_hosts: tuple[str, ...] = ("bookinfo.local", "localhost")
+    testbed: bool = False  # the e2e suite's echo service
 
 
 ENVIRONMENTS = {
     "dev": Values(reviews_canary_weight=50, ratings_faults=True),
+    # what the e2e suite runs against: dev plus the `echo` test service (policies/testbed.py)
+    "e2e": Values(reviews_canary_weight=50, ratings_faults=True, testbed=True),
     "prod": Values(reviews_canary_weight=10, ratings_faults=False, ingress_hosts=("bookinfo.example.com",)),
 }
 
@@ -127,4 +131,6 @@ def build(env: str) -> MeshConfig:
             ],
         )
     )
+    if values.testbed:
+        config.add(testbed.echo, *testbed.echo_policies())
     return config

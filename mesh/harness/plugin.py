@@ -1,8 +1,20 @@
-"""pytest plugin (entry point `meshops`): `--mesh local|kind` and the mesh fixtures."""
+"""pytest plugin (entry point `meshops`): brings a mesh up once per session and hands tests its data path.
+
+    pytest tests/e2e                      # local mesh: real Envoy on this machine
+    pytest tests/e2e --mesh kind          # a kind cluster with Istio (set up by `mesh up --target kubernetes`)
+
+Fixtures: `mesh_config` (override it in conftest.py to test your own policies), `mesh` (the mesh under test),
+`mesh_policies` (applies a changed config for one test and restores the original afterwards).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
+
+from mesh.api.config import MeshConfig
+from mesh.harness.targets import MeshUnderTest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -13,3 +25,62 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="local",
         help="Target the e2e suite runs against: local (real Envoy on this machine) or kind (Kubernetes + Istio).",
     )
+    group.addoption("--mesh-env", default=None, help="Policy environment for the mesh under test (default: dev).")
+    group.addoption(
+        "--mesh-policies", default=None, help="Policies package for the mesh under test (default: policies)."
+    )
+    parser.addini("mesh_policies", "Policies package for the mesh under test", default="policies")
+    parser.addini("mesh_env", "Policy environment for the mesh under test", default="dev")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: drives the real data path (Envoy proxies, real sockets)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "mesh" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def mesh_config(pytestconfig: pytest.Config) -> MeshConfig:
+    from mesh.compile import build_policies
+
+    env = pytestconfig.getoption("--mesh-env") or pytestconfig.getini("mesh_env")
+    policies = pytestconfig.getoption("--mesh-policies") or pytestconfig.getini("mesh_policies")
+    return build_policies(env, policies)
+
+
+@pytest.fixture(scope="session")
+def mesh(pytestconfig: pytest.Config, mesh_config: MeshConfig) -> Iterator[MeshUnderTest]:
+    target = pytestconfig.getoption("--mesh")
+    m: MeshUnderTest
+    if target == "local":
+        from mesh.harness.targets import LocalMeshUnderTest
+
+        m = LocalMeshUnderTest(mesh_config)
+    else:
+        from mesh.harness.kind import KindMeshUnderTest
+
+        m = KindMeshUnderTest.from_environment(mesh_config)
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture
+def mesh_policies(mesh: MeshUnderTest) -> Iterator[Callable[[MeshConfig], None]]:
+    """`mesh_policies(new_config)` applies for this test only; the original config is restored afterwards."""
+    original = mesh.config
+    changed = False
+
+    def apply(config: MeshConfig) -> None:
+        nonlocal changed
+        changed = True
+        mesh.apply(config)
+
+    yield apply
+    if changed:
+        mesh.apply(original)

@@ -5,7 +5,7 @@ results of calling its UPSTREAMS through its sidecar (HTTP_PROXY). Trace headers
 
 Test hooks, by request header (like httpbin's /status and /delay), never forwarded upstream:
   x-fail-pod: <pod>|*        answer 503 when this pod matches
-  x-fail-times: N            answer 503 to the first N attempts of this x-request-id
+  x-fail-times: N            answer 503 to the first N attempts (Envoy's x-envoy-attempt-count)
   x-delay-ms: N              sleep before answering
   x-delay-first-ms: N        sleep only on the first attempt of this x-request-id
   x-status: N                answer with status N

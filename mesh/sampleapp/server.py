@@ -92,6 +92,8 @@ class Handler(BaseHTTPRequestHandler):
         with _lock:
             _attempts[rid] += 1
             attempt = _attempts[rid]
+        # Envoy numbers attempts across retries to any replica (include_request_attempt_count)
+        attempt = int(h.get("x-envoy-attempt-count", attempt))
         delay = int(h.get("x-delay-ms", "0") or 0)
         if attempt == 1:
             delay += int(h.get("x-delay-first-ms", "0") or 0)

@@ -88,7 +88,12 @@ def _service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int
         routes += translate_http(push, vs, proxy, port=port, gateway="mesh", default_host=view)
     if not vss:
         routes.append(_default_route(view, port))
-    return rc.VirtualHost(name=f"{view.fqdn}:{port}", domains=_domains(view, port, proxy.namespace), routes=routes)
+    return rc.VirtualHost(
+        name=f"{view.fqdn}:{port}",
+        domains=_domains(view, port, proxy.namespace),
+        routes=routes,
+        include_request_attempt_count=True,  # as Istio sets it: upstreams see x-envoy-attempt-count
+    )
 
 
 def _default_route(view: ServiceView, port: int) -> rc.Route:
@@ -119,7 +124,12 @@ def gateway_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfi
     out = []
     for port, hosts_routes in sorted(by_port.items()):
         vhosts = [
-            rc.VirtualHost(name=f"{h}:{port}", domains=["*"] if h == "*" else [h, f"{h}:*"], routes=routes)
+            rc.VirtualHost(
+                name=f"{h}:{port}",
+                domains=["*"] if h == "*" else [h, f"{h}:*"],
+                routes=routes,
+                include_request_attempt_count=True,
+            )
             for h, routes in sorted(hosts_routes.items())
         ]
         out.append(
