@@ -19,6 +19,8 @@ class TargetCapabilities:
 
     name: str
     unsupported: dict[str, str] = field(default_factory=dict)
+    # generic path -> a check of the value that returns why it is unsupported (or None when fine)
+    unsupported_values: dict[str, Callable[[object], str | None]] = field(default_factory=dict)
     needs: str | None = None  # "command" (local) or "image" (kubernetes)
 
 

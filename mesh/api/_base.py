@@ -75,7 +75,11 @@ def _caller_location() -> SourceLocation | None:
     frame = sys._getframe(2)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_MESH_PKG_DIR) and "pydantic" not in filename and not filename.startswith("<"):
+        if (
+            not filename.startswith((_MESH_PKG_DIR, "<"))
+            and "site-packages" not in filename
+            and "pydantic" not in filename
+        ):
             return SourceLocation(file=os.path.relpath(filename), line=frame.f_lineno)
         frame = frame.f_back  # type: ignore[assignment]
     return None

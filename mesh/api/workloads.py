@@ -78,6 +78,10 @@ class Service(IstioModel):
     def source(self) -> SourceLocation | None:
         return self._source
 
+    def located(self, source: SourceLocation | None) -> Service:
+        self._source = source
+        return self
+
     @property
     def fqdn(self) -> str:
         return f"{self.name}.{self.namespace}.svc.{CLUSTER_DOMAIN}"

@@ -216,7 +216,11 @@ def _workloads(docs: list[_Doc], default_ns: str) -> list[Service]:
                 )
             )
         try:
-            out.append(Service(name=name, namespace=ns, ports=ports, service_account=sa, versions=versions))
+            out.append(
+                Service(name=name, namespace=ns, ports=ports, service_account=sa, versions=versions).located(
+                    sdoc.where()
+                )
+            )
         except ValidationError as e:
             raise ImportFailed(f"{sdoc.filename}:{sdoc.line_of(())}: Service {ns}/{name}: {e}") from None
     for (ns, app), deps in deployments.items():

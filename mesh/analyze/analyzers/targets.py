@@ -11,8 +11,8 @@ from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 
 
-def set_fields(obj: Any, generic: str = "", concrete: str = "") -> Iterator[tuple[str, str]]:
-    """(generic path, concrete path) of every field that is set: `spec.http[].corsPolicy`, `spec.http[2].corsPolicy`."""
+def set_fields(obj: Any, generic: str = "", concrete: str = "") -> Iterator[tuple[str, str, Any]]:
+    """(generic path, concrete path, value) of every field set: `VirtualService.http[].corsPolicy`, `spec.http[2].corsPolicy`."""
     if isinstance(obj, BaseModel):
         for name, field in type(obj).model_fields.items():
             value = getattr(obj, name)
@@ -20,7 +20,7 @@ def set_fields(obj: Any, generic: str = "", concrete: str = "") -> Iterator[tupl
                 continue
             alias = field.alias or name
             g, c = f"{generic}.{alias}" if generic else alias, f"{concrete}.{alias}" if concrete else alias
-            yield g, c
+            yield g, c, value
             yield from set_fields(value, g, c)
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
@@ -32,13 +32,22 @@ def set_fields(obj: Any, generic: str = "", concrete: str = "") -> Iterator[tupl
 
 @analyzer("target.capabilities", "Every field set is honoured by the target", ("MSH0100",))
 def unsupported_fields(ctx: Context) -> Iterator[Finding]:
-    if ctx.target is None or not ctx.target.unsupported:
+    if ctx.target is None:
         return
     for r in ctx.config.resources:
-        for generic, concrete in set_fields(r, r.kind, "spec"):
+        for generic, concrete, value in set_fields(r, r.kind, "spec"):
             why = ctx.target.unsupported.get(generic)
+            check = ctx.target.unsupported_values.get(generic)
+            if why is None and check is not None:
+                why = check(value)
             if why is not None:
                 yield finding("MSH0100", path=concrete, field=generic, target=ctx.target.name, why=why, **at(r))
+    for svc in ctx.config.services:
+        for generic, concrete, value in set_fields(svc, "Service", ""):
+            check = ctx.target.unsupported_values.get(generic)
+            why = check(value) if check else ctx.target.unsupported.get(generic)
+            if why is not None:
+                yield finding("MSH0100", path=concrete, field=generic, target=ctx.target.name, why=why, **at(svc))
 
 
 @analyzer("target.workloads", "Every version has what the target needs to run it", ("MSH0006",))

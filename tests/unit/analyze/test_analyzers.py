@@ -293,3 +293,24 @@ spec:
 """
     config = load_yaml(gw.format(name="a") + "---" + gw.format(name="b"))
     assert [(f.code, f.resource) for f in analyze(config)] == [("IST0145", "Gateway default/b")]
+
+
+def test_local_target_reports_what_it_does_not_implement() -> None:
+    from pathlib import Path
+
+    from mesh.compile import load_file
+    from mesh.targets import capabilities
+
+    shop = Path(__file__).parents[1] / "compile" / "fixtures" / "shop.yaml"
+    found = {(f.code, f.path) for f in analyze(load_file(shop), capabilities("local"))}
+    assert found == {
+        ("MSH0100", "spec.servers[0].port.protocol"),
+        ("MSH0100", "spec.servers[0].tls"),
+        ("MSH0100", "spec.servers[1].tls"),
+        ("MSH0100", "spec.http[2].corsPolicy"),
+        ("MSH0006", "versions[0].command"),
+    }
+    assert all(
+        f.source is not None and f.source.file.endswith("shop.yaml")
+        for f in analyze(load_file(shop), capabilities("local"))
+    )
