@@ -23,16 +23,15 @@ class Hit:
 
 def _string_match(m: string_pb2.StringMatcher, value: str) -> bool:
     kind = m.WhichOneof("match_pattern")
-    v, target = (value.lower(), None) if m.ignore_case else (value, None)
-    _ = target
+    v = value.lower() if m.ignore_case else value
     if kind == "exact":
-        return v == (m.exact.lower() if m.ignore_case else m.exact)
+        return bool(v == (m.exact.lower() if m.ignore_case else m.exact))
     if kind == "prefix":
-        return v.startswith(m.prefix.lower() if m.ignore_case else m.prefix)
+        return bool(v.startswith(m.prefix.lower() if m.ignore_case else m.prefix))
     if kind == "suffix":
-        return v.endswith(m.suffix.lower() if m.ignore_case else m.suffix)
+        return bool(v.endswith(m.suffix.lower() if m.ignore_case else m.suffix))
     if kind == "contains":
-        return m.contains in v
+        return bool(m.contains in v)
     if kind == "safe_regex":
         return re.fullmatch(m.safe_regex.regex, value) is not None
     return False

@@ -45,7 +45,7 @@ def test_route_timeout(mesh: MeshUnderTest) -> None:
     r = mesh.from_pod("productpage").get(f"{ECHO}/timeout", {"x-delay-ms": "1000"})
     assert r.status == 504
     assert "upstream request timeout" in r.text
-    assert 0.2 <= r.elapsed < 0.9
+    assert 0.18 <= r.elapsed < 0.9  # Envoy timers may fire a few ms early against our clock
 
 
 def test_round_robin_spreads_evenly(mesh: MeshUnderTest) -> None:

@@ -37,11 +37,18 @@ _LB = {
 
 
 def build_clusters(push: PushContext, proxy: Proxy) -> list[cluster_pb2.Cluster]:
-    out = list(outbound_clusters(push, proxy.namespace))
-    if proxy.kind == "sidecar" and proxy.pod is not None:
-        out += [_inbound(proxy.pod.app_ip, p) for p in proxy.pod.ports]
-    out.append(cluster_pb2.Cluster(name=BLACKHOLE, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1.0)))
-    return out
+    return [*outbound_clusters(push, proxy.namespace), blackhole(), *inbound_clusters(proxy)]
+
+
+def blackhole() -> cluster_pb2.Cluster:
+    return cluster_pb2.Cluster(name=BLACKHOLE, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1.0))
+
+
+def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
+    """A sidecar's `inbound|PORT||` clusters: its own app, on the pod's private address."""
+    if proxy.kind != "sidecar" or proxy.pod is None:
+        return []
+    return [_inbound(proxy.pod.app_ip, p) for p in proxy.pod.ports]
 
 
 def outbound_clusters(push: PushContext, client_namespace: str) -> tuple[cluster_pb2.Cluster, ...]:

@@ -52,12 +52,20 @@ def build_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfigu
 
 
 def _uses_source_labels(push: PushContext) -> bool:
-    return any(m.source_labels for vs in push.config.virtual_services for r in vs.http for m in r.match)
+    if "_uses_source_labels" not in push.__dict__:
+        push.__dict__["_uses_source_labels"] = any(
+            m.source_labels for vs in push.config.virtual_services for r in vs.http for m in r.match
+        )
+    return bool(push.__dict__["_uses_source_labels"])
+
+
+def sidecar_routes_key(push: PushContext, proxy: Proxy) -> tuple[object, ...]:
+    """Sidecars with equal keys get identical routes: per namespace, unless a rule matches the caller's labels."""
+    return (proxy.namespace, tuple(sorted(proxy.labels.items())) if _uses_source_labels(push) else ())
 
 
 def sidecar_routes(push: PushContext, proxy: Proxy) -> route_pb2.RouteConfiguration:
-    # Shared by all sidecars of a namespace unless some rule matches on the caller's labels.
-    key = (proxy.namespace, tuple(sorted(proxy.labels.items())) if _uses_source_labels(push) else ())
+    key = sidecar_routes_key(push, proxy)
     cache = push.__dict__.setdefault("_sidecar_routes", {})
     if key not in cache:
         vhosts = []

@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2
 
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.cache import NodeStatus, SnapshotCache
@@ -151,12 +150,10 @@ class _Stream:
         assert snap is not None
         res = snap.resources(t)
         st = self.state(t)
-        items = res.items if t not in rt.BY_NAME else {n: m for n, m in res.items.items() if n in st.names}
+        packed = res.packed()
+        names = sorted(packed) if t not in rt.BY_NAME else sorted(n for n in st.names if n in packed)
         resp = discovery_pb2.DiscoveryResponse(version_info=res.version, type_url=t, nonce=str(next(_nonces)))
-        for name in sorted(items):
-            a = any_pb2.Any()
-            a.Pack(items[name])
-            resp.resources.append(a)
+        resp.resources.extend(packed[n] for n in names)
         st.nonce, st.version, st.fresh = resp.nonce, res.version, True
         for child, parents in rt.PARENTS.items():
             if t in parents:

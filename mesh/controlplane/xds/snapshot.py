@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from mesh.controlplane.xds import resources as rt
@@ -20,12 +21,18 @@ def _name(msg: Message) -> str:
     return str(getattr(msg, "cluster_name", "") or msg.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Resources:
-    """All resources of one type, by name, and a version that changes only when their content does."""
+    """All resources of one type, by name, and a version that changes only when their content does.
+
+    Parts shared by many proxies (outbound clusters, endpoints, routes) are built, hashed and packed once per push
+    and combined with each proxy's own part, so a 50-proxy push does not serialize the same cluster 50 times.
+    """
 
     items: Mapping[str, Message]
     version: str
+    parts: tuple[Resources, ...] = ()
+    _packed: dict[str, any_pb2.Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, messages: Iterable[Message]) -> Resources:
@@ -36,13 +43,35 @@ class Resources:
             digest.update(items[name].SerializeToString(deterministic=True))
         return cls(MappingProxyType(items), digest.hexdigest())
 
+    @classmethod
+    def combine(cls, *parts: Resources) -> Resources:
+        items: dict[str, Message] = {}
+        for p in parts:
+            items.update(p.items)
+        version = hashlib.blake2b("/".join(p.version for p in parts).encode(), digest_size=8).hexdigest()
+        return cls(MappingProxyType(items), version, parts)
+
+    def packed(self) -> Mapping[str, any_pb2.Any]:
+        """Each resource as an Any, packed once however many streams send it."""
+        if len(self._packed) != len(self.items):
+            if self.parts:
+                for p in self.parts:
+                    self._packed.update(p.packed())
+            else:
+                for name, msg in self.items.items():
+                    if name not in self._packed:
+                        a = any_pb2.Any()
+                        a.Pack(msg)
+                        self._packed[name] = a
+        return self._packed
+
 
 @dataclass(frozen=True)
 class Snapshot:
     by_type: Mapping[str, Resources] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, **kinds: Iterable[Message]) -> Snapshot:
+    def build(cls, **kinds: Iterable[Message] | Resources) -> Snapshot:
         """`Snapshot.build(clusters=..., endpoints=..., listeners=..., routes=..., secrets=...)`."""
         urls = {
             "clusters": rt.CLUSTER,
@@ -51,7 +80,9 @@ class Snapshot:
             "routes": rt.ROUTE,
             "secrets": rt.SECRET,
         }
-        return cls(MappingProxyType({urls[k]: Resources.of(v) for k, v in kinds.items()}))
+        return cls(
+            MappingProxyType({urls[k]: v if isinstance(v, Resources) else Resources.of(v) for k, v in kinds.items()})
+        )
 
     def resources(self, type_url: str) -> Resources:
         return self.by_type.get(type_url) or Resources(MappingProxyType({}), "empty")

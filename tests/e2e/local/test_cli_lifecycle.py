@@ -1,0 +1,73 @@
+"""The CLI as a newcomer uses it: up --detach, status, proxy-status, proxy-config, apply, down — and nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from mesh.dataplane.addresses import allocate_block
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def mesh(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESH_STATE_DIR": str(state), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "mesh", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_detached_mesh_lifecycle(tmp_path: Path) -> None:
+    host = allocate_block().gateway_ip  # an address nobody else uses: never collides with a user's mesh
+    up = mesh(tmp_path, "up", "--detach", "--env", "dev", "--ingress-host", host, "--ingress-port", "8080")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"ingress at http://{host}:8080" in up.stdout
+    pids: list[int] = []
+    try:
+        status = json.loads(mesh(tmp_path, "status", "-o", "json").stdout)
+        pids = [p["pid"] for p in status["processes"]] + [status["pid"]]
+        assert all(p["running"] for p in status["processes"])
+
+        session = requests.Session()
+        session.trust_env = False
+        assert (
+            session.get(f"http://{host}:8080/productpage", headers={"Host": "bookinfo.local"}, timeout=10).status_code
+            == 200
+        )
+
+        ps = mesh(tmp_path, "proxy-status")
+        assert ps.returncode == 0 and ps.stdout.count("SYNCED") == 8, ps.stdout
+
+        routes = mesh(tmp_path, "proxy-config", "routes", "istio-ingressgateway")
+        assert "http.80" in routes.stdout and "bookinfo.local:80" in routes.stdout
+        eps = mesh(tmp_path, "proxy-config", "endpoints", "productpage-v1-0")
+        assert "outbound|9080|v1|reviews.default.svc.cluster.local" in eps.stdout and "HEALTHY" in eps.stdout
+
+        applied = mesh(tmp_path, "apply", "--env", "prod")
+        assert applied.returncode == 0, applied.stderr
+        assert "all ACKed" in applied.stdout
+        # prod serves another host: the dev host is gone from the gateway
+        assert (
+            session.get(f"http://{host}:8080/productpage", headers={"Host": "bookinfo.local"}, timeout=10).status_code
+            == 404
+        )
+
+        again = mesh(tmp_path, "up", "--detach", "--ingress-host", host)
+        assert again.returncode == 69 and "already running" in again.stderr
+    finally:
+        down = mesh(tmp_path, "down")
+    assert down.returncode == 0, down.stderr
+    assert not [p for p in pids if _alive(p)], "processes survived `mesh down`"
+    assert mesh(tmp_path, "status").returncode == 69

@@ -1,0 +1,44 @@
+"""Faults lose nothing: a dead control plane or a crashed Envoy never takes the last good config away."""
+
+from __future__ import annotations
+
+import time
+
+from mesh.controlplane.xds.server import XdsServer
+from mesh.harness.targets import LocalMeshUnderTest
+
+
+def _ok(mesh: LocalMeshUnderTest) -> int:
+    return mesh.ingress("bookinfo.local").get("/productpage").status
+
+
+def test_traffic_flows_while_the_control_plane_is_down_and_proxies_resync_after(mesh: LocalMeshUnderTest) -> None:
+    local = mesh.mesh
+    assert local.xds is not None
+    port = local.xds.port
+    local.xds.stop(0)
+    try:
+        assert [_ok(mesh) for _ in range(20)] == [200] * 20
+    finally:
+        local.xds = XdsServer(local.pilot.cache, "127.0.0.1", port, max_proxies=64).start()
+    ids = [p.id for p in local.registry.proxies]
+    results = local.pilot.cache.wait_synced(ids, timeout=15)
+    deadline = time.monotonic() + 15
+    while not all(local.pilot.cache.sync_state(i).state == "SYNCED" for i in ids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {i: local.pilot.cache.sync_state(i).state for i in ids} == dict.fromkeys(ids, "SYNCED"), results
+    assert _ok(mesh) == 200
+
+
+def test_a_crashed_sidecar_is_restarted_and_gets_its_config_back(mesh: LocalMeshUnderTest) -> None:
+    from mesh.dataplane.envoy import Admin
+
+    local = mesh.mesh
+    pod = next(p for p in local.registry.pods if p.name == "details-v1-0")
+    before = next(s for s in local.supervisor.status() if s["name"] == "envoy/details-v1-0")["restarts"]
+    local.supervisor.kill("envoy/details-v1-0")
+    assert local.supervisor.wait_ready("envoy/details-v1-0", Admin(pod.ip).ready, timeout=20)
+    after = next(s for s in local.supervisor.status() if s["name"] == "envoy/details-v1-0")["restarts"]
+    assert after == before + 1
+    r = mesh.ingress("bookinfo.local").get("/productpage")
+    assert r.status == 200 and r.call("details")["status"] == 200
