@@ -1,0 +1,1 @@
+"""Benchmarks. Each prints its numbers next to a baseline measured in the same run, and the ratio."""

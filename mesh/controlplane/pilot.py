@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mesh.api.config import MeshConfig
 from mesh.controlplane.ca.authority import CertificateAuthority
@@ -45,12 +46,14 @@ class Pilot:
         self.revision = 0
         self._lock = threading.RLock()
         self.validate: Callable[[dict[str, Snapshot]], None] | None = None  # pre-push validation hook
+        self._memo: dict[Hashable, Any] = {}  # translation pieces reused while their inputs are unchanged
         registry.on_change(self._on_registry_change)
 
     def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
         t0 = time.perf_counter()
-        push = PushContext(config, self.registry.pods)
+        push = PushContext(config, self.registry.pods, memo=self._memo)
         snaps = {p.id: build_snapshot(push, p, self.ca) for p in self.registry.proxies}
+        self._memo = {k: push.memo[k] for k in push.used}  # forget what this push no longer needs
         return snaps, (time.perf_counter() - t0) * 1000
 
     def push(self, config: MeshConfig, *, wait: float = 10.0, rollback: bool = True) -> PushResult:
@@ -82,7 +85,7 @@ class Pilot:
         """Register a proxy and give it a snapshot of the current config before its Envoy connects."""
         with self._lock:
             self.registry.add_proxy(proxy)
-            push = PushContext(self.config, self.registry.pods)
+            push = PushContext(self.config, self.registry.pods, memo=self._memo)
             self.cache.set_snapshot(proxy.id, build_snapshot(push, proxy, self.ca))
 
     def _on_registry_change(self) -> None:

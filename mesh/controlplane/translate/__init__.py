@@ -1,49 +1,83 @@
 """Translate: Istio resources + registry -> one Snapshot per proxy, one builder per xDS type (like Istio's
-pilot/pkg/networking/core). Parts every proxy of a namespace shares (outbound clusters, endpoints, sidecar routes)
-are built, hashed and packed once per push and combined with each proxy's own part."""
+pilot/pkg/networking/core).
+
+Work is shared twice over: within a push, parts every proxy of a namespace gets (outbound clusters, endpoints,
+sidecar routes) are built, hashed and packed once; across pushes, each service's clusters, endpoints and virtual
+hosts are reused while their inputs' content is unchanged (`PushContext.memo`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.secrets import workload_secrets
 from mesh.controlplane.model import Proxy
-from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, outbound_clusters
-from mesh.controlplane.translate.context import PushContext
-from mesh.controlplane.translate.endpoints import build_endpoints
+from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters, service_clusters_key
+from mesh.controlplane.translate.context import PushContext, ServiceView
+from mesh.controlplane.translate.endpoints import service_endpoints, service_endpoints_key
 from mesh.controlplane.translate.listeners import build_listeners
-from mesh.controlplane.translate.routes import build_routes, sidecar_routes_key
+from mesh.controlplane.translate.routes import build_routes, sidecar_routes, sidecar_routes_key, sidecar_vhost_keys
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 
 
-def _shared(push: PushContext, key: tuple[Any, ...], make: Callable[[], Resources]) -> Resources:
-    cache: dict[tuple[Any, ...], Resources] = push.__dict__.setdefault("_shared_resources", {})
-    if key not in cache:
-        cache[key] = make()
-    return cache[key]
+def _outbound_clusters(push: PushContext, ns: str) -> Resources:
+    return push.once(("cds", ns), partial(_build_outbound_clusters, push, ns))
+
+
+def _service_clusters(push: PushContext, view: ServiceView, ns: str) -> Resources:
+    return Resources.of(service_clusters(push, view, ns))
+
+
+def _build_outbound_clusters(push: PushContext, ns: str) -> Resources:
+    parts = [
+        push.cached(service_clusters_key(push, v, ns), partial(_service_clusters, push, v, ns))
+        for v in push.services.values()
+    ]
+    parts.append(push.cached(("cds-blackhole",), lambda: Resources.of([blackhole()])))
+    return push.cached(("cds-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
+
+
+def _endpoints(push: PushContext, ns: str) -> Resources:
+    return push.once(("eds", ns), partial(_build_endpoints, push, ns))
+
+
+def _service_endpoints(push: PushContext, view: ServiceView, ns: str) -> Resources:
+    return Resources.of(service_endpoints(push, view, ns))
+
+
+def _build_endpoints(push: PushContext, ns: str) -> Resources:
+    parts = [
+        push.cached(service_endpoints_key(push, v, ns), partial(_service_endpoints, push, v, ns))
+        for v in push.services.values()
+    ]
+    return push.cached(("eds-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
+
+
+def _sidecar_routes(push: PushContext, proxy: Proxy) -> Resources:
+    return push.once(("rds", sidecar_routes_key(push, proxy)), partial(_build_sidecar_routes, push, proxy))
+
+
+def _build_sidecar_routes(push: PushContext, proxy: Proxy) -> Resources:
+    keyed = sidecar_vhost_keys(push, proxy)
+    keys = tuple(k for k, _, _ in keyed)
+    return push.cached(("rds-all", keys), lambda: Resources.of([sidecar_routes(push, proxy, keyed)]))
 
 
 def build_snapshot(push: PushContext, proxy: Proxy, ca: CertificateAuthority) -> Snapshot:
     ns = proxy.namespace
-    clusters = Resources.combine(
-        _shared(push, ("cds", ns), lambda: Resources.of([*outbound_clusters(push, ns), blackhole()])),
-        Resources.of(inbound_clusters(proxy)),
-    )
-    endpoints = _shared(push, ("eds", ns), lambda: Resources.of(build_endpoints(push, proxy)))
-    if proxy.kind == "sidecar":
-        routes = _shared(
-            push, ("rds", *sidecar_routes_key(push, proxy)), lambda: Resources.of(build_routes(push, proxy))
-        )
-    else:
-        routes = Resources.of(build_routes(push, proxy))
+    shared_cds = _outbound_clusters(push, ns)
+    clusters = Resources.combine(shared_cds, Resources.of(inbound_clusters(proxy)))
+    routes = _sidecar_routes(push, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     svid = ca.svid(proxy.identity)
-    secrets = _shared(
-        push, ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, ca.root_pem))
+    secrets = push.cached(
+        ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, ca.root_pem))
     )
     return Snapshot.build(
-        clusters=clusters, endpoints=endpoints, listeners=build_listeners(push, proxy), routes=routes, secrets=secrets
+        clusters=clusters,
+        endpoints=_endpoints(push, ns),
+        listeners=build_listeners(push, proxy),
+        routes=routes,
+        secrets=secrets,
     )
 
 

@@ -51,19 +51,25 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
     return [_inbound(proxy.pod.app_ip, p) for p in proxy.pod.ports]
 
 
-def outbound_clusters(push: PushContext, client_namespace: str) -> tuple[cluster_pb2.Cluster, ...]:
-    """The same for every proxy of a namespace: computed once per push."""
-    cache = push.__dict__.setdefault("_outbound_clusters", {})
-    if client_namespace not in cache:
-        clusters = []
-        for view in push.services.values():
-            dr = push.destination_rule(view.fqdn, client_namespace)
-            for port in http_ports(view.service):
-                clusters.append(_outbound(push, view, port, "", client_namespace))
-                for subset in dr.subsets if dr else []:
-                    clusters.append(_outbound(push, view, port, subset.name, client_namespace))
-        cache[client_namespace] = tuple(clusters)
-    return cache[client_namespace]  # type: ignore[no-any-return]
+def outbound_clusters(push: PushContext, client_namespace: str) -> list[cluster_pb2.Cluster]:
+    return [c for view in push.services.values() for c in service_clusters(push, view, client_namespace)]
+
+
+def service_clusters_key(push: PushContext, view: ServiceView, ns: str) -> tuple[object, ...]:
+    """Everything a service's outbound clusters depend on, by content."""
+    dr = push.destination_rule(view.fqdn, ns)
+    modes = tuple(push.mtls_mode(p, port.number) for p in view.pods for port in view.service.ports)
+    return ("cds", view.fqdn, ns, push.digest(view.service), push.digest(dr), modes)
+
+
+def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
+    dr = push.destination_rule(view.fqdn, ns)
+    out = []
+    for port in http_ports(view.service):
+        out.append(_outbound(push, view, port, "", ns))
+        for subset in dr.subsets if dr else []:
+            out.append(_outbound(push, view, port, subset.name, ns))
+    return out
 
 
 def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str) -> cluster_pb2.Cluster:

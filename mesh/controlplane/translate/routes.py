@@ -6,7 +6,8 @@ per service port; gateways get `http.<port>` with a virtual host per VirtualServ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from functools import partial
 
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -54,7 +55,7 @@ def build_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfigu
 def _uses_source_labels(push: PushContext) -> bool:
     if "_uses_source_labels" not in push.__dict__:
         push.__dict__["_uses_source_labels"] = any(
-            m.source_labels for vs in push.config.virtual_services for r in vs.http for m in r.match
+            m.source_labels for vs in push._virtual_services for r in vs.http for m in r.match
         )
     return bool(push.__dict__["_uses_source_labels"])
 
@@ -64,18 +65,26 @@ def sidecar_routes_key(push: PushContext, proxy: Proxy) -> tuple[object, ...]:
     return (proxy.namespace, tuple(sorted(proxy.labels.items())) if _uses_source_labels(push) else ())
 
 
-def sidecar_routes(push: PushContext, proxy: Proxy) -> route_pb2.RouteConfiguration:
-    key = sidecar_routes_key(push, proxy)
-    cache = push.__dict__.setdefault("_sidecar_routes", {})
-    if key not in cache:
-        vhosts = []
-        for view in push.services.values():
-            for port in http_ports(view.service):
-                vhosts.append(_service_vhost(push, proxy, view, port.number))
-        cache[key] = route_pb2.RouteConfiguration(
-            name=SIDECAR_ROUTE_CONFIG, virtual_hosts=vhosts, validate_clusters={"value": False}
-        )
-    return cache[key]
+def sidecar_vhost_keys(push: PushContext, proxy: Proxy) -> list[tuple[Hashable, ServiceView, int]]:
+    """One key per virtual host: its inputs' content. Unchanged keys reuse last push's translation."""
+    base = sidecar_routes_key(push, proxy)
+    out: list[tuple[Hashable, ServiceView, int]] = []
+    for view in push.services.values():
+        vss = tuple(push.digest(vs) for vs in push.mesh_virtual_services.get(view.fqdn, [])[:1])
+        for port in http_ports(view.service):
+            out.append((("vh", view.fqdn, port.number, base, vss, push.world_digest), view, port.number))
+    return out
+
+
+def sidecar_routes(
+    push: PushContext, proxy: Proxy, keys: list[tuple[Hashable, ServiceView, int]] | None = None
+) -> route_pb2.RouteConfiguration:
+    vhosts: list[rc.VirtualHost] = []
+    for key, view, port in keys if keys is not None else sidecar_vhost_keys(push, proxy):
+        vhosts.append(push.cached(key, partial(_service_vhost, push, proxy, view, port)))
+    return route_pb2.RouteConfiguration(
+        name=SIDECAR_ROUTE_CONFIG, virtual_hosts=vhosts, validate_clusters={"value": False}
+    )
 
 
 def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:

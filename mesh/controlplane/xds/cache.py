@@ -123,6 +123,13 @@ class SnapshotCache:
             want = snap.version(type_url)
             ts = st.types.get(type_url)
             if ts is None:
+                # Envoy asks for EDS/RDS/SDS by name only when a cluster or listener needs them (no TLS, no SDS):
+                # never subscribed is fine once the parents are ACKed. Start-up waits on Envoy's /ready as well.
+                parents = rt.PARENTS.get(type_url, ())
+                if type_url in rt.BY_NAME and all(
+                    (pt := st.types.get(p)) is not None and pt.acked == snap.version(p) for p in parents
+                ):
+                    continue
                 stale = True
                 continue
             if ts.nacked == want:

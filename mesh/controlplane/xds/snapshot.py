@@ -29,10 +29,21 @@ class Resources:
     and combined with each proxy's own part, so a 50-proxy push does not serialize the same cluster 50 times.
     """
 
-    items: Mapping[str, Message]
+    _items: Mapping[str, Message] | None
     version: str
     parts: tuple[Resources, ...] = ()
     _packed: dict[str, any_pb2.Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def items(self) -> Mapping[str, Message]:
+        """By name. For combined parts the merged mapping is built on first read (an unchanged type never is)."""
+        if self._items is None:
+            merged: dict[str, Message] = {}
+            for p in self.parts:
+                merged.update(p.items)
+            object.__setattr__(self, "_items", MappingProxyType(merged))
+        assert self._items is not None
+        return self._items
 
     @classmethod
     def of(cls, messages: Iterable[Message]) -> Resources:
@@ -45,15 +56,29 @@ class Resources:
 
     @classmethod
     def combine(cls, *parts: Resources) -> Resources:
-        items: dict[str, Message] = {}
-        for p in parts:
-            items.update(p.items)
         version = hashlib.blake2b("/".join(p.version for p in parts).encode(), digest_size=8).hexdigest()
-        return cls(MappingProxyType(items), version, parts)
+        return cls(None, version, parts)
+
+    def eds_clusters(self) -> frozenset[str]:
+        """Names of the EDS clusters among these resources (computed once)."""
+        cached = self.__dict__.get("_eds")
+        if cached is None:
+            if self.parts:
+                cached = frozenset().union(*(p.eds_clusters() for p in self.parts))
+            else:
+                from envoy.config.cluster.v3 import cluster_pb2
+
+                cached = frozenset(
+                    n
+                    for n, c in self.items.items()
+                    if isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
+                )
+            object.__setattr__(self, "_eds", cached)
+        return cached
 
     def packed(self) -> Mapping[str, any_pb2.Any]:
         """Each resource as an Any, packed once however many streams send it."""
-        if len(self._packed) != len(self.items):
+        if not self._packed or len(self._packed) != len(self.items):
             if self.parts:
                 for p in self.parts:
                     self._packed.update(p.packed())
@@ -96,24 +121,18 @@ class Snapshot:
 
     def consistent(self) -> None:
         """Every EDS cluster has endpoints and every RDS name a route config (go-control-plane's Consistent())."""
-        from envoy.config.cluster.v3 import cluster_pb2
         from envoy.config.listener.v3 import listener_pb2
 
-        eds = {
-            name
-            for name, c in self.resources(rt.CLUSTER).items.items()
-            if isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
-        }
-        missing = eds - set(self.resources(rt.ENDPOINT).items)
+        missing = self.resources(rt.CLUSTER).eds_clusters() - self.resources(rt.ENDPOINT).items.keys()
         if missing:
             raise InconsistentSnapshot(f"EDS clusters without endpoints: {sorted(missing)[:5]}")
         wanted = set()
         for lst in self.resources(rt.LISTENER).items.values():
             assert isinstance(lst, listener_pb2.Listener)
             wanted |= _rds_names(lst)
-        missing = wanted - set(self.resources(rt.ROUTE).items)
-        if missing:
-            raise InconsistentSnapshot(f"listeners reference missing route configs: {sorted(missing)[:5]}")
+        missing_routes = wanted - set(self.resources(rt.ROUTE).items)
+        if missing_routes:
+            raise InconsistentSnapshot(f"listeners reference missing route configs: {sorted(missing_routes)[:5]}")
 
 
 def _rds_names(listener: Message) -> set[str]:

@@ -1,0 +1,22 @@
+"""python -m bench [coldstart|push|scale|hop ...]  (default: all)."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import coldstart, hop, push, scale
+
+SUITES = {"coldstart": coldstart.main, "push": push.main, "scale": scale.main, "hop": hop.main}
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(SUITES)
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {list(SUITES)}")
+    for n in names:
+        print(f"\n=== {n} ===", flush=True)
+        SUITES[n]()
+
+
+main()
