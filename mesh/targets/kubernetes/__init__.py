@@ -1,0 +1,3 @@
+"""The kubernetes target: a Pulumi program (kind + Istio's official Helm charts + workloads + policies) and the
+Automation API driver behind `mesh up --target kubernetes`. Runs live where docker, kind and the pulumi CLI exist
+(GitHub Actions); here it is tested with Pulumi's mocks and by validating everything it renders."""

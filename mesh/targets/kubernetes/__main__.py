@@ -1,0 +1,5 @@
+"""Pulumi entry point (Pulumi.yaml `main`)."""
+
+from mesh.targets.kubernetes.program import program
+
+program()
