@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ENV    ?= dev
 
-.PHONY: up test lint unit e2e bench clean help
+.PHONY: install up test lint unit e2e bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install meshops with its dev tools
 
 up: $(STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
 	$(BIN)/mesh up --env $(ENV)

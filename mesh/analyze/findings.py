@@ -12,7 +12,7 @@ from mesh.api._base import SourceLocation
 
 Level = Literal["Error", "Warning", "Info"]
 
-DOCS = "https://github.com/meshops/meshops/blob/main/docs/analysis.md#"
+DOCS = "docs/analysis.md#"
 
 
 @dataclass(frozen=True)

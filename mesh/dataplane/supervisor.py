@@ -62,6 +62,8 @@ class Supervisor:
         self._on_event = on_event or (lambda msg: log.info(msg))
         self._setpriv = shutil.which("setpriv")
         self.on_restart: Callable[[str], None] = lambda name: None
+        # told when a process stops being ready (exited) and when it is ready again (after a restart)
+        self.on_health: Callable[[str, bool], None] = lambda name, ready: None
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -129,10 +131,14 @@ class Supervisor:
                         continue
                     code = m.proc.poll()
                     now = time.monotonic()
-                    if code is not None and m.next_start == 0.0:
+                    if code is None and not m.ready and m.spec.ready():
+                        m.ready = True
+                        self.on_health(m.spec.name, True)
+                    elif code is not None and m.next_start == 0.0:
                         m.last_exit, m.ready = code, False
                         m.next_start = now + min(5.0, 0.2 * 2 ** min(m.restarts, 5))
                         self._on_event(f"{m.spec.name} exited ({code}); restarting")
+                        self.on_health(m.spec.name, False)
                     elif code is not None and now >= m.next_start:
                         m.restarts += 1
                         m.next_start = 0.0

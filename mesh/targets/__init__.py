@@ -33,7 +33,6 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "VirtualService.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
     "DestinationRule.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
     "VirtualService.http[].match[].sourceNamespace": "sourceNamespace matching is not implemented locally",
-    "VirtualService.http[].corsPolicy": "CORS is not translated by the local control plane yet",
     "VirtualService.http[].retries.retryRemoteLocalities": "there are no localities on one machine",
     "AuthorizationPolicy.rules[].from[].source.requestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",

@@ -40,3 +40,31 @@ def test_trace_headers_are_propagated(mesh: MeshUnderTest) -> None:
     )
     assert r.json["trace"]["x-b3-traceid"] == trace
     assert r.call("reviews")["body"]["trace"]["x-b3-traceid"] == trace
+
+
+def test_cors_preflight_is_answered_by_the_gateway(mesh: MeshUnderTest, mesh_policies) -> None:  # type: ignore[no-untyped-def]
+    from mesh.api import CorsPolicy, StringMatch, VirtualService
+
+    from .conftest import replace
+
+    base = next(vs for vs in mesh.config.virtual_services if vs.name == "bookinfo")
+    rules = [
+        r.model_copy(
+            update={
+                "cors_policy": CorsPolicy(
+                    allow_origins=[StringMatch(exact="https://shop.example")],
+                    allow_methods=["GET", "POST"],
+                    max_age="1h",
+                )
+            }
+        )
+        for r in base.http
+    ]
+    mesh_policies(replace(mesh.config, VirtualService.model_validate({**base.model_dump(), "http": rules})))
+    pre = {"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"}
+    r = mesh.ingress(HOST).request("OPTIONS", "/productpage", pre)
+    assert r.status == 200
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+    assert r.headers["access-control-allow-methods"] == "GET,POST" and r.headers["access-control-max-age"] == "3600"
+    other = mesh.ingress(HOST).request("OPTIONS", "/productpage", {**pre, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in {k.lower() for k in other.headers}

@@ -10,6 +10,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
@@ -19,7 +20,7 @@ from mesh.controlplane.model import SIDECAR_OUTBOUND_PORT, Proxy
 from mesh.controlplane.translate.authz import rbac_filters
 from mesh.controlplane.translate.context import PushContext, inbound_cluster
 from mesh.controlplane.translate.protos import ads, duration, packed
-from mesh.controlplane.translate.routes import FAULT_FILTER, SIDECAR_ROUTE_CONFIG, gateway_route_name
+from mesh.controlplane.translate.routes import CORS_FILTER, FAULT_FILTER, SIDECAR_ROUTE_CONFIG, gateway_route_name
 from mesh.controlplane.translate.tls import istio_mutual_downstream
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -32,6 +33,11 @@ def _address(ip: str, port: int) -> address_pb2.Address:
 
 def _router() -> hcm.HttpFilter:
     return hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
+
+
+def _cors() -> hcm.HttpFilter:
+    # Empty: each route's CORS policy rides in typed_per_filter_config.
+    return hcm.HttpFilter(name=CORS_FILTER, typed_config=packed(cors_pb2.Cors()))
 
 
 def _fault() -> hcm.HttpFilter:
@@ -54,7 +60,7 @@ def outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
         stat_prefix=f"outbound_{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
         codec_type=hcm.HttpConnectionManager.AUTO,
         rds=hcm.Rds(route_config_name=SIDECAR_ROUTE_CONFIG, config_source=ads()),
-        http_filters=[_fault(), _router()],
+        http_filters=[_cors(), _fault(), _router()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
         stream_idle_timeout=duration(0.0),
     )
@@ -151,7 +157,7 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
             stat_prefix=f"outbound_0.0.0.0_{port}",
             codec_type=hcm.HttpConnectionManager.AUTO,
             rds=hcm.Rds(route_config_name=gateway_route_name(port), config_source=ads()),
-            http_filters=[_fault(), *filters, _router()],
+            http_filters=[_cors(), _fault(), *filters, _router()],
             use_remote_address={"value": True},
             stream_idle_timeout=duration(0.0),
         )

@@ -13,12 +13,15 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
+from mesh.api._base import parse_duration
 from mesh.api.networking import (
+    CorsPolicy,
     Destination,
     Headers,
     HTTPFaultInjection,
@@ -34,6 +37,7 @@ from mesh.controlplane.translate.context import PushContext, ServiceView, http_p
 from mesh.controlplane.translate.protos import duration, fraction, packed, u32
 
 FAULT_FILTER = "envoy.filters.http.fault"
+CORS_FILTER = "envoy.filters.http.cors"
 SIDECAR_ROUTE_CONFIG = "http_proxy"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 _REDIRECT_CODES = {301: 0, 302: 1, 303: 2, 307: 3, 308: 4}
@@ -307,6 +311,8 @@ def _action(
         _header_ops(route, rule.headers)
     if rule.fault is not None:
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(fault_filter(rule.fault)))
+    if rule.cors_policy is not None:
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(rule.cors_policy)))
 
 
 def _hash_policy(push: PushContext, action: rc.RouteAction, rule: HTTPRoute, vs_ns: str, client_ns: str) -> None:
@@ -393,6 +399,21 @@ def retry_policy(retries: HTTPRetry | None) -> rc.RetryPolicy | None:
     if retries.per_try_timeout:
         p.per_try_timeout.CopyFrom(duration(retries.per_try_timeout))
     return p
+
+
+def cors_policy(cors: CorsPolicy) -> cors_pb2.CorsPolicy:
+    """Istio's mapping: origins as string matchers, lists joined with commas, maxAge in whole seconds."""
+    out = cors_pb2.CorsPolicy(
+        allow_origin_string_match=[string_matcher(o) for o in cors.allow_origins],
+        allow_methods=",".join(cors.allow_methods),
+        allow_headers=",".join(cors.allow_headers),
+        expose_headers=",".join(cors.expose_headers),
+    )
+    if cors.max_age:
+        out.max_age = str(int(parse_duration(cors.max_age)))
+    if cors.allow_credentials is not None:
+        out.allow_credentials.value = cors.allow_credentials
+    return out
 
 
 def fault_filter(fault: HTTPFaultInjection) -> fault_pb2.HTTPFault:

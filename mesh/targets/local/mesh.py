@@ -71,6 +71,7 @@ class LocalMesh:
         self.ca = CertificateAuthority()
         self.pilot = Pilot(self.registry, self.ca)
         self.supervisor = Supervisor(on_event=self.progress)
+        self.supervisor.on_health = self._on_health
         self.block: LoopbackBlock | None = None
         self.gateway: Proxy | None = None
         self.xds: XdsServer | None = None
@@ -137,6 +138,14 @@ class LocalMesh:
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
+
+    def _on_health(self, process: str, ready: bool) -> None:
+        """An app that exits leaves EDS (UNHEALTHY) until it is ready again, like a failing readiness probe."""
+        kind, _, name = process.partition("/")
+        if kind == "app":
+            pod = next((p for p in self.registry.pods if p.name == name), None)
+            if pod is not None:
+                self.registry.set_health(pod.name, pod.namespace, ready)
 
     def _app_spec(self, pod: Pod) -> ProcessSpec:
         svc = self._service(pod)

@@ -42,3 +42,34 @@ def test_a_crashed_sidecar_is_restarted_and_gets_its_config_back(mesh: LocalMesh
     assert after == before + 1
     r = mesh.ingress("bookinfo.local").get("/productpage")
     assert r.status == 200 and r.call("details")["status"] == 200
+
+
+def test_a_crashed_app_leaves_eds_until_it_is_ready_again(mesh: LocalMeshUnderTest) -> None:
+    """Like a failing readiness probe: the endpoint turns UNHEALTHY in every proxy, then HEALTHY after restart."""
+    from mesh.dataplane.envoy import Admin
+
+    local = mesh.mesh
+    pod = next(p for p in local.registry.pods if p.name == "reviews-v1-1")
+    productpage = next(p for p in local.registry.pods if p.service == "productpage")
+    admin = Admin(productpage.ip)
+
+    def state() -> str:
+        for cs in admin.clusters()["cluster_statuses"]:
+            if cs["name"] == "outbound|9080|v1|reviews.default.svc.cluster.local":
+                for h in cs.get("host_statuses", []):
+                    if h["address"]["socket_address"]["address"] == pod.ip:
+                        return str(h["health_status"].get("eds_health_status", "HEALTHY"))
+        return "ABSENT"
+
+    def wait_for(want: str, timeout: float = 20) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if state() == want:
+                return True
+            time.sleep(0.02)
+        return False
+
+    assert state() == "HEALTHY"
+    local.supervisor.kill("app/reviews-v1-1")
+    assert wait_for("UNHEALTHY"), state()
+    assert wait_for("HEALTHY"), state()  # restarted, ready, back in EDS
