@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +18,9 @@ from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
 from mesh.cli.tables import table
 from mesh.errors import MeshNotRunning, TargetError
+
+if TYPE_CHECKING:
+    from mesh.targets.local import LocalOptions
 
 STATE_DIR_HELP = "Where the running mesh keeps its state and logs. Env: MESH_STATE_DIR."
 
@@ -55,6 +58,13 @@ def _say(msg: str) -> None:
     envvar="MESH_INGRESS_PORT",
     help="Host port for the gateway's port 80.",
 )
+@click.option(
+    "--ingress-https-port",
+    default=8443,
+    show_default=True,
+    envvar="MESH_INGRESS_HTTPS_PORT",
+    help="Host port for the gateway's port 443 (HTTPS servers).",
+)
 @click.option("--ingress-host", default="127.0.0.1", show_default=True, help="Host address the ingress listens on.")
 @click.option(
     "--log-level",
@@ -70,6 +80,7 @@ def up_cmd(
     target: str,
     detach: bool,
     ingress_port: int,
+    ingress_https_port: int,
     ingress_host: str,
     log_level: str,
     state_dir: Path,
@@ -101,30 +112,33 @@ def up_cmd(
         )
     except MeshNotRunning:
         pass
+    from mesh.targets.local import LocalOptions
+
+    opts = LocalOptions(
+        state_dir=state_dir,
+        ingress_host=ingress_host,
+        ingress_port=ingress_port,
+        ingress_https_port=ingress_https_port,
+        envoy_log_level=log_level,
+    )
     if detach:
-        _detach(env, policies, ingress_port, ingress_host, log_level, state_dir)
+        _detach(env, policies, opts)
         return
-    _run_foreground(env, policies, ingress_port, ingress_host, log_level, state_dir)
+    _run_foreground(env, policies, opts)
 
 
-def _run_foreground(
-    env: str, policies: str, ingress_port: int, ingress_host: str, log_level: str, state_dir: Path
-) -> None:
+def _run_foreground(env: str, policies: str, opts: LocalOptions) -> None:
     from mesh.compile import build_policies
-    from mesh.targets.local import LocalMesh, LocalOptions
+    from mesh.targets.local import LocalMesh
     from mesh.targets.local.control import ControlServer, state_path, write_state
+
+    state_dir = opts.state_dir
 
     config = build_policies(env, policies)
     _say(
         f"meshops: local mesh for environment {env!r} ({len(config.services)} services, {len(config.resources)} policies)"
     )
-    mesh = LocalMesh(
-        config,
-        LocalOptions(
-            state_dir=state_dir, ingress_host=ingress_host, ingress_port=ingress_port, envoy_log_level=log_level
-        ),
-        progress=lambda m: _say(f"  {m}"),
-    )
+    mesh = LocalMesh(config, opts, progress=lambda m: _say(f"  {m}"))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -155,13 +169,21 @@ def _print_ready(desc: dict[str, Any], config: Any) -> None:
         click.echo(f"  curl -H 'Host: {host}' {url}/productpage")
     if "localhost" in hosts:
         click.echo(f"  curl {url.replace('127.0.0.1', 'localhost')}/productpage")
+    https = sorted({h for g in config.gateways for s in g.servers if s.tls and s.tls.mode for h in s.hosts} - {"*"})
+    if https and desc.get("ingress_https"):
+        hp = desc["ingress_https"].rsplit(":", 1)
+        click.echo(
+            f"  curl --cacert {desc['ca']} --resolve {https[0]}:{hp[1]}:{hp[0].split('//')[1]} "
+            f"https://{https[0]}:{hp[1]}/productpage"
+        )
     rows = [[p["name"], p["service"], p["version"], p["ip"]] for p in desc["pods"]]
     click.echo("\n" + table(["POD", "SERVICE", "VERSION", "POD IP"], rows))
 
 
-def _detach(env: str, policies: str, ingress_port: int, ingress_host: str, log_level: str, state_dir: Path) -> None:
+def _detach(env: str, policies: str, opts: LocalOptions) -> None:
     from mesh.targets.local.control import read_state
 
+    state_dir = opts.state_dir
     log_path = state_dir / "mesh.log"
     argv = [
         sys.executable,
@@ -173,11 +195,13 @@ def _detach(env: str, policies: str, ingress_port: int, ingress_host: str, log_l
         "--policies",
         policies,
         "--ingress-port",
-        str(ingress_port),
+        str(opts.ingress_port),
+        "--ingress-https-port",
+        str(opts.ingress_https_port),
         "--ingress-host",
-        ingress_host,
+        opts.ingress_host,
         "--log-level",
-        log_level,
+        opts.envoy_log_level,
         "--state-dir",
         str(state_dir),
     ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from mesh.api.config import MeshConfig
 from mesh.controlplane.ca.authority import CertificateAuthority
+from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.model import Proxy, Registry
 from mesh.controlplane.translate import PushContext, build_snapshot
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
@@ -38,9 +39,16 @@ class PushResult:
 
 
 class Pilot:
-    def __init__(self, registry: Registry, ca: CertificateAuthority, cache: SnapshotCache | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        ca: CertificateAuthority,
+        cache: SnapshotCache | None = None,
+        credentials: CredentialStore | None = None,
+    ) -> None:
         self.registry = registry
         self.ca = ca
+        self.credentials = credentials or CredentialStore(ca)
         self.cache = cache or SnapshotCache()
         self.config = MeshConfig()
         self.revision = 0
@@ -52,7 +60,7 @@ class Pilot:
     def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
         t0 = time.perf_counter()
         push = PushContext(config, self.registry.pods, memo=self._memo)
-        snaps = {p.id: build_snapshot(push, p, self.ca) for p in self.registry.proxies}
+        snaps = {p.id: build_snapshot(push, p, self.ca, self.credentials) for p in self.registry.proxies}
         self._memo = {k: push.memo[k] for k in push.used}  # forget what this push no longer needs
         return snaps, (time.perf_counter() - t0) * 1000
 
@@ -86,7 +94,7 @@ class Pilot:
         with self._lock:
             self.registry.add_proxy(proxy)
             push = PushContext(self.config, self.registry.pods, memo=self._memo)
-            self.cache.set_snapshot(proxy.id, build_snapshot(push, proxy, self.ca))
+            self.cache.set_snapshot(proxy.id, build_snapshot(push, proxy, self.ca, self.credentials))
 
     def _on_registry_change(self) -> None:
         """Endpoint health changed: republish (EDS versions move, everything else stays identical)."""

@@ -140,6 +140,20 @@ class Admin:
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
 
+    def warming(self) -> list[str]:
+        """Listeners and clusters Envoy accepted but cannot serve yet (waiting for secrets or endpoints)."""
+        try:
+            dump = self.config_dump()
+        except requests.RequestException:
+            return ["<admin unreachable>"]
+        out = []
+        for c in dump.get("configs", []):
+            for lst in c.get("dynamic_listeners", []):
+                if "warming_state" in lst:  # new, or an update still waiting while the old one serves
+                    out.append(f"listener {lst.get('name')}")
+            out += [f"cluster {w['cluster']['name']}" for w in c.get("dynamic_warming_clusters", [])]
+        return out
+
     def stats(self, filter_regex: str | None = None) -> dict[str, int]:
         params = {"format": "json"}
         if filter_regex:

@@ -55,7 +55,7 @@ class HttpClient:
         if host or self.host:
             h["Host"] = host or self.host or ""
         t0 = time.perf_counter()
-        r = self.session.request(method, self.base_url + path, headers=h, timeout=self.timeout)
+        r = self.session.request(method, self.base_url + path, headers=h, timeout=self.timeout, allow_redirects=False)
         elapsed = time.perf_counter() - t0
         try:
             body = r.json()

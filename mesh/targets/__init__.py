@@ -25,7 +25,10 @@ def _only(allowed: set[str], what: str) -> Callable[[object], str | None]:
 _WHEN_KEYS = ("request.headers[", "source.principal", "source.namespace", "source.ip", "destination.port")
 
 LOCAL_UNSUPPORTED: dict[str, str] = {
-    "Gateway.servers[].tls": "TLS termination and HTTPS redirects at the local gateway are not implemented yet",
+    "Gateway.servers[].tls.serverCertificate": "use credentialName (a directory under STATE_DIR/credentials, or issued)",
+    "Gateway.servers[].tls.privateKey": "use credentialName (a directory under STATE_DIR/credentials, or issued)",
+    "Gateway.servers[].tls.caCertificates": "use credentialName (its ca.crt) for MUTUAL",
+    "Gateway.servers[].tls.subjectAltNames": "client SAN checks at the local gateway are not implemented yet",
     "Gateway.servers[].bind": "the local gateway binds the host address given to `mesh up`",
     "Gateway.servers[].port.targetPort": "the local gateway maps ports itself",
     "VirtualService.tcp": "TCP routes are not translated by the local control plane yet",
@@ -42,7 +45,8 @@ for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].traff
         LOCAL_UNSUPPORTED[f"{_scope}.tls.{_f}"] = "only ISTIO_MUTUAL and DISABLE are implemented locally"
 
 LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
-    "Gateway.servers[].port.protocol": _only({"HTTP", "HTTP2", "GRPC"}, "gateway protocol"),
+    "Gateway.servers[].port.protocol": _only({"HTTP", "HTTP2", "GRPC", "HTTPS"}, "gateway protocol"),
+    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL"}, "gateway TLS mode"),
     "AuthorizationPolicy.action": _only({"ALLOW", "DENY"}, "action"),
     "AuthorizationPolicy.rules[].when[].key": lambda v: (
         None

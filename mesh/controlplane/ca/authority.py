@@ -76,10 +76,16 @@ class CertificateAuthority:
         """A fresh leaf certificate for `spiffe_id` (URI SAN, critical as SPIFFE requires; client+server auth)."""
         if not spiffe_id.startswith(f"spiffe://{self.trust_domain}/"):
             raise ValueError(f"{spiffe_id!r} is outside trust domain {self.trust_domain!r}")
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
+        return self._issue(spiffe_id, sans + [x509.DNSName(d) for d in dns_names], ttl)
+
+    def issue_server(self, dns_names: tuple[str, ...], ttl: dt.timedelta = dt.timedelta(days=30)) -> SVID:
+        """A server certificate for gateway hosts (DNS SANs only): the local stand-in for a credentialName Secret."""
+        return self._issue("", [x509.DNSName(d) for d in dns_names], ttl)
+
+    def _issue(self, spiffe_id: str, sans: list[x509.GeneralName], ttl: dt.timedelta) -> SVID:
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
-        sans += [x509.DNSName(d) for d in dns_names]
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.trust_domain)]))
@@ -120,8 +126,9 @@ class CertificateAuthority:
             not_after=cert.not_valid_after_utc,
             serial=cert.serial_number,
         )
-        with self._lock:
-            self._issued[spiffe_id] = svid
+        if spiffe_id:
+            with self._lock:
+                self._issued[spiffe_id] = svid
         return svid
 
     def svid(self, spiffe_id: str, dns_names: tuple[str, ...] = ()) -> SVID:

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from functools import partial
 
+from google.protobuf.message import Message
+
 from mesh.controlplane.ca.authority import CertificateAuthority
+from mesh.controlplane.ca.credentials import CredentialStore, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
 from mesh.controlplane.model import Proxy
 from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters, service_clusters_key
 from mesh.controlplane.translate.context import PushContext, ServiceView
 from mesh.controlplane.translate.endpoints import service_endpoints, service_endpoints_key
-from mesh.controlplane.translate.listeners import build_listeners
-from mesh.controlplane.translate.routes import build_routes, sidecar_routes, sidecar_routes_key, sidecar_vhost_keys
+from mesh.controlplane.translate.listeners import build_listeners, credential_name
+from mesh.controlplane.translate.routes import (
+    build_routes,
+    gateway_servers,
+    sidecar_routes,
+    sidecar_routes_key,
+    sidecar_vhost_keys,
+    terminates_tls,
+)
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 
 
@@ -63,7 +73,22 @@ def _build_sidecar_routes(push: PushContext, proxy: Proxy) -> Resources:
     return push.cached(("rds-all", keys), lambda: Resources.of([sidecar_routes(push, proxy, keyed)]))
 
 
-def build_snapshot(push: PushContext, proxy: Proxy, ca: CertificateAuthority) -> Snapshot:
+def _gateway_credentials(push: PushContext, proxy: Proxy, store: CredentialStore) -> list[Message]:
+    out: list[Message] = []
+    seen: set[str] = set()
+    for gw, server in gateway_servers(push, proxy):
+        if terminates_tls(server):
+            name = credential_name(gw, server)
+            if name not in seen:
+                seen.add(name)
+                hosts = tuple(sorted({h.rpartition("/")[2] for h in server.hosts}))
+                out += credential_secrets(store.get(name, hosts))
+    return out
+
+
+def build_snapshot(
+    push: PushContext, proxy: Proxy, ca: CertificateAuthority, credentials: CredentialStore | None = None
+) -> Snapshot:
     ns = proxy.namespace
     shared_cds = _outbound_clusters(push, ns)
     clusters = Resources.combine(shared_cds, Resources.of(inbound_clusters(proxy)))
@@ -72,6 +97,9 @@ def build_snapshot(push: PushContext, proxy: Proxy, ca: CertificateAuthority) ->
     secrets = push.cached(
         ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, ca.root_pem))
     )
+    if proxy.kind == "router":
+        store = credentials or CredentialStore(ca)
+        secrets = Resources.combine(secrets, Resources.of(_gateway_credentials(push, proxy, store)))
     return Snapshot.build(
         clusters=clusters,
         endpoints=_endpoints(push, ns),

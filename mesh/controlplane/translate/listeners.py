@@ -16,12 +16,20 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
+from mesh.api.networking import Gateway, Server
 from mesh.controlplane.model import SIDECAR_OUTBOUND_PORT, Proxy
 from mesh.controlplane.translate.authz import rbac_filters
 from mesh.controlplane.translate.context import PushContext, inbound_cluster
 from mesh.controlplane.translate.protos import ads, duration, packed
-from mesh.controlplane.translate.routes import CORS_FILTER, FAULT_FILTER, SIDECAR_ROUTE_CONFIG, gateway_route_name
-from mesh.controlplane.translate.tls import istio_mutual_downstream
+from mesh.controlplane.translate.routes import (
+    CORS_FILTER,
+    FAULT_FILTER,
+    SIDECAR_ROUTE_CONFIG,
+    gateway_servers,
+    server_route_name,
+    terminates_tls,
+)
+from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
 
 HCM = "envoy.filters.network.http_connection_manager"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"
@@ -139,34 +147,63 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
 
 
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
-    ports = sorted(
-        {
-            s.port.number
-            for gw in push.gateways_for(proxy)
-            for s in gw.servers
-            if s.port.protocol in ("HTTP", "HTTP2", "GRPC")
-        }
-    )
+    """One listener per server port; plaintext servers share `http.<port>`, each TLS server gets a filter chain
+    matched by SNI (its hosts) with its credential from SDS (`kubernetes://<credentialName>`)."""
     filters = rbac_filters(push.authorization_policies(proxy))
+    by_port: dict[int, list[tuple[Gateway, Server]]] = {}
+    for gw, server in gateway_servers(push, proxy):
+        by_port.setdefault(server.port.number, []).append((gw, server))
     out = []
-    for port in ports:
+    for port, servers in sorted(by_port.items()):
         if port not in proxy.listen:
             continue  # the host does not expose this gateway port
         ip, host_port = proxy.listen[port]
-        m = hcm.HttpConnectionManager(
-            stat_prefix=f"outbound_0.0.0.0_{port}",
-            codec_type=hcm.HttpConnectionManager.AUTO,
-            rds=hcm.Rds(route_config_name=gateway_route_name(port), config_source=ads()),
-            http_filters=[_cors(), _fault(), *filters, _router()],
-            use_remote_address={"value": True},
-            stream_idle_timeout=duration(0.0),
-        )
+        chains = []
+        for gw, server in servers:
+            m = hcm.HttpConnectionManager(
+                stat_prefix=f"outbound_0.0.0.0_{port}",
+                codec_type=hcm.HttpConnectionManager.AUTO,
+                rds=hcm.Rds(route_config_name=server_route_name(gw, server), config_source=ads()),
+                http_filters=[_cors(), _fault(), *filters, _router()],
+                use_remote_address={"value": True},
+                stream_idle_timeout=duration(0.0),
+            )
+            if terminates_tls(server):
+                assert server.tls is not None
+                names = sorted({h.rpartition("/")[2] for h in server.hosts} - {"*"})
+                chains.append(
+                    lc.FilterChain(
+                        name=server_route_name(gw, server),
+                        filter_chain_match=lc.FilterChainMatch(server_names=names, transport_protocol="tls"),
+                        transport_socket=gateway_downstream(
+                            credential_name(gw, server),
+                            mutual=server.tls.mode == "MUTUAL",
+                            min_version=server.tls.min_protocol_version,
+                        ),
+                        filters=[_hcm_filter(m)],
+                    )
+                )
+            elif not any(c.name == f"http.{port}" for c in chains):
+                chains.append(lc.FilterChain(name=f"http.{port}", filters=[_hcm_filter(m)]))
+        tls = any(terminates_tls(s) for _, s in servers)
         out.append(
             listener_pb2.Listener(
                 name=f"0.0.0.0_{port}",
                 address=_address(ip, host_port),
-                filter_chains=[lc.FilterChain(filters=[_hcm_filter(m)])],
+                listener_filters=[
+                    lc.ListenerFilter(name=TLS_INSPECTOR, typed_config=packed(tls_inspector_pb2.TlsInspector()))
+                ]
+                if tls
+                else [],
+                filter_chains=chains,
                 traffic_direction=1,
             )
         )
     return out
+
+
+def credential_name(gw: Gateway, server: Server) -> str:
+    """The server's credentialName, or a name of its own when it gives none (the local CA then issues one)."""
+    if server.tls is not None and server.tls.credential_name:
+        return server.tls.credential_name
+    return f"{gw.namespace}-{gw.name}-{server.port.name}"

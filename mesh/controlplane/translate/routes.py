@@ -19,15 +19,18 @@ from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 
+from mesh.analyze.analyzers.gateways import host_matches
 from mesh.api._base import parse_duration
 from mesh.api.networking import (
     CorsPolicy,
     Destination,
+    Gateway,
     Headers,
     HTTPFaultInjection,
     HTTPMatchRequest,
     HTTPRetry,
     HTTPRoute,
+    Server,
     StringMatch,
     VirtualService,
 )
@@ -130,34 +133,66 @@ def _default_route(view: ServiceView, port: int) -> rc.Route:
 # --- gateway ----------------------------------------------------------------------------------------
 
 
+def terminates_tls(server: Server) -> bool:
+    return server.port.protocol == "HTTPS" and server.tls is not None and server.tls.mode in ("SIMPLE", "MUTUAL")
+
+
+def server_route_name(gw: Gateway, server: Server) -> str:
+    """Istio's names: `http.<port>` for plaintext servers, `https.<port>.<portName>.<gw>.<ns>` per TLS server."""
+    if terminates_tls(server):
+        return f"https.{server.port.number}.{server.port.name}.{gw.name}.{gw.namespace}"
+    return gateway_route_name(server.port.number)
+
+
+def gateway_servers(push: PushContext, proxy: Proxy) -> list[tuple[Gateway, Server]]:
+    """HTTP-speaking servers of the gateways selecting this proxy (TLS terminated here counts)."""
+    return [
+        (gw, server)
+        for gw in push.gateways_for(proxy)
+        for server in gw.servers
+        if server.port.protocol in ("HTTP", "HTTP2", "GRPC") or terminates_tls(server)
+    ]
+
+
 def gateway_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfiguration]:
-    by_port: dict[int, dict[str, list[rc.Route]]] = {}
-    for gw in push.gateways_for(proxy):
-        for server in gw.servers:
-            if server.port.protocol not in ("HTTP", "HTTP2", "GRPC"):
+    tables: dict[str, tuple[int, dict[str, list[rc.Route]], set[str]]] = {}
+    for gw, server in gateway_servers(push, proxy):
+        name = server_route_name(gw, server)
+        port = server.port.number
+        _, hosts_routes, redirect = tables.setdefault(name, (port, {}, set()))
+        for vs, hosts in push.gateway_virtual_services(gw):
+            visible = server_hosts(server, gw.namespace, vs.namespace)
+            served = [h for h in hosts if any(host_matches(p, h) for p in visible)]
+            if not served:
                 continue
-            hosts_routes = by_port.setdefault(server.port.number, {})
-            for vs, hosts in push.gateway_virtual_services(gw):
-                gw_ref = f"{gw.namespace}/{gw.name}"
-                rules = translate_http(push, vs, proxy, port=server.port.number, gateway=gw_ref, default_host=None)
-                for h in hosts:
-                    hosts_routes.setdefault(h, []).extend(rules)
+            rules = translate_http(push, vs, proxy, port=port, gateway=f"{gw.namespace}/{gw.name}", default_host=None)
+            for h in served:
+                hosts_routes.setdefault(h, []).extend(rules)
+                if server.tls is not None and server.tls.https_redirect:
+                    redirect.add(h)
     out = []
-    for port, hosts_routes in sorted(by_port.items()):
+    for name, (port, hosts_routes, redirect) in sorted(tables.items()):
         vhosts = [
             rc.VirtualHost(
                 name=f"{h}:{port}",
                 domains=["*"] if h == "*" else [h, f"{h}:*"],
                 routes=routes,
                 include_request_attempt_count=True,
+                require_tls=rc.VirtualHost.ALL if h in redirect else rc.VirtualHost.NONE,
             )
             for h, routes in sorted(hosts_routes.items())
         ]
-        out.append(
-            route_pb2.RouteConfiguration(
-                name=gateway_route_name(port), virtual_hosts=vhosts, validate_clusters={"value": False}
-            )
-        )
+        out.append(route_pb2.RouteConfiguration(name=name, virtual_hosts=vhosts, validate_clusters={"value": False}))
+    return out
+
+
+def server_hosts(server: Server, gw_namespace: str, vs_namespace: str) -> list[str]:
+    """A server's hosts visible to a VirtualService namespace (`ns/host`, `*/host`, `./host`)."""
+    out = []
+    for h in server.hosts:
+        ns, sep, host = h.rpartition("/")
+        if not sep or ns == "*" or (ns == "." and vs_namespace == gw_namespace) or ns == vs_namespace:
+            out.append(host)
     return out
 
 

@@ -46,3 +46,30 @@ def istio_mutual_downstream() -> base_pb2.TransportSocket:
         common_tls_context=_common(None), require_client_certificate=wrappers_pb2.BoolValue(value=True)
     )
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(ctx))
+
+
+_TLS_VERSIONS = {
+    "TLSV1_0": common_pb2.TlsParameters.TLSv1_0,
+    "TLSV1_1": common_pb2.TlsParameters.TLSv1_1,
+    "TLSV1_2": common_pb2.TlsParameters.TLSv1_2,
+    "TLSV1_3": common_pb2.TlsParameters.TLSv1_3,
+}
+
+
+def gateway_downstream(credential: str, *, mutual: bool, min_version: str | None) -> base_pb2.TransportSocket:
+    """Gateway TLS termination, certificate from SDS `kubernetes://<credential>`; MUTUAL also checks client certs
+    against `kubernetes://<credential>-cacert` (Istio's names)."""
+    from mesh.controlplane.ca.credentials import credential_ca_secret_name, credential_secret_name
+
+    common = tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[_sds(credential_secret_name(credential))],
+        alpn_protocols=["h2", "http/1.1"],
+    )
+    if min_version and min_version in _TLS_VERSIONS:
+        common.tls_params.tls_minimum_protocol_version = _TLS_VERSIONS[min_version]
+    if mutual:
+        common.validation_context_sds_secret_config.CopyFrom(_sds(credential_ca_secret_name(credential)))
+    ctx = tls_pb2.DownstreamTlsContext(
+        common_tls_context=common, require_client_certificate=wrappers_pb2.BoolValue(value=mutual)
+    )
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(ctx))

@@ -16,6 +16,7 @@ from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service
 from mesh.controlplane.ca.authority import CertificateAuthority
+from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.model import (
     SIDECAR_OUTBOUND_PORT,
     Pod,
@@ -43,21 +44,25 @@ class LocalOptions:
     state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MESH_STATE_DIR", ".meshops")))
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080
+    ingress_https_port: int = 8443
     loopback_block: int | None = None  # 127.B.0.0/16; random free block when None
     start_timeout: float = 30.0
     envoy_log_level: str = "warning"
 
 
-def gateway_listen(config: MeshConfig, host: str, port: int) -> dict[int, tuple[str, int]]:
-    """Gateway server port -> host address: 80 -> the ingress port; other privileged ports +8000."""
-    out = {}
+def gateway_listen(config: MeshConfig, host: str, port: int, https_port: int) -> dict[int, tuple[str, int]]:
+    """Gateway server port -> host address: 80 -> the ingress port, 443 -> the HTTPS port (both always exposed,
+    so `mesh apply` can add servers there); other privileged ports +8000."""
+    out = {80: (host, port), 443: (host, https_port)}
     for gw in config.gateways:
         for s in gw.servers:
             p = s.port.number
-            out[p] = (host, port if p == 80 else (p + 8000 if p < 1024 else p))
-    if not out:
-        out[80] = (host, port)
+            out.setdefault(p, (host, p + 8000 if p < 1024 else p))
     return out
+
+
+def configured_ports(config: MeshConfig) -> set[int]:
+    return {s.port.number for gw in config.gateways for s in gw.servers} or {80}
 
 
 class LocalMesh:
@@ -69,7 +74,9 @@ class LocalMesh:
         self.progress: Progress = progress or (lambda msg: log.info(msg))
         self.registry = Registry()
         self.ca = CertificateAuthority()
-        self.pilot = Pilot(self.registry, self.ca)
+        self.pilot = Pilot(
+            self.registry, self.ca, credentials=CredentialStore(self.ca, self.options.state_dir / "credentials")
+        )
         self.supervisor = Supervisor(on_event=self.progress)
         self.supervisor.on_health = self._on_health
         self.block: LoopbackBlock | None = None
@@ -86,15 +93,18 @@ class LocalMesh:
         findings = analysis.check(self.config, capabilities("local"))
         for f in findings:
             self.progress(f"  {f}")
-        listen = gateway_listen(self.config, opts.ingress_host, opts.ingress_port)
+        listen = gateway_listen(self.config, opts.ingress_host, opts.ingress_port, opts.ingress_https_port)
         for port, (host, host_port) in sorted(listen.items()):
-            if not port_free(host, host_port):
+            if port in configured_ports(self.config) and not port_free(host, host_port):
                 raise TargetError(
                     f"ingress port {host}:{host_port} (gateway port {port}) is already in use",
-                    hint="pass --ingress-port with a free port, or stop what is listening there (is a mesh already up? `mesh status`)",
+                    hint="pass --ingress-port / --ingress-https-port with a free port, or stop what is listening there "
+                    "(is a mesh already up? `mesh status`)",
                 )
         self.block = allocate_block(opts.loopback_block)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # clients of HTTPS gateway servers trust this root (certificates the mesh CA issued for credentialNames)
+        (self.options.state_dir / "ca.crt").write_bytes(self.ca.root_pem)
         for old in self.run_dir.glob("*.log"):
             old.unlink()
 
@@ -207,8 +217,33 @@ class LocalMesh:
         if analyze:
             analysis.check(config, capabilities("local"))
         result = self.pilot.push(config, wait=wait)
+        self._wait_warm(result.changed, timeout=wait)
         self.config = config
         return result
+
+    def _wait_warm(self, node_ids: list[str], timeout: float) -> None:
+        """An ACK is not yet service: a listener that needs a new secret, or a cluster its endpoints, warms until
+        they arrive. Wait until no changed proxy has anything warming (read from each Envoy's admin)."""
+        proxies = [p for p in self.registry.proxies if p.id in set(node_ids)]
+        deadline = time.monotonic() + timeout
+        pending = {p.id: envoy.Admin(p.ip) for p in proxies}
+        while pending and time.monotonic() < deadline:
+            for node, admin in list(pending.items()):
+                if not admin.warming():
+                    del pending[node]
+            if pending:
+                time.sleep(0.01)
+        if pending:
+            raise TargetError(
+                f"config still warming after {timeout:.0f}s on: {', '.join(sorted(pending))}",
+                hint="`mesh proxy-config listeners PROXY` shows what is warming; its log is under STATE_DIR/run",
+            )
+
+    @property
+    def ingress_https_url(self) -> str:
+        assert self.gateway is not None
+        host, port = self.gateway.listen[443]
+        return f"https://{host}:{port}"
 
     @property
     def ingress_url(self) -> str:
@@ -247,6 +282,8 @@ class LocalMesh:
         return {
             "pid": os.getpid(),
             "ingress": self.ingress_url,
+            "ingress_https": self.ingress_https_url if self.gateway else None,
+            "ca": str((self.options.state_dir / "ca.crt").resolve()),
             "xds": f"127.0.0.1:{self.xds.port}" if self.xds else None,
             "revision": self.pilot.revision,
             "started_at": self.started_at,
