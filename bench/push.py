@@ -6,16 +6,12 @@ Baseline: one request over the same path without a push.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 
 from bench.common import median, pct, row
 from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.compile import build_policies
-from mesh.dataplane.addresses import allocate_block
-from mesh.harness.client import HttpClient
-from mesh.targets.local import LocalMesh, LocalOptions
+from mesh.harness.targets import LocalMeshUnderTest
 
 PUSHES = 60
 
@@ -27,40 +23,33 @@ def with_reviews(config: MeshConfig, subset: str) -> MeshConfig:
 
 def main() -> None:
     base = build_policies("dev", "policies")
-    block = allocate_block()
-    with tempfile.TemporaryDirectory() as d:
-        mesh = LocalMesh(
-            base,
-            LocalOptions(state_dir=Path(d), ingress_host=block.gateway_ip, loopback_block=block.b),
-            progress=lambda m: None,
-        )
-        mesh.start()
-        try:
-            pp = next(p for p in mesh.registry.pods if p.service == "productpage")
-            client = HttpClient("", proxy=f"http://{pp.ip}:15001")
-            configs = {s: with_reviews(base, s) for s in ("v1", "v3")}
-            mesh.pilot.push(configs["v1"])
-            plain = []
-            for _ in range(PUSHES):
-                t0 = time.perf_counter()
-                client.get("http://reviews:9080/reviews")
-                plain.append((time.perf_counter() - t0) * 1000)
-            changed, acked, stale_after_ack = [], [], []
-            current = "v1"
-            for _ in range(PUSHES):
-                target = "v3" if current == "v1" else "v1"
-                t0 = time.perf_counter()
-                res = mesh.pilot.push(configs[target], wait=10.0)
-                acked.append((time.perf_counter() - t0) * 1000)
-                assert res.synced
-                n_stale = 0
-                while client.get("http://reviews:9080/reviews").json["version"] != target:
-                    n_stale += 1
-                changed.append((time.perf_counter() - t0) * 1000)
-                stale_after_ack.append(n_stale)
-                current = target
-        finally:
-            mesh.stop()
+    under_test = LocalMeshUnderTest(base)
+    mesh = under_test.mesh
+    try:
+        client = under_test.from_pod("productpage")
+        configs = {s: with_reviews(base, s) for s in ("v1", "v3")}
+        mesh.pilot.push(configs["v1"])
+        plain = []
+        for _ in range(PUSHES):
+            t0 = time.perf_counter()
+            client.get("http://reviews:9080/reviews")
+            plain.append((time.perf_counter() - t0) * 1000)
+        changed, acked, stale_after_ack = [], [], []
+        current = "v1"
+        for _ in range(PUSHES):
+            target = "v3" if current == "v1" else "v1"
+            t0 = time.perf_counter()
+            res = mesh.pilot.push(configs[target], wait=10.0)
+            acked.append((time.perf_counter() - t0) * 1000)
+            assert res.synced
+            n_stale = 0
+            while client.get("http://reviews:9080/reviews").json["version"] != target:
+                n_stale += 1
+            changed.append((time.perf_counter() - t0) * 1000)
+            stale_after_ack.append(n_stale)
+            current = target
+    finally:
+        under_test.stop()
     print(f"  {PUSHES} pushes to 8 proxies; times from push() call")
     print(
         f"  responses still old after every proxy ACKed: {sum(stale_after_ack)} in {PUSHES} pushes "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,6 @@ class Pilot:
         self.config = MeshConfig()
         self.revision = 0
         self._lock = threading.RLock()
-        self.validate: Callable[[dict[str, Snapshot]], None] | None = None  # pre-push validation hook
         self._memo: dict[Hashable, Any] = {}  # translation pieces reused while their inputs are unchanged
         registry.on_change(self._on_registry_change)
 
@@ -68,8 +67,6 @@ class Pilot:
         """Translate, publish, and wait for every proxy to ACK or NACK. Raises PushRejected after rolling back."""
         with self._lock:
             snaps, translate_ms = self.snapshots(config)
-            if self.validate is not None:
-                self.validate(snaps)
             previous = {n: s for n in snaps if (s := self.cache.get_snapshot(n)) is not None}
             changed = [n for n, s in snaps.items() if n not in previous or previous[n].version_key != s.version_key]
             for node, snap in snaps.items():

@@ -7,6 +7,7 @@ hosts are reused while their inputs' content is unchanged (`PushContext.memo`)."
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 
 from google.protobuf.message import Message
@@ -30,37 +31,38 @@ from mesh.controlplane.translate.routes import (
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 
 
+def _per_service(
+    push: PushContext,
+    kind: str,
+    ns: str,
+    key: Callable[[PushContext, ServiceView, str], Hashable],
+    build: Callable[[PushContext, ServiceView, str], Sequence[Message]],
+    extra: Sequence[Resources] = (),
+) -> Resources:
+    """One namespace's share of a type: per-service parts reused across pushes while their key holds, combined
+    once per push."""
+
+    def make() -> Resources:
+        parts = [push.cached(key(push, v, ns), partial(_resources, build, push, v, ns)) for v in push.services.values()]
+        parts += extra
+        return push.cached((f"{kind}-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
+
+    return push.once((kind, ns), make)
+
+
+def _resources(
+    build: Callable[[PushContext, ServiceView, str], Sequence[Message]], push: PushContext, view: ServiceView, ns: str
+) -> Resources:
+    return Resources.of(build(push, view, ns))
+
+
 def _outbound_clusters(push: PushContext, ns: str) -> Resources:
-    return push.once(("cds", ns), partial(_build_outbound_clusters, push, ns))
-
-
-def _service_clusters(push: PushContext, view: ServiceView, ns: str) -> Resources:
-    return Resources.of(service_clusters(push, view, ns))
-
-
-def _build_outbound_clusters(push: PushContext, ns: str) -> Resources:
-    parts = [
-        push.cached(service_clusters_key(push, v, ns), partial(_service_clusters, push, v, ns))
-        for v in push.services.values()
-    ]
-    parts.append(push.cached(("cds-blackhole",), lambda: Resources.of([blackhole()])))
-    return push.cached(("cds-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
+    hole = push.cached(("cds-blackhole",), lambda: Resources.of([blackhole()]))
+    return _per_service(push, "cds", ns, service_clusters_key, service_clusters, [hole])
 
 
 def _endpoints(push: PushContext, ns: str) -> Resources:
-    return push.once(("eds", ns), partial(_build_endpoints, push, ns))
-
-
-def _service_endpoints(push: PushContext, view: ServiceView, ns: str) -> Resources:
-    return Resources.of(service_endpoints(push, view, ns))
-
-
-def _build_endpoints(push: PushContext, ns: str) -> Resources:
-    parts = [
-        push.cached(service_endpoints_key(push, v, ns), partial(_service_endpoints, push, v, ns))
-        for v in push.services.values()
-    ]
-    return push.cached(("eds-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
+    return _per_service(push, "eds", ns, service_endpoints_key, service_endpoints)
 
 
 def _sidecar_routes(push: PushContext, proxy: Proxy) -> Resources:

@@ -4,7 +4,7 @@ sidecar's `inbound|PORT||` clusters pointing at its own app."""
 from __future__ import annotations
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, protocol_pb2
+from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
@@ -189,5 +189,4 @@ def _inbound(app_ip: str, port: ServicePort) -> cluster_pb2.Cluster:
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()
     c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(opts))
-    _ = base_pb2
     return c

@@ -49,11 +49,8 @@ class PushContext:
     """`memo` survives from push to push (Pilot owns it): pieces whose inputs' content is unchanged are reused,
     so a one-route change re-translates one virtual host, not the mesh."""
 
-    def __init__(
-        self, config: MeshConfig, pods: Sequence[Pod], version: str = "", memo: dict[Hashable, Any] | None = None
-    ) -> None:
+    def __init__(self, config: MeshConfig, pods: Sequence[Pod], memo: dict[Hashable, Any] | None = None) -> None:
         self.config = config
-        self.version = version
         self.memo: dict[Hashable, Any] = memo if memo is not None else {}
         self.used: set[Hashable] = set()
         self._digests: dict[int, str] = {}

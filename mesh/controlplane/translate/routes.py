@@ -6,7 +6,7 @@ per service port; gateways get `http.<port>` with a virtual host per VirtualServ
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Mapping
 from functools import partial
 
 from envoy.config.core.v3 import base_pb2
@@ -497,14 +497,3 @@ _GRPC_CODES: Mapping[str, int] = {
     "DATA_LOSS": 15,
     "UNAUTHENTICATED": 16,
 }
-
-
-def all_clusters_referenced(configs: Iterable[route_pb2.RouteConfiguration]) -> set[str]:
-    out = set()
-    for cfg in configs:
-        for vh in cfg.virtual_hosts:
-            for r in vh.routes:
-                if r.route.cluster:
-                    out.add(r.route.cluster)
-                out.update(c.name for c in r.route.weighted_clusters.clusters)
-    return out
