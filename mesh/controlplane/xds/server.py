@@ -145,16 +145,17 @@ class _Stream:
             if st and st.subscribed and snap.version(t) != st.version:
                 yield self._respond(t)
 
-    def _respond(self, t: str) -> discovery_pb2.DiscoveryResponse:
+    def _respond(self, t: str) -> bytes:
+        """A serialized DiscoveryResponse. Protobuf messages concatenate field by field, so the resources are
+        serialized once per snapshot part and shared by every stream; only version, type and nonce are per stream."""
         snap = self.cache.get_snapshot(self.node_id)
         assert snap is not None
         res = snap.resources(t)
         st = self.state(t)
-        packed = res.packed()
-        names = sorted(packed) if t not in rt.BY_NAME else sorted(n for n in st.names if n in packed)
-        resp = discovery_pb2.DiscoveryResponse(version_info=res.version, type_url=t, nonce=str(next(_nonces)))
-        resp.resources.extend(packed[n] for n in names)
-        st.nonce, st.version, st.fresh = resp.nonce, res.version, True
+        body = res.serialized(None if t not in rt.BY_NAME else st.names)
+        nonce = str(next(_nonces))
+        head = discovery_pb2.DiscoveryResponse(version_info=res.version, type_url=t, nonce=nonce).SerializeToString()
+        st.nonce, st.version, st.fresh = nonce, res.version, True
         for child, parents in rt.PARENTS.items():
             if t in parents:
                 self.state(child).fresh = False
@@ -165,7 +166,7 @@ class _Stream:
             ts.sent, ts.sent_at = res.version, now
 
         self.cache.record(self.node_id, sent)
-        return resp
+        return bytes(head) + body
 
 
 def _opened(at: float) -> Callable[[NodeStatus], None]:
@@ -196,7 +197,22 @@ class XdsServer:
             futures.ThreadPoolExecutor(max_workers=max_proxies + 8, thread_name_prefix="xds"),
             options=[("grpc.max_send_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscoveryService(cache), self._server)
+        service = AggregatedDiscoveryService(cache)
+        handlers = {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                service.StreamAggregatedResources,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=bytes,  # _respond already serialized
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                service.DeltaAggregatedResources,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+            ),
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", handlers),)
+        )
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         if not self.port:
             raise OSError(f"cannot bind the xDS server on {host}:{port}")

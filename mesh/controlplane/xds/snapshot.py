@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -75,6 +76,22 @@ class Resources:
                 )
             object.__setattr__(self, "_eds", cached)
         return cached
+
+    def serialized(self, names: frozenset[str] | None = None) -> bytes:
+        """The `resources` field of a DiscoveryResponse (all, or only `names`), encoded once and reused.
+
+        Repeated fields concatenate on the wire, so combined parts join their parts' cached bytes."""
+        cache: dict[frozenset[str] | None, bytes] = self.__dict__.setdefault("_serialized", {})
+        if names not in cache:
+            if names is None and self.parts:
+                cache[names] = b"".join(p.serialized(None) for p in self.parts)
+            else:
+                packed = self.packed()
+                chosen = sorted(packed) if names is None else sorted(n for n in names if n in packed)
+                cache[names] = discovery_pb2.DiscoveryResponse(
+                    resources=[packed[n] for n in chosen]
+                ).SerializeToString()
+        return cache[names]
 
     def packed(self) -> Mapping[str, any_pb2.Any]:
         """Each resource as an Any, packed once however many streams send it."""
