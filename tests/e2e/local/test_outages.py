@@ -73,3 +73,38 @@ def test_a_crashed_app_leaves_eds_until_it_is_ready_again(mesh: LocalMeshUnderTe
     local.supervisor.kill("app/reviews-v1-1")
     assert wait_for("UNHEALTHY"), state()
     assert wait_for("HEALTHY"), state()  # restarted, ready, back in EDS
+
+
+def test_a_nacked_push_is_rolled_back_and_the_last_good_config_keeps_serving(mesh: LocalMeshUnderTest) -> None:
+    """Analysis would catch this regex; skip it so Envoy itself rejects the push."""
+    import pytest
+
+    from mesh.api import HTTPMatchRequest, HTTPRoute, StringMatch, VirtualService, helpers
+    from mesh.errors import PushRejected
+
+    from ..conftest import replace
+
+    local = mesh.mesh
+    before = {p.id: local.pilot.cache.status(p.id).types for p in local.registry.proxies}
+    bad = VirtualService(
+        name="reviews",
+        hosts=["reviews"],
+        http=[
+            HTTPRoute(match=[HTTPMatchRequest(uri=StringMatch(regex="/(?!x)"))], route=[helpers.to("reviews", "v1")]),
+            HTTPRoute(route=[helpers.to("reviews", "v1")]),
+        ],
+    )
+    with pytest.raises(PushRejected) as e:
+        local.apply(replace(mesh.config, bad), analyze=False)
+    assert "invalid perl operator" in str(e.value) or "regex" in str(e.value).lower()
+    sidecars = {p.id for p in local.registry.proxies if p.kind == "sidecar"}
+    assert set(e.value.rejections) == sidecars  # every sidecar has the reviews routes; the gateway does not
+    ids = [p.id for p in local.registry.proxies]
+    assert {i: local.pilot.cache.sync_state(i).state for i in ids} == dict.fromkeys(ids, "SYNCED")
+    for p in local.registry.proxies:  # the versions every proxy ACKs are the ones from before the bad push
+        from mesh.controlplane.xds import resources as rt
+
+        now = local.pilot.cache.status(p.id).types
+        assert now[rt.ROUTE].acked == before[p.id][rt.ROUTE].acked
+    r = mesh.ingress("bookinfo.local").get("/productpage")
+    assert r.status == 200 and r.call("reviews")["status"] == 200
