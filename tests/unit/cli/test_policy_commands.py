@@ -111,6 +111,27 @@ def test_malformed_policy_names_the_users_file_and_line(tmp_path: Path) -> None:
 
 
 def test_every_command_has_help() -> None:
-    for cmd in ("render", "analyze", "import"):
+    for cmd in (
+        "render",
+        "analyze",
+        "import",
+        "simulate",
+        "up",
+        "down",
+        "status",
+        "apply",
+        "proxy-status",
+        "proxy-config",
+    ):
         out = mesh(cmd, "--help")
         assert out.returncode == 0 and "Example" in out.stdout
+
+
+def test_simulate_explains_where_a_request_goes() -> None:
+    jason = mesh("simulate", "--from", "productpage-v1-0", "-H", "end-user:jason", "http://reviews:9080/reviews")
+    assert jason.returncode == 0, jason.stderr
+    assert "cluster:      outbound|9080|v2|reviews.default.svc.cluster.local" in jason.stdout
+    canary = mesh("simulate", "--from", "productpage-v1-0", "http://reviews:9080/reviews")
+    assert "(weight 50)" in canary.stdout and "|v3|" in canary.stdout
+    lost = mesh("simulate", "http://nope.local/")
+    assert lost.returncode == 1 and "Envoy answers 404" in lost.stdout
