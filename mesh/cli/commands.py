@@ -170,8 +170,8 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
     action = r.route
     if action.timeout.seconds or action.timeout.nanos:
         click.echo(f"  timeout:      {action.timeout.seconds + action.timeout.nanos / 1e9:g}s")
-    if action.HasField("retry_policy"):
-        rp = action.retry_policy
-        click.echo(f"  retries:      {rp.num_retries.value} on {rp.retry_on}")
+    if hit.retry is not None:
+        rp = hit.retry
+        click.echo(f"  retries:      {rp.num_retries.value}" + (f" on {rp.retry_on}" if rp.retry_on else ""))
     if r.typed_per_filter_config:
         click.echo(f"  filters:      {', '.join(sorted(r.typed_per_filter_config))}")

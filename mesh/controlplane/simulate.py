@@ -19,6 +19,7 @@ class Hit:
     clusters: dict[str, int] = field(default_factory=dict)  # cluster -> weight (single cluster: 100)
     redirect: bool = False
     route_proto: rc.Route | None = None
+    retry: rc.RetryPolicy | None = None  # the route's own, else its virtual host's
 
 
 def _string_match(m: string_pb2.StringMatcher, value: str) -> bool:
@@ -97,6 +98,10 @@ def route(
     for r in vh.routes:
         if _route_matches(r.match, path, h):
             hit = Hit(virtual_host=vh.name, route=r.name, route_proto=r, redirect=r.HasField("redirect"))
+            if r.route.HasField("retry_policy"):
+                hit.retry = r.route.retry_policy
+            elif vh.HasField("retry_policy"):
+                hit.retry = vh.retry_policy
             if r.route.cluster:
                 hit.clusters = {r.route.cluster: 100}
             else:

@@ -85,7 +85,8 @@ def test_service_without_virtual_service_gets_istios_default_route(world: World)
     vs_less = World(MeshConfig(services=world.config.services, resources=[]))
     hit = route(_routes(vs_less), "reviews:9080", "/anything")
     assert hit is not None and hit.clusters == {f"outbound|9080||{REVIEWS}": 100}
-    rp = hit.route_proto.route.retry_policy  # type: ignore[union-attr]
+    rp = hit.retry
+    assert rp is not None
     assert rp.num_retries.value == 2
     assert rp.retry_on == "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
     assert rp.retry_host_predicate[0].name == "envoy.retry_host_predicates.previous_hosts"
@@ -107,7 +108,7 @@ def test_vs_retries_timeout_and_retriable_codes(world: World) -> None:
     hit = route(_routes(_with(world, vs)), "reviews:9080", "/")
     action = hit.route_proto.route  # type: ignore[union-attr]
     assert (action.timeout.seconds, action.timeout.nanos) == (2, 500_000_000)
-    assert action.retry_policy.num_retries.value == 4
+    assert action.retry_policy.num_retries.value == 4  # the route's own policy replaces the virtual host's
     assert action.retry_policy.retry_on == "gateway-error,reset,retriable-status-codes"
     assert list(action.retry_policy.retriable_status_codes) == [503]
     assert action.retry_policy.per_try_timeout.nanos == 250_000_000
@@ -292,3 +293,13 @@ def test_translation_is_deterministic(world: World) -> None:
     b = World(world.config).snapshot(World(world.config).sidecar("reviews-v2-0"))
     for t in (rt.CLUSTER, rt.ENDPOINT, rt.LISTENER, rt.ROUTE):
         assert a.version(t) == b.version(t)
+
+
+def test_attempts_zero_is_an_explicit_no_retry_policy(world: World) -> None:
+    vs = VirtualService(
+        name="reviews",
+        hosts=["reviews"],
+        http=[HTTPRoute(route=[helpers.to("reviews", "v1")], retries=helpers.retries(0))],
+    )
+    hit = route(_routes(_with(world, vs)), "reviews:9080", "/")
+    assert hit is not None and hit.retry is not None and hit.retry.num_retries.value == 0
