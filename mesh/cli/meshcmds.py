@@ -293,8 +293,11 @@ def status_cmd(state_dir: Path, output: str) -> None:
 @file_option("Apply this Istio YAML instead of the typed policies ('-' for stdin).")
 @click.option("--no-analyze", is_flag=True, help="Skip analysis (Envoy may then reject the push; it is rolled back).")
 @click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for every proxy to ACK.")
+@click.option("--dry-run", is_flag=True, help="Show what would change and what analysis says; push nothing.")
 @state_dir_option
-def apply_cmd(env: str, policies: str, file: str | None, no_analyze: bool, wait: float, state_dir: Path) -> None:
+def apply_cmd(
+    env: str, policies: str, file: str | None, no_analyze: bool, wait: float, dry_run: bool, state_dir: Path
+) -> None:
     """Push policies to the running mesh and report every proxy's ACK or NACK.
 
     With --env the policies replace the whole running set (declarative, as git would have it); with -f the
@@ -304,6 +307,7 @@ def apply_cmd(env: str, policies: str, file: str | None, no_analyze: bool, wait:
 
     \b
     Examples:
+      mesh apply --env prod --dry-run    # the diff and the analysis, nothing pushed
       mesh apply --env prod
       mesh apply -f canary-50.yaml
     """
@@ -315,8 +319,19 @@ def apply_cmd(env: str, policies: str, file: str | None, no_analyze: bool, wait:
     config = load_config(env, policies, file)
     t0 = time.perf_counter()
     res = client.apply(
-        dump_yaml(render_istio(config)), origin=file or f"policies:{env}", analyze=not no_analyze, wait=wait
+        dump_yaml(render_istio(config)),
+        origin=file or f"policies:{env}",
+        analyze=not no_analyze,
+        wait=wait,
+        merge=bool(file),
+        dry_run=dry_run,
     )
+    _print_diff(res["diff"])
+    if dry_run:
+        for f in res["findings"]:
+            click.echo(f"{f['level']} [{f['code']}] ({f['resource']}) {f['path']}: {f['message']}")
+        click.echo(f"dry run: {len(res['diff'])} change(s), analysis clean of errors; nothing was pushed")
+        return
     took = (time.perf_counter() - t0) * 1000
     rows = [[n.split("~")[2], s] for n, s in res["proxies"].items()]
     if rows:
@@ -325,6 +340,16 @@ def apply_cmd(env: str, policies: str, file: str | None, no_analyze: bool, wait:
         f"✔ revision {res['revision']} applied: {res['changed']} proxy(ies) changed, all ACKed "
         f"(translate {res['translate_ms']} ms, push+ACK {res['sync_ms']} ms, total {took:.0f} ms)"
     )
+
+
+def _print_diff(changes: list[dict[str, str]]) -> None:
+    if not changes:
+        click.echo("no changes to the running policies")
+    for c in changes:
+        color = {"+": "green", "-": "red", "~": "yellow"}[c["op"]]
+        click.secho(f"{c['op']} {c['ref']}", fg=color)
+        for line in c["patch"].splitlines()[2:]:
+            click.echo(f"    {line}")
 
 
 @cli.command("proxy-status")

@@ -13,9 +13,12 @@ from typing import Any
 
 import requests
 
+from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.compile import load_yaml
+from mesh.compile.diff import diff_configs
 from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, PolicyError, PushRejected
+from mesh.targets import capabilities
 from mesh.targets.local.mesh import LocalMesh
 
 STATE_FILE = "state.json"
@@ -83,8 +86,13 @@ class ControlServer:
         if not config.services:
             config = MeshConfig(services=list(self.mesh.config.services), resources=resources)
         with self._lock:
+            changes = [c.to_dict() for c in diff_configs(self.mesh.config, config)]
+            if body.get("dry_run"):
+                findings = analysis.check(config, capabilities("local")) if body.get("analyze", True) else []
+                return {"dry_run": True, "diff": changes, "findings": [f.to_dict() for f in findings]}
             result = self.mesh.apply(config, analyze=body.get("analyze", True), wait=float(body.get("wait", 10.0)))
         return {
+            "diff": changes,
             "revision": result.revision,
             "translate_ms": round(result.translate_ms, 2),
             "sync_ms": round(result.sync_ms, 2),
@@ -147,13 +155,27 @@ class ControlClient:
         return self._s.get(self.url + path, timeout=10).json()
 
     def apply(
-        self, manifests: str, *, origin: str, analyze: bool = True, wait: float = 10.0, merge: bool = False
+        self,
+        manifests: str,
+        *,
+        origin: str,
+        analyze: bool = True,
+        wait: float = 10.0,
+        merge: bool = False,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         from mesh.analyze.findings import Finding
 
         r = self._s.post(
             self.url + "/apply",
-            json={"manifests": manifests, "origin": origin, "analyze": analyze, "wait": wait, "merge": merge},
+            json={
+                "manifests": manifests,
+                "origin": origin,
+                "analyze": analyze,
+                "wait": wait,
+                "merge": merge,
+                "dry_run": dry_run,
+            },
             timeout=wait + 30,
         )
         payload: dict[str, Any] = r.json()

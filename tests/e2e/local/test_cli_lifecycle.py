@@ -64,6 +64,26 @@ def test_detached_mesh_lifecycle(tmp_path: Path) -> None:
             == 404
         )
 
+        dry = mesh(tmp_path, "apply", "--env", "dev", "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        assert "~ Gateway default/bookinfo" in dry.stdout and "nothing was pushed" in dry.stdout
+        assert "+ VirtualService default/ratings" not in dry.stdout  # both environments have it
+        assert (
+            session.get(f"http://{host}:8080/productpage", headers={"Host": "bookinfo.local"}, timeout=10).status_code
+            == 404
+        )
+
+        # -f merges like `kubectl apply -f`: only the file's objects change
+        vs = tmp_path / "reviews-v2.yaml"
+        vs.write_text(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n"
+            "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}\n"
+        )
+        merged = mesh(tmp_path, "apply", "-f", str(vs))
+        assert merged.returncode == 0, merged.stderr
+        assert "~ VirtualService default/reviews" in merged.stdout
+        assert "Gateway" not in merged.stdout and "DestinationRule" not in merged.stdout
+
         again = mesh(tmp_path, "up", "--detach", "--ingress-host", host)
         assert again.returncode == 69 and "already running" in again.stderr
     finally:
