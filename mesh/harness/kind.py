@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
+import tenacity
 
 from mesh.api.config import MeshConfig
 from mesh.compile import dump_yaml, render_istio
@@ -47,6 +49,25 @@ except Exception as e:
 out["elapsed"] = time.perf_counter() - t0
 print(json.dumps(out))
 """
+
+
+def _reuse_kind_cluster(name: str) -> Path:
+    """The kubeconfig of the kind cluster `mesh up --target kubernetes` made, through pytest-kind (which reuses an
+    existing cluster of that name). A missing cluster is an error: a fresh one would have no Istio."""
+    from pytest_kind import KindCluster
+
+    kind, kubectl = shutil.which("kind"), shutil.which("kubectl")
+    if kind is None:
+        raise TargetError("kind not found", hint="install kind, or set MESH_KUBECONFIG to the cluster's kubeconfig")
+    clusters = subprocess.run([kind, "get", "clusters"], capture_output=True, text=True).stdout.split()
+    if name not in clusters:
+        raise TargetError(
+            f"no kind cluster {name!r} (found: {', '.join(clusters) or 'none'})",
+            hint="create it with `mesh up --target kubernetes --env ci`, or set MESH_KIND_CLUSTER / MESH_KUBECONFIG",
+        )
+    cluster = KindCluster(name, kind_path=Path(kind), kubectl_path=Path(kubectl) if kubectl else None)
+    cluster.create()
+    return Path(cluster.kubeconfig_path)
 
 
 class Kubectl:
@@ -111,6 +132,8 @@ class ExecClient:
 
 class KindMeshUnderTest:
     name = "kind"
+    # the gateway chart's service account is its release name, in the release namespace
+    gateway_identity = "spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
 
     def __init__(self, config: MeshConfig, ingress_url: str) -> None:
         self.config = config
@@ -119,6 +142,8 @@ class KindMeshUnderTest:
 
     @classmethod
     def from_environment(cls, config: MeshConfig) -> KindMeshUnderTest:
+        if not os.environ.get("MESH_KUBECONFIG"):
+            os.environ["MESH_KUBECONFIG"] = str(_reuse_kind_cluster(os.environ.get("MESH_KIND_CLUSTER", "meshops-ci")))
         m = cls(config, os.environ.get("MESH_INGRESS_URL", "http://localhost:8080"))
         m.kubectl("get", "pods", "-n", "istio-system", "-l", "app=istiod")  # fail fast with a clear error
         return m
@@ -200,22 +225,32 @@ class KindMeshUnderTest:
 
     def _wait_propagated(self, versions: set[str], timeout: float = 90.0) -> None:
         """istiod has every applied resourceVersion, then all proxies report SYNCED on 3 polls in a row."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            configz = self._istiod("/debug/configz")
-            if all(f'"resourceVersion":"{v}"' in configz.replace(" ", "") for v in versions):
-                break
-            time.sleep(0.5)
-        else:
-            raise TargetError(f"istiod did not see the applied config within {timeout:.0f}s")
+
+        def istiod_has_config() -> bool:
+            configz = self._istiod("/debug/configz").replace(" ", "")
+            return all(f'"resourceVersion":"{v}"' in configz for v in versions)
+
         synced_polls = 0
-        while time.monotonic() < deadline:
+
+        def proxies_synced() -> bool:
+            nonlocal synced_polls
             syncz = self._istiod("/debug/syncz")
             synced_polls = synced_polls + 1 if "STALE" not in syncz and "NOT_SENT" not in syncz else 0
-            if synced_polls >= 3:
-                return
-            time.sleep(1.0)
-        raise TargetError(f"proxies did not sync within {timeout:.0f}s")
+            return synced_polls >= 3
+
+        for check, wait, what in (
+            (istiod_has_config, 0.5, "istiod did not see the applied config"),
+            (proxies_synced, 1.0, "proxies did not sync"),
+        ):
+            poll = tenacity.Retrying(
+                stop=tenacity.stop_after_delay(timeout),
+                wait=tenacity.wait_fixed(wait),
+                retry=tenacity.retry_if_result(lambda ok: not ok),
+            )
+            try:
+                poll(check)
+            except tenacity.RetryError:
+                raise TargetError(f"{what} within {timeout:.0f}s") from None
 
     def stop(self) -> None:
         """The cluster belongs to its Pulumi stack (`mesh down --target kubernetes`)."""

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Protocol
 
 from mesh.api.config import MeshConfig
+from mesh.api.workloads import spiffe_id
+from mesh.controlplane.model import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT
 from mesh.dataplane.addresses import allocate_block
 from mesh.harness.client import HttpClient
 
@@ -18,6 +20,7 @@ from mesh.harness.client import HttpClient
 class MeshUnderTest(Protocol):
     name: str
     config: MeshConfig
+    gateway_identity: str  # the SPIFFE id the ingress gateway presents to workloads
 
     def ingress(self, host: str | None = None) -> HttpClient: ...
 
@@ -42,6 +45,7 @@ class LocalMeshUnderTest:
     """The local target, in this process: real Envoys and apps, propagation = every proxy ACKed."""
 
     name = "local"
+    gateway_identity = spiffe_id(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT)
 
     def __init__(self, config: MeshConfig, state_dir: Path | None = None) -> None:
         from mesh.targets.local import LocalMesh, LocalOptions

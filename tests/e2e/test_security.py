@@ -17,7 +17,7 @@ def test_mesh_traffic_carries_the_callers_spiffe_identity(mesh: MeshUnderTest) -
     r = mesh.from_pod("productpage").get("http://echo:9080/whoami")
     assert r.json["peer"] == "spiffe://cluster.local/ns/default/sa/productpage"
     page = mesh.ingress("bookinfo.local").get("/productpage")
-    assert page.json["peer"] == "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    assert page.json["peer"] == mesh.gateway_identity
 
 
 def test_strict_mtls_refuses_plaintext_clients(mesh: MeshUnderTest) -> None:
