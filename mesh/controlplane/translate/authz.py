@@ -125,6 +125,9 @@ def _permission(op: Operation | None, conditions: list[Condition]) -> rbac_pb2.P
     return ands[0] if len(ands) == 1 else rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=ands))
 
 
+_SOURCE_CONDITIONS = {"source.principal": "principals", "source.namespace": "namespaces", "source.ip": "ip_blocks"}
+
+
 def _policy(rule: Rule) -> rbac_pb2.Policy:
     sources = [f.source for f in rule.from_]
     ops = [t.operation for t in rule.to]
@@ -134,21 +137,11 @@ def _policy(rule: Rule) -> rbac_pb2.Policy:
     permissions = [_permission(op, req_conds) for op in ops] or [_permission(None, req_conds)]
     principals = [_principal(s) for s in sources] or [rbac_pb2.Principal(any=True)]
     for c in src_conds:
-        if c.key == "source.principal":
-            principals = [
-                rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[p, _principal(Source(principals=c.values))]))
-                for p in principals
-            ]
-        elif c.key == "source.namespace":
-            principals = [
-                rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[p, _principal(Source(namespaces=c.values))]))
-                for p in principals
-            ]
-        elif c.key == "source.ip":
-            principals = [
-                rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[p, _principal(Source(ip_blocks=c.values))]))
-                for p in principals
-            ]
+        field = _SOURCE_CONDITIONS.get(c.key)
+        if field is None:
+            continue  # the analyzer reports unsupported condition keys for the target (MSH0100)
+        cond = _principal(Source(**{field: c.values, f"not_{field}": c.not_values}))
+        principals = [rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=[p, cond])) for p in principals]
     return rbac_pb2.Policy(permissions=[_any_perm(permissions)], principals=[_any_of(principals)])
 
 

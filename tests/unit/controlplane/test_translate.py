@@ -303,3 +303,31 @@ def test_attempts_zero_is_an_explicit_no_retry_policy(world: World) -> None:
     )
     hit = route(_routes(_with(world, vs)), "reviews:9080", "/")
     assert hit is not None and hit.retry is not None and hit.retry.num_retries.value == 0
+
+
+def test_when_conditions_on_the_caller_and_the_request(world: World) -> None:
+    from mesh.api import AuthorizationPolicy, Condition, Rule
+
+    ap = AuthorizationPolicy(
+        name="echo-deny",
+        selector=WorkloadSelector(match_labels={"app": "echo"}),
+        action="DENY",
+        rules=[
+            Rule(
+                when=[
+                    Condition(key="source.namespace", values=["legacy"]),
+                    Condition(key="request.headers[x-debug]", not_values=["off"]),
+                ]
+            )
+        ],
+    )
+    lst = _inbound(_with(world, ap), "echo-v1-0")
+    m = hcm.HttpConnectionManager()
+    lst.filter_chains[0].filters[0].typed_config.Unpack(m)
+    assert [f.name for f in m.http_filters][0] == "envoy.filters.http.rbac.deny"
+    rbac = rbac_pb2.RBAC()
+    m.http_filters[0].typed_config.Unpack(rbac)
+    (policy,) = rbac.rules.policies.values()
+    ids = policy.principals[0].and_ids.ids
+    assert ids[1].authenticated.principal_name.safe_regex.regex == ".*/ns/legacy/.*"
+    assert policy.permissions[0].not_rule.header.name == "x-debug"
