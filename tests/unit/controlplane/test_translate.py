@@ -324,7 +324,7 @@ def test_when_conditions_on_the_caller_and_the_request(world: World) -> None:
     lst = _inbound(_with(world, ap), "echo-v1-0")
     m = hcm.HttpConnectionManager()
     lst.filter_chains[0].filters[0].typed_config.Unpack(m)
-    assert [f.name for f in m.http_filters][0] == "envoy.filters.http.rbac.deny"
+    assert m.http_filters[0].name == "envoy.filters.http.rbac.deny"
     rbac = rbac_pb2.RBAC()
     m.http_filters[0].typed_config.Unpack(rbac)
     (policy,) = rbac.rules.policies.values()
