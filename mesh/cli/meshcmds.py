@@ -147,7 +147,14 @@ def _run_foreground(env: str, policies: str, opts: LocalOptions) -> None:
     try:
         write_state(
             state_dir,
-            {**mesh.describe(), "api": control.url, "env": env, "policies": str(policies), "state_dir": str(state_dir)},
+            {
+                **mesh.describe(),
+                "api": control.url,
+                "token": control.token,
+                "env": env,
+                "policies": str(policies),
+                "state_dir": str(state_dir),
+            },
         )
         _print_ready(mesh.describe(), config)
         _say("\nPress Ctrl-C to stop.")
@@ -403,3 +410,46 @@ def proxy_config_cmd(kind: str, proxy: str, output: str, state_dir: Path) -> Non
         names = ", ".join(p["name"] for p in st["proxies"])
         raise TargetError(f"no proxy {proxy!r} in the running mesh", hint=f"proxies: {names}")
     click.echo(show(kind, match[0]["ip"], output), nl=False)
+
+
+@cli.command("logs")
+@click.argument("name")
+@click.option("--tail", "-n", default=40, show_default=True, help="Lines to show from the end of each log.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until Ctrl-C.")
+@state_dir_option
+def logs_cmd(name: str, tail: int, follow: bool, state_dir: Path) -> None:
+    """Logs of a pod's app and sidecar (or of one process), from the running mesh.
+
+    NAME is a pod (reviews-v1-0: both its app and its Envoy), a process (envoy/reviews-v1-0, app/reviews-v1-0)
+    or istio-ingressgateway. Envoy logs warnings and errors (`mesh up --log-level debug` for more).
+
+    \b
+    Examples:
+      mesh logs reviews-v1-0
+      mesh logs envoy/istio-ingressgateway -f
+    """
+    from mesh.targets.local.control import read_state
+
+    procs = read_state(state_dir)["processes"]
+    chosen = [p for p in procs if name in (p["name"], p["name"].split("/", 1)[1])]
+    if not chosen:
+        raise TargetError(f"no process {name!r} in the running mesh", hint="`mesh status` lists them")
+    offsets: dict[str, int] = {}
+    for p in chosen:
+        path = Path(p["log"])
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        click.secho(f"==> {p['name']} ({path}) <==", bold=True)
+        for line in lines[-tail:]:
+            click.echo(line)
+        offsets[p["log"]] = path.stat().st_size if path.exists() else 0
+    while follow:
+        time.sleep(0.2)
+        for log, offset in offsets.items():
+            path = Path(log)
+            if path.exists() and path.stat().st_size > offset:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                offsets[log] = offset + len(chunk)
+                for line in chunk.decode(errors="replace").splitlines():
+                    click.echo(f"{Path(log).stem}: {line}")

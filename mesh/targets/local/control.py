@@ -3,8 +3,10 @@ it is. `mesh status | apply | proxy-status | down` talk to it; `mesh proxy-confi
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
+import secrets
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,8 +55,11 @@ def read_state(state_dir: Path) -> dict[str, Any]:
 
 
 def write_state(state_dir: Path, state: dict[str, Any]) -> None:
+    """Owner-only (0600): it holds the control API's token."""
     tmp = state_path(state_dir).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(state, indent=2))
     tmp.replace(state_path(state_dir))
 
 
@@ -66,6 +71,8 @@ class ControlServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        # loopback is shared by every local user: only holders of the (0600) state file may drive the mesh
+        self.token = secrets.token_urlsafe(24)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="control-api", daemon=True)
 
     def start(self) -> ControlServer:
@@ -116,7 +123,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _authorized(self) -> bool:
+        if hmac.compare_digest(self.headers.get("authorization", ""), f"Bearer {self.control.token}"):
+            return True
+        self._send(401, {"kind": "auth", "error": "missing or wrong token (read from the mesh's state file)"})
+        return False
+
     def do_GET(self) -> None:
+        if not self._authorized():
+            return
         mesh = self.control.mesh
         if self.path == "/status":
             self._send(200, mesh.describe())
@@ -126,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"no such endpoint {self.path}"})
 
     def do_POST(self) -> None:
+        if not self._authorized():
+            return
         if self.path != "/apply":
             self._send(404, {"error": f"no such endpoint {self.path}"})
             return
@@ -150,6 +167,7 @@ class ControlClient:
         self.url = self.state["api"]
         self._s = requests.Session()
         self._s.trust_env = False
+        self._s.headers["authorization"] = f"Bearer {self.state.get('token', '')}"
 
     def get(self, path: str) -> Any:
         return self._s.get(self.url + path, timeout=10).json()

@@ -84,6 +84,19 @@ def test_detached_mesh_lifecycle(tmp_path: Path) -> None:
         assert "~ VirtualService default/reviews" in merged.stdout
         assert "Gateway" not in merged.stdout and "DestinationRule" not in merged.stdout
 
+        logs = mesh(tmp_path, "logs", "productpage-v1-0")
+        assert (
+            logs.returncode == 0
+            and "==> app/productpage-v1-0" in logs.stdout
+            and "==> envoy/productpage-v1-0" in logs.stdout
+        )
+        assert "listening on" in logs.stdout  # the app's own start line
+
+        # the control API refuses callers without the state file's token
+        api = status["api"] if "api" in status else json.loads((tmp_path / "state.json").read_text())["api"]
+        assert session.get(api + "/status", timeout=5).status_code == 401
+        assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == "0o600"
+
         again = mesh(tmp_path, "up", "--detach", "--ingress-host", host)
         assert again.returncode == 69 and "already running" in again.stderr
     finally:
