@@ -73,6 +73,7 @@ def _say(msg: str) -> None:
     type=click.Choice(["trace", "debug", "info", "warning", "error"]),
     help="Envoy log level (logs under STATE_DIR/run).",
 )
+@click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @state_dir_option
 def up_cmd(
     env: str,
@@ -83,6 +84,7 @@ def up_cmd(
     ingress_https_port: int,
     ingress_host: str,
     log_level: str,
+    access_log: bool,
     state_dir: Path,
 ) -> None:
     """Bring up a mesh running the policies: the sample app, a sidecar Envoy per pod, an ingress gateway.
@@ -120,6 +122,7 @@ def up_cmd(
         ingress_port=ingress_port,
         ingress_https_port=ingress_https_port,
         envoy_log_level=log_level,
+        access_log=access_log,
     )
     if detach:
         _detach(env, policies, opts)
@@ -209,6 +212,7 @@ def _detach(env: str, policies: str, opts: LocalOptions) -> None:
         opts.ingress_host,
         "--log-level",
         opts.envoy_log_level,
+        *(["--access-log"] if opts.access_log else []),
         "--state-dir",
         str(state_dir),
     ]

@@ -18,6 +18,7 @@ from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.model import Proxy, Registry
 from mesh.controlplane.translate import PushContext, build_snapshot
+from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
 from mesh.controlplane.xds.snapshot import Snapshot
 from mesh.errors import PushRejected
@@ -45,7 +46,9 @@ class Pilot:
         ca: CertificateAuthority,
         cache: SnapshotCache | None = None,
         credentials: CredentialStore | None = None,
+        options: MeshOptions | None = None,
     ) -> None:
+        self.options = options or MeshOptions()
         self.registry = registry
         self.ca = ca
         self.credentials = credentials or CredentialStore(ca)
@@ -58,7 +61,7 @@ class Pilot:
 
     def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
         t0 = time.perf_counter()
-        push = PushContext(config, self.registry.pods, memo=self._memo)
+        push = PushContext(config, self.registry.pods, memo=self._memo, options=self.options)
         snaps = {p.id: build_snapshot(push, p, self.ca, self.credentials) for p in self.registry.proxies}
         self._memo = {k: push.memo[k] for k in push.used}  # forget what this push no longer needs
         return snaps, (time.perf_counter() - t0) * 1000
@@ -90,7 +93,7 @@ class Pilot:
         """Register a proxy and give it a snapshot of the current config before its Envoy connects."""
         with self._lock:
             self.registry.add_proxy(proxy)
-            push = PushContext(self.config, self.registry.pods, memo=self._memo)
+            push = PushContext(self.config, self.registry.pods, memo=self._memo, options=self.options)
             self.cache.set_snapshot(proxy.id, build_snapshot(push, proxy, self.ca, self.credentials))
 
     def _on_registry_change(self) -> None:

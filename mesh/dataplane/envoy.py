@@ -84,8 +84,18 @@ def bootstrap(proxy: Proxy, xds_host: str, xds_port: int, admin_port: int = SIDE
                 }
             ]
         },
-        "layered_runtime": {
-            "layers": [{"name": "static", "static_layer": {"overload.global_downstream_max_connections": 50000}}]
+        # a connection cap, as Envoy asks every edge proxy to have (and without which it warns at start)
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                        "DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
         },
     }
 
@@ -104,6 +114,8 @@ def command(bootstrap_path: Path, *, concurrency: int = 1, log_level: str = "war
         "1",
         "--parent-shutdown-time-s",
         "2",
+        "--file-flush-interval-msec",  # access logs show up within a second, not Envoy's default ten
+        "500",
         "--log-format",
         "[%Y-%m-%d %T.%e][%l][%n] %v",
     ]

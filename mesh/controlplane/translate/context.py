@@ -45,12 +45,26 @@ class ServiceView:
         return self.service.fqdn
 
 
+@dataclass(frozen=True)
+class MeshOptions:
+    """Mesh-wide settings (Istio keeps these in meshConfig)."""
+
+    access_log: bool = False  # meshConfig.accessLogFile=/dev/stdout: every proxy logs each request to its log
+
+
 class PushContext:
     """`memo` survives from push to push (Pilot owns it): pieces whose inputs' content is unchanged are reused,
     so a one-route change re-translates one virtual host, not the mesh."""
 
-    def __init__(self, config: MeshConfig, pods: Sequence[Pod], memo: dict[Hashable, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: MeshConfig,
+        pods: Sequence[Pod],
+        memo: dict[Hashable, Any] | None = None,
+        options: MeshOptions | None = None,
+    ) -> None:
         self.config = config
+        self.options = options or MeshOptions()
         self.memo: dict[Hashable, Any] = memo if memo is not None else {}
         self.used: set[Hashable] = set()
         self._digests: dict[int, str] = {}

@@ -5,11 +5,13 @@ port, bound where the host exposes it, routes `http.<port>`.
 
 from __future__ import annotations
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.core.v3 import address_pb2, protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -53,17 +55,36 @@ def _fault() -> hcm.HttpFilter:
     return hcm.HttpFilter(name=FAULT_FILTER, typed_config=packed(fault_pb2.HTTPFault()))
 
 
-def _hcm_filter(m: hcm.HttpConnectionManager) -> lc.Filter:
+# Istio's default text format, slightly shortened
+ACCESS_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% '
+    '%BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" %UPSTREAM_CLUSTER% '
+    "%UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS%\n"
+)
+
+
+def _access_log() -> accesslog_pb2.AccessLog:
+    fmt = file_pb2.FileAccessLog(path="/dev/stdout")
+    fmt.log_format.text_format_source.inline_string = ACCESS_LOG_FORMAT
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=packed(fmt))
+
+
+def _hcm_filter(m: hcm.HttpConnectionManager, push: PushContext | None = None) -> lc.Filter:
+    if push is not None and push.options.access_log:
+        logged = hcm.HttpConnectionManager()
+        logged.CopyFrom(m)
+        logged.access_log.append(_access_log())
+        m = logged
     return lc.Filter(name=HCM, typed_config=packed(m))
 
 
 def build_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     if proxy.kind == "router":
         return gateway_listeners(push, proxy)
-    return [outbound_listener(proxy), *inbound_listeners(push, proxy)]
+    return [outbound_listener(push, proxy), *inbound_listeners(push, proxy)]
 
 
-def outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
+def outbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
     m = hcm.HttpConnectionManager(
         stat_prefix=f"outbound_{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
         codec_type=hcm.HttpConnectionManager.AUTO,
@@ -75,7 +96,7 @@ def outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=f"{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
         address=_address(proxy.ip, SIDECAR_OUTBOUND_PORT),
-        filter_chains=[lc.FilterChain(filters=[_hcm_filter(m)])],
+        filter_chains=[lc.FilterChain(filters=[_hcm_filter(m, push)])],
         traffic_direction=2,  # OUTBOUND
     )
 
@@ -121,7 +142,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                     name=f"inbound_{port.number}_mtls",
                     filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"),
                     transport_socket=istio_mutual_downstream(),
-                    filters=[_hcm_filter(m)],
+                    filters=[_hcm_filter(m, push)],
                 )
             )
         if mode in ("PERMISSIVE", "DISABLE"):
@@ -129,7 +150,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                 lc.FilterChain(
                     name=f"inbound_{port.number}_plaintext",
                     filter_chain_match=lc.FilterChainMatch(transport_protocol="raw_buffer"),
-                    filters=[_hcm_filter(m)],
+                    filters=[_hcm_filter(m, push)],
                 )
             )
         out.append(
@@ -180,11 +201,11 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                             mutual=server.tls.mode == "MUTUAL",
                             min_version=server.tls.min_protocol_version,
                         ),
-                        filters=[_hcm_filter(m)],
+                        filters=[_hcm_filter(m, push)],
                     )
                 )
             elif not any(c.name == f"http.{port}" for c in chains):
-                chains.append(lc.FilterChain(name=f"http.{port}", filters=[_hcm_filter(m)]))
+                chains.append(lc.FilterChain(name=f"http.{port}", filters=[_hcm_filter(m, push)]))
         tls = any(terminates_tls(s) for _, s in servers)
         out.append(
             listener_pb2.Listener(

@@ -27,6 +27,7 @@ from mesh.controlplane.model import (
     sidecar_for,
 )
 from mesh.controlplane.pilot import Pilot, PushResult
+from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds.server import XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
@@ -48,6 +49,7 @@ class LocalOptions:
     loopback_block: int | None = None  # 127.B.0.0/16; random free block when None
     start_timeout: float = 30.0
     envoy_log_level: str = "warning"
+    access_log: bool = False
 
 
 def gateway_listen(config: MeshConfig, host: str, port: int, https_port: int) -> dict[int, tuple[str, int]]:
@@ -75,7 +77,10 @@ class LocalMesh:
         self.registry = Registry()
         self.ca = CertificateAuthority()
         self.pilot = Pilot(
-            self.registry, self.ca, credentials=CredentialStore(self.ca, self.options.state_dir / "credentials")
+            self.registry,
+            self.ca,
+            credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
+            options=MeshOptions(access_log=self.options.access_log),
         )
         self.supervisor = Supervisor(on_event=self.progress)
         self.supervisor.on_health = self._on_health

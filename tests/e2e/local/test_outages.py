@@ -108,3 +108,43 @@ def test_a_nacked_push_is_rolled_back_and_the_last_good_config_keeps_serving(mes
         assert now[rt.ROUTE].acked == before[p.id][rt.ROUTE].acked
     r = mesh.ingress("bookinfo.local").get("/productpage")
     assert r.status == 200 and r.call("reviews")["status"] == 200
+
+
+def test_access_logs_record_each_request_when_asked(tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    """`mesh up --access-log`: the caller's sidecar logs the route's cluster and the response code."""
+    import time
+
+    from mesh.compile import build_policies
+    from mesh.dataplane.addresses import allocate_block
+    from mesh.targets.local import LocalMesh, LocalOptions
+
+    block = allocate_block()
+    local = LocalMesh(
+        build_policies("dev"),
+        LocalOptions(
+            state_dir=tmp_path_factory.mktemp("accesslog"),
+            access_log=True,
+            ingress_host=block.gateway_ip,
+            loopback_block=block.b,
+        ),
+    )
+    local.start()
+    try:
+        from mesh.harness.client import HttpClient
+
+        r = HttpClient(local.ingress_url, host="bookinfo.local").get("/productpage")
+        assert r.status == 200
+        rid = r.json["request_id"]  # the gateway (the edge) assigns it
+        log = local.run_dir / "envoy-productpage-v1-0.log"
+
+        def lines() -> list[str]:
+            return [
+                ln for ln in log.read_text().splitlines() if rid in ln and "reviews.default.svc.cluster.local" in ln
+            ]
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not lines():
+            time.sleep(0.05)  # Envoy flushes access logs on its own timer
+        assert any("outbound|9080|" in ln and " 200 " in ln for ln in lines()), lines()
+    finally:
+        local.stop()
