@@ -31,6 +31,7 @@ class NodeStatus:
     connected: bool = False
     connected_at: float = 0.0
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    streams: int = 0
 
     def type(self, type_url: str) -> TypeStatus:
         return self.types.setdefault(type_url, TypeStatus())
@@ -101,9 +102,8 @@ class SnapshotCache:
     def status(self, node_id: str) -> NodeStatus:
         with self._lock:
             st = self._status.get(node_id) or NodeStatus(node_id)
-            return NodeStatus(
-                st.node_id, st.connected, st.connected_at, {k: TypeStatus(**vars(v)) for k, v in st.types.items()}
-            )
+            types = {k: TypeStatus(**vars(v)) for k, v in st.types.items()}
+            return NodeStatus(st.node_id, st.connected, st.connected_at, types, st.streams)
 
     def sync_state(self, node_id: str) -> SyncResult:
         """Compare what the proxy ACKed with the snapshot it should have (istioctl proxy-status semantics)."""

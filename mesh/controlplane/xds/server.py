@@ -80,7 +80,8 @@ class _Stream:
             if self.node_id:
 
                 def closed(st: NodeStatus) -> None:
-                    st.connected = False
+                    st.streams -= 1
+                    st.connected = st.streams > 0  # a reconnect may open the new stream before the old one ends
 
                 self.cache.record(self.node_id, closed)
 
@@ -170,8 +171,12 @@ class _Stream:
 
 
 def _opened(at: float) -> Callable[[NodeStatus], None]:
+    """A new stream starts from nothing: what an earlier stream had ACKed says nothing about this Envoy."""
+
     def update(st: NodeStatus) -> None:
+        st.streams += 1
         st.connected, st.connected_at = True, at
+        st.types.clear()
 
     return update
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -191,3 +192,29 @@ def test_inconsistent_snapshots_are_refused(cache: SnapshotCache) -> None:
     bad = Snapshot.build(clusters=snap("a").resources(rt.CLUSTER).items.values())
     with pytest.raises(InconsistentSnapshot, match="EDS clusters without endpoints"):
         cache.set_snapshot(NODE, bad)
+
+
+def test_a_new_stream_forgets_what_the_old_one_acked(cache: SnapshotCache) -> None:
+    """A restarted Envoy has nothing: SYNCED must wait for its own ACKs, and an overlapping close keeps it connected."""
+    server = XdsServer(cache, port=0, max_proxies=8).start()
+    try:
+        cache.set_snapshot(
+            NODE, Snapshot.build(clusters=[cluster_pb2.Cluster(name="s", type=cluster_pb2.Cluster.STATIC)])
+        )
+        first = Client(server.port)
+        first.send(rt.CLUSTER)
+        r = first.recv()
+        first.send(rt.CLUSTER, version=r.version_info, nonce=r.nonce)
+        assert cache.wait_synced([NODE], timeout=2)[NODE].state == "SYNCED"
+        second = Client(server.port)
+        second.send(rt.CLUSTER)
+        second.recv()
+        assert cache.sync_state(NODE).state == "STALE"  # the new Envoy has not ACKed yet
+        first.close()
+        deadline = time.monotonic() + 2
+        while cache.status(NODE).streams != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.status(NODE).connected
+        second.close()
+    finally:
+        server.stop(0)
