@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -90,15 +92,36 @@ def static_envoy_config(
     }
 
 
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """Run on one CPU (taskset) so load generator and proxies stop trading cores mid-measurement."""
+    if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        return argv
+    return ["taskset", "-c", str(cpu), *argv]
+
+
 class StaticEnvoy:
-    def __init__(self, listen: tuple[str, int], upstream: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self, listen: tuple[str, int], upstream: tuple[str, int] | None = None, cpu: int | None = None
+    ) -> None:
         self.dir = tempfile.TemporaryDirectory(prefix="bench-envoy-")
         path = Path(self.dir.name) / "envoy.json"
         self.admin = (listen[0], free_port(listen[0]))
         path.write_text(json.dumps(static_envoy_config(listen, self.admin, upstream)))
         self.listen = listen
         self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--concurrency", "1", "--log-level", "error"],
+            pinned(
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(path),
+                    "--disable-hot-restart",
+                    "--concurrency",
+                    "1",
+                    "--log-level",
+                    "error",
+                ],
+                cpu,
+            ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

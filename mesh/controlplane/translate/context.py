@@ -120,6 +120,11 @@ class PushContext:
         return d
 
     @cached_property
+    def uses_cors(self) -> bool:
+        """Whether any rule has a CORS policy: only then do HTTP chains carry the CORS filter (it costs ~3% per hop)."""
+        return any(rule.cors_policy is not None for vs in self._virtual_services for rule in vs.http)
+
+    @cached_property
     def world_digest(self) -> str:
         """Everything a route may read besides its own VirtualService: services and DestinationRules."""
         h = hashlib.blake2b(digest_size=8)

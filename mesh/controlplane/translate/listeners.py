@@ -45,9 +45,12 @@ def _router() -> hcm.HttpFilter:
     return hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))
 
 
-def _cors() -> hcm.HttpFilter:
-    # Empty: each route's CORS policy rides in typed_per_filter_config.
-    return hcm.HttpFilter(name=CORS_FILTER, typed_config=packed(cors_pb2.Cors()))
+def _cors(push: PushContext) -> list[hcm.HttpFilter]:
+    """Empty: each route's CORS policy rides in typed_per_filter_config. Present only while some rule uses CORS
+    (Istio always adds it; adding the first CORS policy here updates the listeners once, gracefully)."""
+    if not push.uses_cors:
+        return []
+    return [hcm.HttpFilter(name=CORS_FILTER, typed_config=packed(cors_pb2.Cors()))]
 
 
 def _fault() -> hcm.HttpFilter:
@@ -89,7 +92,7 @@ def outbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
         stat_prefix=f"outbound_{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
         codec_type=hcm.HttpConnectionManager.AUTO,
         rds=hcm.Rds(route_config_name=SIDECAR_ROUTE_CONFIG, config_source=ads()),
-        http_filters=[_cors(), _fault(), _router()],
+        http_filters=[*_cors(push), _fault(), _router()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
         stream_idle_timeout=duration(0.0),
     )
@@ -185,7 +188,7 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                 stat_prefix=f"outbound_0.0.0.0_{port}",
                 codec_type=hcm.HttpConnectionManager.AUTO,
                 rds=hcm.Rds(route_config_name=server_route_name(gw, server), config_source=ads()),
-                http_filters=[_cors(), _fault(), *filters, _router()],
+                http_filters=[*_cors(push), _fault(), *filters, _router()],
                 use_remote_address={"value": True},
                 stream_idle_timeout=duration(0.0),
             )
