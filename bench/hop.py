@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.common import StaticEnvoy, free_port, median, pinned, row
 from mesh.api import MeshConfig, PeerAuthentication, PeerAuthenticationMTLS, Service, Version
 from mesh.controlplane.ca import CertificateAuthority
-from mesh.controlplane.model import Pod, Registry, sidecar_for
+from mesh.controlplane.model import Registry, pods_for, sidecar_for
 from mesh.controlplane.pilot import Pilot
 from mesh.controlplane.xds.server import XdsServer
 from mesh.dataplane import envoy
@@ -54,28 +54,8 @@ def main() -> None:
     target = Service(name="target", versions=[Version(name="v1", command=["x"])])
     client_svc = Service(name="client", versions=[Version(name="v1", command=["x"])])
     registry = Registry()
-    target_pod = Pod(
-        "target-v1-0",
-        "default",
-        "target",
-        "v1",
-        target.pod_labels(target.versions[0]),
-        "127.96.1.1",
-        "127.96.1.2",
-        "target",
-        tuple(target.ports),
-    )
-    client_pod = Pod(
-        "client-v1-0",
-        "default",
-        "client",
-        "v1",
-        client_svc.pod_labels(client_svc.versions[0]),
-        "127.96.2.1",
-        "127.96.2.2",
-        "client",
-        tuple(client_svc.ports),
-    )
+    (target_pod,) = pods_for(target, lambda: ("127.96.1.1", "127.96.1.2"))
+    (client_pod,) = pods_for(client_svc, lambda: ("127.96.2.1", "127.96.2.2"))
     registry.add_pod(target_pod)
     registry.add_pod(client_pod)
     config = MeshConfig(
