@@ -16,7 +16,7 @@ from typing import Any
 from mesh.api.config import MeshConfig
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
-from mesh.controlplane.model import Proxy, Registry
+from mesh.controlplane.model import Registry
 from mesh.controlplane.translate import PushContext, build_snapshot
 from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
@@ -71,9 +71,7 @@ class Pilot:
         with self._lock:
             snaps, translate_ms = self.snapshots(config)
             previous = {n: s for n in snaps if (s := self.cache.get_snapshot(n)) is not None}
-            changed = [n for n, s in snaps.items() if n not in previous or previous[n].version_key != s.version_key]
-            for node, snap in snaps.items():
-                self.cache.set_snapshot(node, snap)
+            changed = self._publish(snaps)
             t0 = time.perf_counter()
             results = self.cache.wait_synced(changed, timeout=wait) if wait else {}
             sync_ms = (time.perf_counter() - t0) * 1000
@@ -81,34 +79,29 @@ class Pilot:
                 n: "; ".join(f"{t}: {e}" for t, e in r.errors.items()) for n, r in results.items() if r.state == "NACK"
             }
             if rejected and rollback:
-                for node, snap in previous.items():
-                    self.cache.set_snapshot(node, snap)
-                self.cache.wait_synced(list(previous), timeout=wait)
+                restored = [n for n in changed if n in previous]
+                for node in restored:
+                    self.cache.set_snapshot(node, previous[node])
+                self.cache.wait_synced(restored, timeout=wait)
                 raise PushRejected(rejected)
             self.config = config
             self.revision += 1
             return PushResult(self.revision, results, translate_ms, sync_ms, changed)
 
-    def add_proxy(self, proxy: Proxy) -> None:
-        """Register a proxy and give it a snapshot of the current config before its Envoy connects."""
-        with self._lock:
-            self.registry.add_proxy(proxy)
-            push = PushContext(self.config, self.registry.pods, memo=self._memo, options=self.options)
-            self.cache.set_snapshot(proxy.id, build_snapshot(push, proxy, self.ca, self.credentials))
-
     def _on_registry_change(self) -> None:
         """Endpoint health changed: republish (EDS versions move, everything else stays identical)."""
         threading.Thread(target=self._republish, name="eds-push", daemon=True).start()
 
+    def _publish(self, snaps: dict[str, Snapshot]) -> list[str]:
+        """Set the snapshots whose content changed (an unchanged one has nothing to send); return their nodes."""
+        changed = []
+        for node, snap in snaps.items():
+            old = self.cache.get_snapshot(node)
+            if old is None or old.version_key != snap.version_key:
+                self.cache.set_snapshot(node, snap)
+                changed.append(node)
+        return changed
+
     def _republish(self) -> None:
         with self._lock:
-            snaps, _ = self.snapshots(self.config)
-            for node, snap in snaps.items():
-                self.cache.set_snapshot(node, snap)
-
-    def rotate_certificates(self) -> None:
-        """Issue fresh SVIDs to every proxy (SDS pushes `default`)."""
-        with self._lock:
-            for p in self.registry.proxies:
-                self.ca.rotate(p.identity)
-            self._republish()
+            self._publish(self.snapshots(self.config)[0])
