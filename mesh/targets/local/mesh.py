@@ -28,6 +28,7 @@ from mesh.controlplane.model import (
 )
 from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.translate.context import MeshOptions
+from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.server import XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
@@ -99,8 +100,9 @@ class LocalMesh:
         for f in findings:
             self.progress(f"  {f}")
         listen = gateway_listen(self.config, opts.ingress_host, opts.ingress_port, opts.ingress_https_port)
+        in_use = configured_ports(self.config)
         for port, (host, host_port) in sorted(listen.items()):
-            if port in configured_ports(self.config) and not port_free(host, host_port):
+            if port in in_use and not port_free(host, host_port):
                 raise TargetError(
                     f"ingress port {host}:{host_port} (gateway port {port}) is already in use",
                     hint="pass --ingress-port / --ingress-https-port with a free port, or stop what is listening there "
@@ -269,14 +271,7 @@ class LocalMesh:
                     "state": sync.state,
                     "errors": sync.errors,
                     "versions": {
-                        short: (st.types[t].acked[:8] if t in st.types else "")
-                        for t, short in (
-                            ("type.googleapis.com/envoy.config.cluster.v3.Cluster", "CDS"),
-                            ("type.googleapis.com/envoy.config.listener.v3.Listener", "LDS"),
-                            ("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment", "EDS"),
-                            ("type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "RDS"),
-                            ("type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", "SDS"),
-                        )
+                        short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()
                     },
                 }
             )
