@@ -24,7 +24,7 @@ def test_header_triggered_delay_on_ratings(mesh: MeshUnderTest) -> None:
     r = mesh.ingress("bookinfo.local").get("/productpage", {"end-user": "jason", "x-chaos": "delay"})
     ratings = r.call("reviews")["body"]["calls"][0]
     assert ratings["status"] == 200
-    assert ratings["ms"] >= 1000, ratings
+    assert ratings["ms"] >= 950, ratings  # the policy's 1 s delay; Envoy's timers may fire a few ms early
 
 
 def test_abort_percentage(mesh: MeshUnderTest, mesh_policies: Callable[[MeshConfig], None]) -> None:
@@ -39,15 +39,19 @@ def test_abort_percentage(mesh: MeshUnderTest, mesh_policies: Callable[[MeshConf
 
 
 def test_fixed_delay_percentage(mesh: MeshUnderTest, mesh_policies: Callable[[MeshConfig], None]) -> None:
+    delay = 0.25
     vs = VirtualService(
         name="echo",
         hosts=["echo"],
-        http=[HTTPRoute(route=[helpers.to("echo", "v1")], fault=helpers.delay("250ms", 50.0))],
+        http=[HTTPRoute(route=[helpers.to("echo", "v1")], fault=helpers.delay(f"{delay * 1000:.0f}ms", 50.0))],
     )
     mesh_policies(replace(mesh.config, vs))
     client = mesh.from_pod("productpage")
     n = 60
-    elapsed = [client.get("http://echo:9080/delayed").elapsed for _ in range(n)]
-    slow = [e for e in elapsed if e >= 0.25]
-    assert all(e < 0.2 for e in elapsed if e < 0.25), "undelayed requests must stay fast"
-    assert_fraction(len(slow), n, 0.5, "delayed share")
+    elapsed = sorted(client.get("http://echo:9080/delayed").elapsed for _ in range(n))
+    # Two populations, split at half the delay: Envoy's timers fire a few ms early against our clock, and
+    # a busy machine slows undelayed requests, so neither bound can sit right at the delay itself.
+    fast = [e for e in elapsed if e < delay / 2]
+    slow = [e for e in elapsed if e >= delay / 2]
+    assert all(e >= delay * 0.95 for e in slow), f"slowed, but by less than the {delay}s delay: {slow[:5]}"
+    assert_fraction(len(slow), n, 0.5, f"delayed share (fastest delayed {slow[:1]}, slowest undelayed {fast[-1:]})")
