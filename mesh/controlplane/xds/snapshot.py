@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from mesh.controlplane.xds import resources as rt
 
 class InconsistentSnapshot(ValueError):
     """A snapshot references a resource it does not contain: publishing it would leave Envoy warming."""
+
+
+_TYPE_PREFIX = "type.googleapis.com/"
 
 
 def _name(msg: Message) -> str:
@@ -50,10 +54,15 @@ class Resources:
     def of(cls, messages: Iterable[Message]) -> Resources:
         items = {_name(m): m for m in messages}
         digest = hashlib.blake2b(digest_size=8)
+        packed: dict[str, any_pb2.Any] = {}
         for name in sorted(items):
+            msg = items[name]
+            wire = msg.SerializeToString(deterministic=True)
             digest.update(name.encode())
-            digest.update(items[name].SerializeToString(deterministic=True))
-        return cls(MappingProxyType(items), digest.hexdigest())
+            digest.update(wire)
+            # The bytes just hashed are the Any's value: packing again would serialize the resource a second time.
+            packed[name] = any_pb2.Any(type_url=_TYPE_PREFIX + msg.DESCRIPTOR.full_name, value=wire)
+        return cls(MappingProxyType(items), digest.hexdigest(), _packed=packed)
 
     @classmethod
     def combine(cls, *parts: Resources) -> Resources:
@@ -153,14 +162,18 @@ class Snapshot:
 
 
 def _rds_names(listener: Message) -> set[str]:
-    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
-
-    out = set()
+    out: set[str] = set()
     for chain in listener.filter_chains:
         for f in chain.filters:
             if f.name == "envoy.filters.network.http_connection_manager":
-                m = hcm.HttpConnectionManager()
-                f.typed_config.Unpack(m)
-                if m.HasField("rds"):
-                    out.add(m.rds.route_config_name)
+                out |= _hcm_rds_names(f.typed_config.value)
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _hcm_rds_names(hcm_bytes: bytes) -> frozenset[str]:
+    """Unpacking an HttpConnectionManager is the costly part; the same chain recurs on every proxy and push."""
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+
+    m = hcm.HttpConnectionManager.FromString(hcm_bytes)
+    return frozenset([m.rds.route_config_name]) if m.HasField("rds") else frozenset()
