@@ -103,17 +103,10 @@ class Resources:
         return cache[names]
 
     def packed(self) -> Mapping[str, any_pb2.Any]:
-        """Each resource as an Any, packed once however many streams send it."""
-        if not self._packed or len(self._packed) != len(self.items):
-            if self.parts:
-                for p in self.parts:
-                    self._packed.update(p.packed())
-            else:
-                for name, msg in self.items.items():
-                    if name not in self._packed:
-                        a = any_pb2.Any()
-                        a.Pack(msg)
-                        self._packed[name] = a
+        """Each resource as an Any: `of` packs while hashing; combined parts merge their parts' on first use."""
+        if self.parts and not self._packed:
+            for p in self.parts:
+                self._packed.update(p.packed())
         return self._packed
 
 
