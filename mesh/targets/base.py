@@ -13,6 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.api.config import MeshConfig
+from mesh.targets.traffic import Reply
 
 Progress = Callable[[str], None]
 
@@ -84,6 +85,40 @@ class TargetStatus(_Model):
     detail: str = ""  # one line for humans: why not running, what to do
 
 
+class Client(Protocol):
+    """Sends HTTP requests from one vantage point (the ingress, a pod's sidecar, a client outside the mesh)."""
+
+    def get(self, path: str, headers: dict[str, str] | None = None, *, host: str | None = None) -> Reply: ...
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, *, host: str | None = None
+    ) -> Reply: ...
+
+
+class DataPath(Protocol):
+    """How a test or a verification reaches the running mesh's data path, the same way on every target."""
+
+    gateway_identity: str  # the SPIFFE id the ingress gateway presents to workloads
+
+    def ingress(self, host: str | None = None) -> Client: ...
+
+    def from_pod(self, pod: str) -> Client:
+        """Requests that leave through that pod's sidecar, as the app's own calls do."""
+        ...
+
+    def plaintext_to(self, pod: str) -> Client:
+        """A legacy client outside the mesh, plaintext straight to the pod's inbound port."""
+        ...
+
+    def pods(self, service: str) -> list[str]: ...
+
+    def proxy_stats(self, pod: str, pattern: str) -> dict[str, int]: ...
+
+    def restarts(self) -> int:
+        """How many times any proxy or app restarted (config changes must not cause any)."""
+        ...
+
+
 @runtime_checkable
 class Target(Protocol):
     """A place the compiled config runs. Implementations: LocalTarget, KubernetesTarget."""
@@ -113,4 +148,8 @@ class Target(Protocol):
 
     def down(self) -> None:
         """Stop everything this target started; a no-op when nothing runs."""
+        ...
+
+    def data_path(self) -> DataPath:
+        """Clients into the running mesh (ingress, from a pod, plaintext), for tests and verification."""
         ...
