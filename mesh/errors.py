@@ -4,8 +4,10 @@ MeshError
 ├── PolicyError            a policy module or YAML document is malformed (exit 65)
 │   └── ImportFailed       YAML that cannot become typed objects
 ├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
-├── TargetError            a target cannot do what was asked (missing tool, not running)
-│   └── MeshNotRunning
+├── TargetError            a target cannot do what was asked (missing tool, not running) (exit 69)
+│   ├── MeshNotRunning
+│   ├── UnknownTarget      --target names no implementation (exit 64)
+│   └── AddressesExhausted no free loopback block for another local mesh
 └── PushRejected           an Envoy NACKed a push; the previous config keeps serving
 """
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mesh.analyze.findings import Finding
 
+EXIT_USAGE = 64
 EXIT_BAD_INPUT = 65
 EXIT_ANALYSIS = 79
 EXIT_TARGET = 69
@@ -62,6 +65,17 @@ class TargetError(MeshError):
 
 
 class MeshNotRunning(TargetError):
+    pass
+
+
+class UnknownTarget(TargetError):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown target {name!r}", hint=f"choose one of: {', '.join(known)}")
+
+
+class AddressesExhausted(TargetError):
     pass
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mesh.analyze.context import TargetCapabilities
+from mesh.errors import UnknownTarget
 
 
 def _only(allowed: set[str], what: str) -> Callable[[object], str | None]:
@@ -74,4 +75,4 @@ def capabilities(target: str) -> TargetCapabilities:
         return LOCAL
     if target == "kubernetes":
         return KUBERNETES
-    raise ValueError(f"unknown target {target!r}: choose local or kubernetes")
+    raise UnknownTarget(target, ["kubernetes", "local"])

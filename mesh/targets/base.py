@@ -17,7 +17,7 @@ from mesh.targets.traffic import Reply
 
 Progress = Callable[[str], None]
 
-SyncState = Literal["SYNCED", "STALE", "NACK", "NOT SENT", "DISCONNECTED"]
+SyncState = Literal["SYNCED", "STALE", "NACK", "NOT SENT", "NOT_CONNECTED", "DISCONNECTED"]
 
 
 class _Model(BaseModel):
@@ -54,6 +54,7 @@ class ApplyResult(_Model):
     diff: list[ChangeModel] = Field(default_factory=list)
     findings: list[FindingModel] = Field(default_factory=list)  # warnings (errors raise AnalysisFailed)
     proxies: dict[str, SyncState] = Field(default_factory=dict)  # proxy -> state after the push
+    changed_proxies: list[str] = Field(default_factory=list)  # the proxies whose config this push changed
     translate_ms: float = 0.0
     sync_ms: float = 0.0
 

@@ -8,9 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
@@ -35,22 +33,13 @@ from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.errors import MeshError, TargetError
 from mesh.targets import capabilities
+from mesh.targets.base import ProxyStatus, SyncState
+from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
+from mesh.targets.local.options import LocalOptions
 
 log = logging.getLogger("mesh.local")
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class LocalOptions:
-    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MESH_STATE_DIR", ".meshops")))
-    ingress_host: str = "127.0.0.1"
-    ingress_port: int = 8080
-    ingress_https_port: int = 8443
-    loopback_block: int | None = None  # 127.B.0.0/16; random free block when None
-    start_timeout: float = 30.0
-    envoy_log_level: str = "warning"
-    access_log: bool = False
 
 
 def gateway_listen(config: MeshConfig, host: str, port: int, https_port: int) -> dict[int, tuple[str, int]]:
@@ -258,53 +247,52 @@ class LocalMesh:
         host, port = self.gateway.listen.get(80) or next(iter(self.gateway.listen.values()))
         return f"http://{host}:{port}"
 
-    def proxy_status(self) -> list[dict[str, Any]]:
+    def proxy_status(self) -> list[ProxyStatus]:
         out = []
         for p in self.registry.proxies:
             sync = self.pilot.cache.sync_state(p.id)
             st = self.pilot.cache.status(p.id)
             out.append(
-                {
-                    "proxy": p.short,
-                    "id": p.id,
-                    "kind": p.kind,
-                    "state": sync.state,
-                    "errors": sync.errors,
-                    "versions": {
-                        short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()
-                    },
-                }
+                ProxyStatus(
+                    proxy=p.short,
+                    id=p.id,
+                    kind=p.kind,
+                    state=cast(SyncState, sync.state),
+                    errors=sync.errors,
+                    versions={short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()},
+                )
             )
         return out
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> MeshDescription:
         """What `mesh status` shows and what the state file records."""
-        return {
-            "pid": os.getpid(),
-            "ingress": self.ingress_url,
-            "ingress_https": self.ingress_https_url if self.gateway else None,
-            "ca": str((self.options.state_dir / "ca.crt").resolve()),
-            "xds": f"127.0.0.1:{self.xds.port}" if self.xds else None,
-            "revision": self.pilot.revision,
-            "started_at": self.started_at,
-            "block": self.block.b if self.block else None,
-            "proxies": [
-                {"name": p.short, "id": p.id, "kind": p.kind, "ip": p.ip, "admin": f"http://{p.ip}:15000"}
+        return MeshDescription(
+            pid=os.getpid(),
+            ingress=self.ingress_url,
+            ingress_https=self.ingress_https_url if self.gateway else None,
+            ca=str((self.options.state_dir / "ca.crt").resolve()),
+            xds=f"127.0.0.1:{self.xds.port}" if self.xds else None,
+            revision=self.pilot.revision,
+            started_at=self.started_at,
+            block=self.block.b if self.block else None,
+            proxies=[
+                ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=f"http://{p.ip}:15000")
                 for p in self.registry.proxies
             ],
-            "pods": [
-                {
-                    "name": p.name,
-                    "namespace": p.namespace,
-                    "service": p.service,
-                    "version": p.version,
-                    "ip": p.ip,
-                    "app": f"{p.app_ip}",
-                }
+            pods=[
+                PodInfo(
+                    name=p.name,
+                    namespace=p.namespace,
+                    service=p.service,
+                    version=p.version,
+                    ip=p.ip,
+                    app=p.app_ip,
+                    port=p.ports[0].number,
+                )
                 for p in self.registry.pods
             ],
-            "processes": self.supervisor.status(),
-        }
+            processes=self.supervisor.status(),
+        )
 
     def stop(self) -> None:
         self.supervisor.stop()

@@ -45,10 +45,10 @@ def test_start_restart_stop_leaves_nothing(tmp_path: Path) -> None:
     assert len(pids) == 2 and all(alive(p) for p in pids)
     sup.kill("a")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and next(s for s in sup.status() if s["name"] == "a")["restarts"] == 0:
+    while time.monotonic() < deadline and next(s for s in sup.status() if s.name == "a").restarts == 0:
         time.sleep(0.05)
-    status = {s["name"]: s for s in sup.status()}
-    assert status["a"]["restarts"] == 1
+    status = {s.name: s for s in sup.status()}
+    assert status["a"].restarts == 1
     assert sup.wait_ready("a", lambda: True, timeout=10)
     everything = sup.pids()
     sup.stop()
