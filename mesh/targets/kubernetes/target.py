@@ -44,6 +44,7 @@ class KubernetesTarget:
         kubectl: Kubectl | None = None,
         config: MeshConfig | None = None,
         propagation_timeout: float = 90.0,
+        propagation_poll: float = 0.5,
     ) -> None:
         self.stack = stack
         self.kubeconfig = kubeconfig or os.environ.get("MESH_KUBECONFIG")
@@ -51,6 +52,7 @@ class KubernetesTarget:
         self.kubectl = kubectl
         self.config = config  # the last config applied through this target: pods map to its services
         self.propagation_timeout = propagation_timeout
+        self.propagation_poll = propagation_poll
         self._api_client = api_client
         self._cluster: Cluster | None = None
 
@@ -133,7 +135,11 @@ class KubernetesTarget:
         )
         if dry_run:
             return result
-        self.cluster.wait_propagated({a.resource_version for a in applied}, timeout=max(wait, self.propagation_timeout))
+        self.cluster.wait_propagated(
+            {a.resource_version for a in applied},
+            timeout=max(wait, self.propagation_timeout),
+            poll=self.propagation_poll,
+        )
         self.config = config
         proxies = {p.proxy: p.state for p in self.cluster.proxy_status()}
         return result.model_copy(update={"proxies": proxies})

@@ -123,6 +123,8 @@ class ControlServer:
             config = MeshConfig(services=list(self.mesh.config.services), resources=resources)
         with self._lock:
             diff = [ChangeModel(op=c.op, ref=c.ref, patch=c.patch) for c in diff_configs(self.mesh.config, config)]
+            if not request.dry_run:
+                self.mesh.check_workloads(config)
             found = analysis.check(config, capabilities("local")) if request.analyze else []
             findings = [finding_model(f) for f in found]
             if request.dry_run:

@@ -205,17 +205,20 @@ class LocalMesh:
 
     def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
         """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
-        if _workloads(config) != _workloads(self.config):
-            raise MeshError(
-                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
-                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
-            )
+        self.check_workloads(config)
         if analyze:
             analysis.check(config, capabilities("local"))
         result = self.pilot.push(config, wait=wait)
         self._wait_warm(result.changed, timeout=wait)
         self.config = config
         return result
+
+    def check_workloads(self, config: MeshConfig) -> None:
+        if _workloads(config) != _workloads(self.config):
+            raise MeshError(
+                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
+                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
+            )
 
     def _wait_warm(self, node_ids: list[str], timeout: float) -> None:
         """An ACK is not yet service: a listener that needs a new secret, or a cluster its endpoints, warms until
