@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import spiffe_id
-from mesh.controlplane.model import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, SIDECAR_OUTBOUND_PORT
 from mesh.errors import MeshNotRunning, TargetError
+from mesh.runtime import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, SIDECAR_OUTBOUND_PORT
 from mesh.targets.base import ApplyResult, Client, Progress, ProxyStatus, TargetStatus
 from mesh.targets.local.api import ApplyRequest, MeshDescription, PodInfo, WireConfig
 from mesh.targets.local.control import ControlClient, ControlServer, read_state, state_path, write_state

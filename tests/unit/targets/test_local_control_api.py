@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.compile import build_policies, render_istio
-from mesh.controlplane.model import gateway_proxy
 from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning
+from mesh.runtime import gateway_proxy
 from mesh.targets.base import Target
 from mesh.targets.local import LocalMesh, LocalOptions, LocalTarget
 from mesh.targets.local.api import ApplyRequest, StateFile, WireConfig
