@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -54,6 +55,10 @@ class ProcessStatus(BaseModel):
     running: bool
     restarts: int
     log: str
+
+    def __getitem__(self, field: str) -> Any:
+        """`status["restarts"]`: callers written against the dict this used to be keep working."""
+        return getattr(self, field)
 
 
 class StartupFailed(RuntimeError):

@@ -35,10 +35,10 @@ def test_a_crashed_sidecar_is_restarted_and_gets_its_config_back(mesh: LocalMesh
 
     local = mesh.mesh
     pod = next(p for p in local.registry.pods if p.name == "details-v1-0")
-    before = next(s for s in local.supervisor.status() if s.name == "envoy/details-v1-0").restarts
+    before = next(s for s in local.supervisor.status() if s["name"] == "envoy/details-v1-0")["restarts"]
     local.supervisor.kill("envoy/details-v1-0")
     assert local.supervisor.wait_ready("envoy/details-v1-0", Admin(pod.ip).ready, timeout=20)
-    after = next(s for s in local.supervisor.status() if s.name == "envoy/details-v1-0").restarts
+    after = next(s for s in local.supervisor.status() if s["name"] == "envoy/details-v1-0")["restarts"]
     assert after == before + 1
     r = mesh.ingress("bookinfo.local").get("/productpage")
     assert r.status == 200 and r.call("details")["status"] == 200
