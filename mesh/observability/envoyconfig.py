@@ -5,6 +5,7 @@ and each sidecar binding its upstream connections to its pod IP so the callee ca
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from envoy.config.accesslog.v3 import accesslog_pb2
@@ -13,7 +14,7 @@ from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2
 from envoy.extensions.access_loggers.grpc.v3 import als_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.type.v3 import percent_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -142,3 +143,27 @@ def add_to_bootstrap(bootstrap: dict[str, Any], options: TelemetryOptions | None
     out["static_resources"] = static
     out["cluster_manager"] = {**out.get("cluster_manager", {}), **extra["cluster_manager"]}
     return out
+
+
+def instrument_static(
+    bootstrap: dict[str, Any],
+    options: TelemetryOptions,
+    reporter: Literal["source", "destination"],
+    service_name: str,
+    node_id: str,
+) -> dict[str, Any]:
+    """The same telemetry on a hand-written static bootstrap (benchmarks and tests of one hop without xDS)."""
+    out: dict[str, Any] = json.loads(json.dumps(bootstrap))
+    out["node"] = {"id": node_id, "cluster": service_name}
+    extra = _as_json(instrument(hcm.HttpConnectionManager(), options, reporter, service_name))
+    for listener in out["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                if f["typed_config"]["@type"].endswith("HttpConnectionManager"):
+                    f["typed_config"].update(extra)
+    out["static_resources"]["clusters"] += bootstrap_additions(options, "")["clusters"]
+    return out
+
+
+def _as_json(m: hcm.HttpConnectionManager) -> dict[str, Any]:
+    return dict(json_format.MessageToDict(m, preserving_proto_field_name=True))
