@@ -10,9 +10,9 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import json_format
 
-from mesh.controlplane.model import Proxy
 from mesh.dataplane import envoy
 from mesh.observability.envoyconfig import TELEMETRY_CLUSTER, TelemetryOptions, add_to_bootstrap, instrument
+from mesh.runtime import Proxy
 
 OPTIONS = TelemetryOptions(collector_host="127.0.0.1", collector_port=4317, sampling=1.0)
 
