@@ -18,15 +18,9 @@ from mesh.controlplane.ca.secrets import workload_secrets
 from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters, service_clusters_key
 from mesh.controlplane.translate.context import PushContext, ServiceView
 from mesh.controlplane.translate.endpoints import service_endpoints, service_endpoints_key
+from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
-from mesh.controlplane.translate.routes import (
-    build_routes,
-    gateway_servers,
-    sidecar_routes,
-    sidecar_routes_key,
-    sidecar_vhost_keys,
-    terminates_tls,
-)
+from mesh.controlplane.translate.routes import build_routes, sidecar_routes, sidecar_routes_key, sidecar_vhost_keys
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 from mesh.runtime import Proxy
 

@@ -11,15 +11,24 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from mesh.analyze.analyzers.gateways import gateway_hosts, host_matches
-from mesh.analyze.analyzers.security import effective_peer_authentication
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
-from mesh.api.security import AuthorizationPolicy
-from mesh.api.workloads import Service, ServicePort, resolve_host
+from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.workloads import Service, ServicePort
+from mesh.istio import (
+    DEFAULT_MTLS_MODE,
+    ROOT_NAMESPACE,
+    binds_gateway,
+    binds_mesh,
+    gateway_hosts,
+    mtls_mode,
+    pick_destination_rule,
+    resolve_host,
+    rule_host,
+    served_hosts,
+)
 from mesh.runtime import Pod, Proxy
 
-ROOT_NAMESPACE = "istio-system"
 T = TypeVar("T")
 
 
@@ -73,7 +82,7 @@ class PushContext:
         kinds: dict[str, list[Any]] = defaultdict(list)
         for r in config.resources:
             kinds[r.kind].append(r)
-        self._pa_config = MeshConfig(resources=kinds["PeerAuthentication"])
+        self._peer_authentications: list[PeerAuthentication] = kinds["PeerAuthentication"]
         self._authz: list[AuthorizationPolicy] = sorted(
             kinds["AuthorizationPolicy"], key=lambda a: (a.namespace, a.name)
         )
@@ -141,13 +150,14 @@ class PushContext:
     def _rules_by_host(self) -> dict[str, list[DestinationRule]]:
         out: dict[str, list[DestinationRule]] = defaultdict(list)
         for dr in self._destination_rules:
-            out[resolve_host(dr.host, dr.namespace)].append(dr)
+            out[rule_host(dr)].append(dr)
         return out
 
     def destination_rule(self, fqdn: str, client_namespace: str) -> DestinationRule | None:
-        """Istio's choice: the rule in the client's namespace first, then any other (by namespace, name)."""
-        rules = self._rules_by_host.get(resolve_host(fqdn, client_namespace), [])
-        return next((d for d in rules if d.namespace == client_namespace), rules[0] if rules else None)
+        """Istio's choice (`mesh.istio.pick_destination_rule`) among the rules indexed for the host."""
+        return pick_destination_rule(
+            self._rules_by_host.get(resolve_host(fqdn, client_namespace), []), client_namespace
+        )
 
     def subset(self, fqdn: str, name: str, client_namespace: str) -> Subset | None:
         dr = self.destination_rule(fqdn, client_namespace)
@@ -202,17 +212,10 @@ class PushContext:
 
     def _mtls_mode(self, pod: Pod, port: int) -> str:
         view = self.services.get(pod.fqdn)
-        if view is None:
-            return "PERMISSIVE"
-        version = next((v for v in view.service.versions if v.name == pod.version), None)
-        if version is None:
-            return "PERMISSIVE"
-        pa = effective_peer_authentication(self._pa_config, view.service, version)
-        if pa is None:
-            return "PERMISSIVE"
-        if port in pa.port_level_mtls and pa.port_level_mtls[port].mode != "UNSET":
-            return pa.port_level_mtls[port].mode
-        return pa.mtls.mode if pa.mtls and pa.mtls.mode != "UNSET" else "PERMISSIVE"
+        version = next((v for v in view.service.versions if v.name == pod.version), None) if view else None
+        if view is None or version is None:
+            return DEFAULT_MTLS_MODE
+        return mtls_mode(self._peer_authentications, view.service.namespace, view.service.pod_labels(version), port)
 
     def upstream_tls(self, view: ServiceView, port: int, subset: str, client_namespace: str) -> str:
         """ISTIO_MUTUAL or DISABLE: the DR's explicit choice, else auto mTLS (plaintext only to DISABLE servers)."""
@@ -232,7 +235,7 @@ class PushContext:
         """fqdn -> VirtualServices bound to the mesh gateway, in a stable order (namespace, name)."""
         out: dict[str, list[VirtualService]] = defaultdict(list)
         for vs in self._virtual_services:
-            if vs.gateways and "mesh" not in vs.gateways:
+            if not binds_mesh(vs):
                 continue
             for h in vs.hosts:
                 out[resolve_host(h, vs.namespace)].append(vs)
@@ -242,11 +245,9 @@ class PushContext:
         """VirtualServices bound to `gw`, each with the hosts of it that the gateway serves."""
         out = []
         for vs in self._virtual_services:
-            refs = [g if "/" in g else f"{vs.namespace}/{g}" for g in vs.gateways]
-            if f"{gw.namespace}/{gw.name}" not in refs:
+            if not binds_gateway(vs, gw):
                 continue
-            served = gateway_hosts(gw, vs.namespace)
-            hosts = [h for h in vs.hosts if any(host_matches(p, h) for p in served)]
+            hosts = served_hosts(vs.hosts, gateway_hosts(gw, vs.namespace))
             if hosts:
                 out.append((vs, hosts))
         return out
