@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
-
-from pydantic import BaseModel
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
@@ -62,22 +59,18 @@ class MeshOptions:
 
 
 class PushContext:
-    """`memo` survives from push to push (Pilot owns it): pieces whose inputs' content is unchanged are reused,
-    so a one-route change re-translates one virtual host, not the mesh."""
+    """Indexes over one config and the registry's pods, built once per push and read by every proxy's builders.
+
+    It remembers nothing across pushes: the incremental-translation memo is `cache.PushCache`."""
 
     def __init__(
         self,
         config: MeshConfig,
         pods: Sequence[Pod],
-        memo: dict[Hashable, Any] | None = None,
         options: MeshOptions | None = None,
     ) -> None:
         self.config = config
         self.options = options or MeshOptions()
-        self.memo: dict[Hashable, Any] = memo if memo is not None else {}
-        self.used: set[Hashable] = set()
-        self._digests: dict[int, str] = {}
-        self._once: dict[Hashable, Any] = {}
         self._modes: dict[tuple[str, int], str] = {}
         kinds: dict[str, list[Any]] = defaultdict(list)
         for r in config.resources:
@@ -102,44 +95,20 @@ class PushContext:
             for s in sorted(config.services, key=lambda s: s.fqdn)
         }
 
-    # --- memo across pushes ------------------------------------------------------------------------------
-
-    def cached(self, key: Hashable, make: Callable[[], T]) -> T:
-        """Remembered across pushes while `key` (the inputs' content) stays the same."""
-        self.used.add(key)
-        if key not in self.memo:
-            self.memo[key] = make()
-        return self.memo[key]  # type: ignore[no-any-return]
-
-    def once(self, key: Hashable, make: Callable[[], T]) -> T:
-        """Computed once per push (not remembered across pushes)."""
-        if key not in self._once:
-            self._once[key] = make()
-        return self._once[key]  # type: ignore[no-any-return]
-
-    def digest(self, obj: BaseModel | None) -> str:
-        """Content digest of a config object (computed once per push)."""
-        if obj is None:
-            return "-"
-        d = self._digests.get(id(obj))
-        if d is None:
-            d = self._digests[id(obj)] = hashlib.blake2b(
-                obj.__pydantic_serializer__.to_json(obj), digest_size=8
-            ).hexdigest()
-        return d
-
     @cached_property
     def uses_cors(self) -> bool:
         """Whether any rule has a CORS policy: only then do HTTP chains carry the CORS filter (it costs ~3% per hop)."""
         return any(rule.cors_policy is not None for vs in self._virtual_services for rule in vs.http)
 
     @cached_property
-    def world_digest(self) -> str:
-        """Everything a route may read besides its own VirtualService: services and DestinationRules."""
-        h = hashlib.blake2b(digest_size=8)
-        for obj in [*self.config.services, *self._destination_rules]:
-            h.update(self.digest(obj).encode())
-        return h.hexdigest()
+    def uses_source_labels(self) -> bool:
+        """Whether any rule matches the caller's labels: only then do sidecars of one namespace get different routes."""
+        return any(m.source_labels for vs in self._virtual_services for r in vs.http for m in r.match)
+
+    @property
+    def destination_rules(self) -> list[DestinationRule]:
+        """Every DestinationRule, by (namespace, name)."""
+        return self._destination_rules
 
     # --- lookups ------------------------------------------------------------------------------------
 

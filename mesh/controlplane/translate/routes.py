@@ -6,9 +6,6 @@ One rule's translation is `route.py`; retries are `retry.py`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-from functools import partial
-
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
@@ -29,36 +26,16 @@ def build_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfigu
     return gateway_routes(push, proxy)
 
 
-def _uses_source_labels(push: PushContext) -> bool:
-    if "_uses_source_labels" not in push.__dict__:
-        push.__dict__["_uses_source_labels"] = any(
-            m.source_labels for vs in push._virtual_services for r in vs.http for m in r.match
-        )
-    return bool(push.__dict__["_uses_source_labels"])
-
-
-def sidecar_routes_key(push: PushContext, proxy: Proxy) -> tuple[object, ...]:
-    """Sidecars with equal keys get identical routes: per namespace, unless a rule matches the caller's labels."""
-    return (proxy.namespace, tuple(sorted(proxy.labels.items())) if _uses_source_labels(push) else ())
-
-
-def sidecar_vhost_keys(push: PushContext, proxy: Proxy) -> list[tuple[Hashable, ServiceView, int]]:
-    """One key per virtual host: its inputs' content. Unchanged keys reuse last push's translation."""
-    base = sidecar_routes_key(push, proxy)
-    out: list[tuple[Hashable, ServiceView, int]] = []
-    for view in push.services.values():
-        vss = tuple(push.digest(vs) for vs in push.mesh_virtual_services.get(view.fqdn, [])[:1])
-        for port in http_ports(view.service):
-            out.append((("vh", view.fqdn, port.number, base, vss, push.world_digest), view, port.number))
-    return out
-
-
 def sidecar_routes(
-    push: PushContext, proxy: Proxy, keys: list[tuple[Hashable, ServiceView, int]] | None = None
+    push: PushContext, proxy: Proxy, vhosts: list[rc.VirtualHost] | None = None
 ) -> route_pb2.RouteConfiguration:
-    vhosts: list[rc.VirtualHost] = []
-    for key, view, port in keys if keys is not None else sidecar_vhost_keys(push, proxy):
-        vhosts.append(push.cached(key, partial(_service_vhost, push, proxy, view, port)))
+    """`http_proxy`: a virtual host per service port (`vhosts` when the caller reused them from the memo)."""
+    if vhosts is None:
+        vhosts = [
+            service_vhost(push, proxy, view, p.number)
+            for view in push.services.values()
+            for p in http_ports(view.service)
+        ]
     return route_pb2.RouteConfiguration(
         name=SIDECAR_ROUTE_CONFIG, virtual_hosts=vhosts, validate_clusters={"value": False}
     )
@@ -75,7 +52,7 @@ def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:
     return out
 
 
-def _service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int) -> rc.VirtualHost:
+def service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int) -> rc.VirtualHost:
     vss = push.mesh_virtual_services.get(view.fqdn, [])
     routes: list[rc.Route] = []
     for vs in vss[:1]:  # Istio: one VirtualService per host on the mesh (IST0109 flags the rest)
