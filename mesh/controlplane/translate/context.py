@@ -90,6 +90,7 @@ class PushContext:
         for p in pods:
             by_service[p.fqdn].append(p)
         self._policies: dict[tuple[str, int, str, str], TrafficPolicy] = {}
+        self._chosen_rules: dict[tuple[str, str], DestinationRule | None] = {}
         self.services: dict[str, ServiceView] = {
             s.fqdn: ServiceView(s, tuple(by_service.get(s.fqdn, ())))
             for s in sorted(config.services, key=lambda s: s.fqdn)
