@@ -14,6 +14,7 @@ from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
 from mesh.api.workloads import Service
 from mesh.dataplane.supervisor import ProcessStatus
+from mesh.errors import Reportable
 from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
@@ -60,17 +61,8 @@ class WireConfig(_Model):
         )
 
 
-def finding_model(f: Finding) -> FindingModel:
-    return FindingModel(
-        code=f.code,
-        name=f.name,
-        level=f.level,
-        message=f.message,
-        resource=f.resource,
-        path=f.path,
-        source=str(f.source) if f.source else None,
-        documentation=str(f.to_dict()["documentation"]),
-    )
+def finding_model(f: Reportable) -> FindingModel:
+    return FindingModel.model_validate(f.to_dict())
 
 
 def finding_of(m: FindingModel) -> Finding:

@@ -48,6 +48,8 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("dataplane/envoy.py", "import mesh.controlplane.pilot", "The data plane never imports the control plane"),
         ("api/config.py", "import mesh.targets.local", "Layers: api at the bottom"),
         ("targets/base.py", "import mesh.targets.local.target", "The Target protocol knows no implementation"),
+        ("analyze/context.py", "import mesh.controlplane.translate", "never each"),
+        ("errors.py", "import mesh.analyze.findings", "Errors sit below everything"),
     ],
 )
 def test_a_forbidden_import_breaks_the_lint(tree: Path, module: str, bad_import: str, contract: str) -> None:
