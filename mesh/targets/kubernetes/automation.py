@@ -15,6 +15,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from mesh.targets import capabilities
 from mesh.targets.kubernetes.settings import StackSettings, load_stack_file, stacks_dir, state_home
 
 PROJECT = "meshops"
+PLUGINS = {"kubernetes": "pulumi_kubernetes", "command": "pulumi_command"}  # provider plugin -> its Python SDK
 KUBECONFIG_ENV = "MESH_CLUSTER_KUBECONFIG"
 
 TOOLS = {
@@ -118,7 +120,10 @@ def _stack(stack: str, settings: StackSettings, policies: Path, progress: Callab
     def run() -> None:
         program(settings, policies, home)
 
-    return auto.create_or_select_stack(stack_name=stack, project_name=PROJECT, program=run, opts=opts)
+    st = auto.create_or_select_stack(stack_name=stack, project_name=PROJECT, program=run, opts=opts)
+    for plugin, package in PLUGINS.items():  # an inline program declares no plugins: install the SDKs' own
+        st.workspace.install_plugin(plugin, f"v{version(package)}")
+    return st
 
 
 def _cluster(s: StackSettings) -> str:

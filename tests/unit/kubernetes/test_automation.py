@@ -148,10 +148,19 @@ def test_automation_errors_become_deployment_failed() -> None:
         raise locked
 
 
+class FakeWorkspace:
+    def __init__(self) -> None:
+        self.plugins: list[tuple[str, str]] = []
+
+    def install_plugin(self, name: str, version: str) -> None:
+        self.plugins.append((name, version))
+
+
 class FakeStack:
     def __init__(self, error: Exception | None = None) -> None:
         self.error = error
         self.config_writes = 0
+        self.workspace = FakeWorkspace()
 
     def set_all_config(self, *args: Any, **kwargs: Any) -> None:
         self.config_writes += 1
@@ -197,6 +206,8 @@ def test_up_runs_the_packaged_program_inline_outside_the_source_tree(
     assert work_dir == tmp_path / "home" / "workspace" and work_dir.is_dir()
     assert seen["opts"].env_vars["PULUMI_BACKEND_URL"] == f"file://{tmp_path / 'home' / 'state'}"
     assert stack.config_writes == 0  # settings go to the program directly: no stack file is written
+    assert [name for name, _ in stack.workspace.plugins] == ["kubernetes", "command"]
+    assert dict(stack.workspace.plugins)["kubernetes"].startswith("v4.34.")  # the SDK's own, pinned minor
     after = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
     assert after == tracked
 
@@ -213,3 +224,22 @@ def test_cli_prints_the_failing_resource_without_a_traceback(tmp_path: Path, mon
     assert r.exit_code == EXIT_TARGET, r.output
     assert "kubernetes:core/v1:Namespace namespace-default" in r.output and "already exists" in r.output
     assert "Traceback" not in r.output
+
+
+def test_the_files_the_target_reads_ship_in_the_package() -> None:
+    """Stacks and the sample app's Dockerfile are package data (checked by hand: a wheel of this tree holds
+    mesh/targets/kubernetes/stacks/*.yaml and sampleapp.Dockerfile, and `resolve`/`image.prepare` run from it)."""
+    import fnmatch
+    import tomllib
+
+    from mesh.targets.kubernetes import image
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mesh"]
+    package = ROOT / "mesh"
+    needed = [*STACKS.glob("Pulumi.*.yaml"), image.DOCKERFILE]
+    assert len(needed) == 5
+    for path in needed:
+        rel = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), f"{rel} is not package data"
+    for name, src in image.context_files().items():
+        assert src.is_relative_to(package), f"{name} comes from outside the package: {src}"
