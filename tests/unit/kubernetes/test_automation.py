@@ -189,7 +189,7 @@ def _fake_pulumi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stack: FakeSta
 
     monkeypatch.setattr(auto, "create_or_select_stack", create_or_select_stack)
     monkeypatch.setattr(automation.shutil, "which", lambda tool: f"/usr/bin/{tool}")
-    monkeypatch.setenv("MESH_PULUMI_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MESH_PULUMI_HOME", str(tmp_path / "home"))  # does not exist yet: made with its parents
     monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
     return seen
 
@@ -198,6 +198,7 @@ def test_up_runs_the_packaged_program_inline_outside_the_source_tree(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stack = FakeStack()
+    tmp_path = tmp_path / "not" / "yet"
     seen = _fake_pulumi(monkeypatch, tmp_path, stack)
     tracked = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
     automation.up("ci", progress=lambda _: None, policies=ROOT / "policies")
