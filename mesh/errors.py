@@ -7,7 +7,8 @@ MeshError
 ├── TargetError            a target cannot do what was asked (missing tool, not running) (exit 69)
 │   ├── MeshNotRunning
 │   ├── UnknownTarget      --target names no implementation (exit 64)
-│   └── AddressesExhausted no free loopback block for another local mesh
+│   ├── AddressesExhausted no free loopback block for another local mesh
+│   └── DeploymentFailed   a Pulumi operation failed; names each failing resource and its message
 ├── PushRejected           an Envoy NACKed a push; the previous config keeps serving
 └── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
 """
@@ -85,6 +86,15 @@ class UnknownTarget(TargetError):
 
 class AddressesExhausted(TargetError):
     pass
+
+
+class DeploymentFailed(TargetError):
+    """`failures` lists (resource type, resource name, the engine's message) for each resource that failed."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, str, str]], *, hint: str | None = None) -> None:
+        self.failures = list(failures)
+        lines = "".join(f"\n  {typ} {name}: {msg}" for typ, name, msg in self.failures)
+        super().__init__(message + lines, hint=hint)
 
 
 class PushRejected(MeshError):
