@@ -110,7 +110,8 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
 
     # every option not named above is a LocalOptions field: the detached mesh gets them as one typed model
     target = _target(target_name, env, state_dir, policies, **local)
-    config = build_policies(env, policies)
+    policy_env = getattr(target, "policy_env", None)  # a Kubernetes stack names the environment it deploys
+    config = build_policies(policy_env() if policy_env else env, policies)
     _say(
         f"meshops: {target.name} mesh for environment {env!r} ({len(config.services)} services, {len(config.resources)} policies)"
     )

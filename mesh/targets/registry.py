@@ -31,7 +31,7 @@ def _local(settings: TargetSettings) -> Target:
 def _kubernetes(settings: TargetSettings) -> Target:
     from mesh.targets.kubernetes.target import KubernetesTarget
 
-    return KubernetesTarget(stack=settings.env)
+    return KubernetesTarget(stack=settings.env, policies=settings.policies)
 
 
 TARGETS: dict[str, Callable[[TargetSettings], Target]] = {"local": _local, "kubernetes": _kubernetes}

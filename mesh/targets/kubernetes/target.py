@@ -38,6 +38,7 @@ class KubernetesTarget:
         self,
         stack: str = "dev",
         *,
+        policies: str = "policies",
         api_client: Any = None,
         kubeconfig: str | None = None,
         ingress_url: str | None = None,
@@ -47,6 +48,7 @@ class KubernetesTarget:
         propagation_poll: float = 0.5,
     ) -> None:
         self.stack = stack
+        self.policies = policies
         self.kubeconfig = kubeconfig or os.environ.get("MESH_KUBECONFIG")
         self.ingress_url = ingress_url or os.environ.get("MESH_INGRESS_URL", DEFAULT_INGRESS)
         self.kubectl = kubectl
@@ -86,7 +88,7 @@ class KubernetesTarget:
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
         from mesh.targets.kubernetes.automation import up
 
-        outputs = up(self.stack, progress=progress or log.info)
+        outputs = up(self.stack, progress=progress or log.info, policies=self.policies)
         self.config = config
         self.ingress_url = str(outputs.get("ingress_url") or self.ingress_url)
         return TargetStatus(
@@ -100,7 +102,13 @@ class KubernetesTarget:
     def down(self) -> None:
         from mesh.targets.kubernetes.automation import down
 
-        down(self.stack, progress=log.info)
+        down(self.stack, progress=log.info, policies=self.policies)
+
+    def policy_env(self) -> str:
+        """The policy environment the stack deploys (a stack is not an environment: `staging` may run `prod`)."""
+        from mesh.targets.kubernetes.automation import resolve
+
+        return resolve(self.stack).policy_env
 
     # --- policies -----------------------------------------------------------------------------------------
 
