@@ -159,6 +159,15 @@ class GitSource:
             str(commit.author),
         )
 
+    def resolve(self, sha: str) -> str:
+        """A full commit id from an abbreviation, among the fetched commits."""
+        try:
+            return str(self._repo().commit(sha).hexsha)
+        except (ValueError, git.BadName):
+            raise SourceError(
+                f"commit {sha!r} is not in the fetched history of {self.spec.ref}", hint="see `mesh reconcile history`"
+            ) from None
+
     def has_commit(self, sha: str) -> bool:
         try:
             self._repo().commit(sha)
