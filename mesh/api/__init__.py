@@ -3,6 +3,7 @@
 from mesh.api import helpers
 from mesh.api._base import IstioModel, Resource, SourceLocation, parse_duration
 from mesh.api.config import MeshConfig
+from mesh.api.edge import Edge, EdgeListener, EdgeTimeouts, EdgeTLS, HealthCheck, Rate, RateLimits
 from mesh.api.networking import (
     Abort,
     ClientTLSSettings,
@@ -67,6 +68,10 @@ __all__ = [
     "Delay",
     "Destination",
     "DestinationRule",
+    "Edge",
+    "EdgeListener",
+    "EdgeTLS",
+    "EdgeTimeouts",
     "Gateway",
     "HTTPFaultInjection",
     "HTTPMatchRequest",
@@ -78,6 +83,7 @@ __all__ = [
     "HTTPSettings",
     "HeaderOperations",
     "Headers",
+    "HealthCheck",
     "IstioModel",
     "L4MatchAttributes",
     "LoadBalancerSettings",
@@ -90,6 +96,8 @@ __all__ = [
     "Port",
     "PortSelector",
     "PortTrafficPolicy",
+    "Rate",
+    "RateLimits",
     "Resource",
     "RouteDestination",
     "Rule",
