@@ -311,9 +311,9 @@ class Reconciler:
 
 
 def _first_caller(config: MeshConfig, service: str) -> str:
-    from mesh.verify.derive import _caller_for
+    from mesh.verify.derive import _caller_for, service_for
 
-    target = config.service_for_host(service)
+    target = service_for(config, service)
     caller = _caller_for(config, target)
     if caller is None:
         raise GitOpsError(f"no service may call {service} to check its canary", hint="set Rollout(caller=...)")

@@ -19,6 +19,7 @@ from mesh.api.config import MeshConfig
 from mesh.api.networking import VirtualService
 from mesh.targets.base import DataPath
 from mesh.targets.traffic import Reply
+from mesh.verify.derive import rule_for, service_for
 from mesh.verify.run import _client, _sample
 from mesh.verify.stats import DEFAULT_DEVIATION, SequentialSplit
 
@@ -77,10 +78,10 @@ def at_weight(config: MeshConfig, rollout: Rollout, weight: int) -> MeshConfig:
 
 
 def _version(config: MeshConfig, rollout: Rollout, subset: str) -> str:
-    dr = config.destination_rule_for(rollout.service)
+    dr = rule_for(config, rollout.service)
     for s in dr.subsets if dr else []:
         if s.name == subset:
-            return s.labels.get("version", subset)
+            return str(s.labels.get("version", subset))
     return subset
 
 
@@ -92,7 +93,7 @@ def _envoy_counts(dp: DataPath, pod: str, cluster: str) -> dict[str, int]:
 def check_step(dp: DataPath, config: MeshConfig, rollout: Rollout, weight: int, caller: str) -> StepEvidence:
     """Prove one step: the split holds (sequential test) and the canary is healthy (success rate, p99)."""
     stable_v, canary_v = _version(config, rollout, rollout.stable), _version(config, rollout, rollout.canary)
-    svc = config.service_for_host(rollout.service)
+    svc = service_for(config, rollout.service)
     port = svc.ports[0].number if svc else 9080
     fqdn = svc.fqdn if svc else f"{rollout.service}.default.svc.cluster.local"
     cluster = f"outbound|{port}|{rollout.canary}|{fqdn}"

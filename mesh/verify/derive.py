@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mesh.api.config import MeshConfig
-from mesh.api.networking import HTTPMatchRequest, HTTPRoute, StringMatch, VirtualService
+from mesh.api.networking import DestinationRule, HTTPMatchRequest, HTTPRoute, StringMatch, VirtualService
 from mesh.api.security import AuthorizationPolicy
 from mesh.api.workloads import Service, resolve_host
 from mesh.verify.probes import (
@@ -22,6 +22,19 @@ from mesh.verify.probes import (
     SplitProbe,
     StatusProbe,
 )
+
+
+def service_for(config: MeshConfig, host: str, namespace: str = "default") -> Service | None:
+    fqdn = resolve_host(host, namespace)
+    return next((s for s in config.services if s.fqdn == fqdn), None)
+
+
+def rule_for(config: MeshConfig, host: str, namespace: str = "default") -> DestinationRule | None:
+    """The DestinationRule a client in `namespace` gets for `host`: its own namespace's first (as Istio picks)."""
+    fqdn = resolve_host(host, namespace)
+    rules = [d for d in config.destination_rules if resolve_host(d.host, d.namespace) == fqdn]
+    rules.sort(key=lambda d: (d.namespace != namespace, d.namespace, d.name))
+    return rules[0] if rules else None
 
 
 @dataclass(frozen=True)
@@ -92,7 +105,7 @@ def _requests(vs: VirtualService, index: int) -> Request | None:
 
 def _versions(config: MeshConfig, host: str, namespace: str) -> dict[str, str]:
     """subset -> the `version` label it selects (what the sample app reports)."""
-    dr = config.destination_rule_for(host, namespace)
+    dr = rule_for(config, host, namespace)
     return {s.name: s.labels["version"] for s in (dr.subsets if dr else []) if "version" in s.labels}
 
 
@@ -153,7 +166,7 @@ def _via(vs: VirtualService, config: MeshConfig) -> tuple[str, str | None, Servi
     if vs.gateways and "mesh" not in vs.gateways:
         host = next((h for h in vs.hosts if "*" not in h), None)
         return ("ingress", host, None)
-    target = config.service_for_host(vs.hosts[0], vs.namespace)
+    target = service_for(config, vs.hosts[0], vs.namespace)
     if target is None:
         return None
     caller = _caller_for(config, target)
