@@ -17,11 +17,11 @@ from pathlib import Path
 from bench.common import StaticEnvoy, free_port, median, pinned, row
 from mesh.api import MeshConfig, PeerAuthentication, PeerAuthenticationMTLS, Service, Version
 from mesh.controlplane.ca import CertificateAuthority
-from mesh.controlplane.model import Registry, pods_for, sidecar_for
 from mesh.controlplane.pilot import Pilot
 from mesh.controlplane.xds.server import XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.envoy import Admin
+from mesh.runtime import Registry, pods_for, sidecar_for
 
 ROUNDS = 10
 LOADGEN_CPU, PROXY_CPU = 0, 1  # wrk on one core, the Envoys under test on the other

@@ -25,10 +25,10 @@ from mesh.api import (
 )
 from mesh.api import helpers as h
 from mesh.controlplane.ca import CertificateAuthority
-from mesh.controlplane.model import Registry, pods_for
 from mesh.controlplane.pilot import Pilot
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.server import XdsServer
+from mesh.runtime import Registry, pods_for
 
 SERVICES, PROXIES = 1000, 50
 

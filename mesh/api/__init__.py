@@ -3,6 +3,7 @@
 from mesh.api import helpers
 from mesh.api._base import IstioModel, Resource, SourceLocation, parse_duration
 from mesh.api.config import MeshConfig
+from mesh.api.edge import Edge, EdgeListener, EdgeTimeouts, EdgeTLS, HealthCheck, Rate, RateLimits
 from mesh.api.envoyfilter import EnvoyConfigObjectMatch, EnvoyConfigObjectPatch, EnvoyFilter, Patch
 from mesh.api.networking import (
     Abort,
@@ -81,6 +82,10 @@ __all__ = [
     "Delay",
     "Destination",
     "DestinationRule",
+    "Edge",
+    "EdgeListener",
+    "EdgeTLS",
+    "EdgeTimeouts",
     "Endpoint",
     "EnvoyConfigObjectMatch",
     "EnvoyConfigObjectPatch",
@@ -100,6 +105,7 @@ __all__ = [
     "HTTPSettings",
     "HeaderOperations",
     "Headers",
+    "HealthCheck",
     "IstioEgressListener",
     "IstioIngressListener",
     "IstioModel",
@@ -121,6 +127,8 @@ __all__ = [
     "PortSelector",
     "PortTrafficPolicy",
     "ProviderRef",
+    "Rate",
+    "RateLimits",
     "RequestAuthentication",
     "Resource",
     "RouteDestination",

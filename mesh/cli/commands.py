@@ -131,11 +131,11 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
     import itertools
     from urllib.parse import urlsplit
 
-    from mesh.controlplane.model import gateway_proxy, pods_for, sidecar_for
     from mesh.controlplane.simulate import route
     from mesh.controlplane.translate import PushContext
     from mesh.controlplane.translate.routes import build_routes
     from mesh.errors import MeshError
+    from mesh.runtime import gateway_proxy, pods_for, sidecar_for
 
     config = build_policies(env, policies)
     counter = itertools.count(1)

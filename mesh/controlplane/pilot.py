@@ -16,12 +16,12 @@ from typing import Any
 from mesh.api.config import MeshConfig
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
-from mesh.controlplane.model import Registry
 from mesh.controlplane.translate import PushContext, build_snapshot
 from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
 from mesh.controlplane.xds.snapshot import Snapshot
 from mesh.errors import PushRejected
+from mesh.runtime import Registry
 
 log = logging.getLogger("mesh.pilot")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import requests
 
-from mesh.controlplane.model import SIDECAR_ADMIN_PORT, Proxy
+from mesh.runtime import SIDECAR_ADMIN_PORT, Proxy
 
 
 def envoy_binary() -> str:

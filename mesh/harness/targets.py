@@ -12,9 +12,9 @@ from typing import Protocol
 
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import spiffe_id
-from mesh.controlplane.model import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT
 from mesh.dataplane.addresses import allocate_block
 from mesh.harness.client import HttpClient
+from mesh.runtime import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT
 
 
 class MeshUnderTest(Protocol):

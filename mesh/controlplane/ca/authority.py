@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import threading
 from dataclasses import dataclass
 
@@ -81,9 +82,14 @@ class CertificateAuthority:
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
         return self._issue(spiffe_id, sans + [x509.DNSName(d) for d in dns_names], ttl)
 
-    def issue_server(self, dns_names: tuple[str, ...], ttl: dt.timedelta = dt.timedelta(days=30)) -> SVID:
-        """A server certificate for gateway hosts (DNS SANs only): the local stand-in for a credentialName Secret."""
-        return self._issue("", [x509.DNSName(d) for d in dns_names], ttl)
+    def issue_server(
+        self, dns_names: tuple[str, ...], ttl: dt.timedelta = dt.timedelta(days=30), ip_addresses: tuple[str, ...] = ()
+    ) -> SVID:
+        """A server certificate for gateway hosts (DNS SANs, and IP SANs for listeners reached by address):
+        the local stand-in for a credentialName Secret."""
+        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
+        return self._issue("", sans, ttl)
 
     def _issue(self, spiffe_id: str, sans: list[x509.GeneralName], ttl: dt.timedelta) -> SVID:
         key = ec.generate_private_key(ec.SECP256R1())

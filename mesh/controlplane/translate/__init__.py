@@ -15,7 +15,6 @@ from google.protobuf.message import Message
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
-from mesh.controlplane.model import Proxy
 from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters, service_clusters_key
 from mesh.controlplane.translate.context import PushContext, ServiceView
 from mesh.controlplane.translate.endpoints import service_endpoints, service_endpoints_key
@@ -29,6 +28,7 @@ from mesh.controlplane.translate.routes import (
     terminates_tls,
 )
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
+from mesh.runtime import Proxy
 
 
 def _per_service(

@@ -11,7 +11,6 @@ from envoy.type.v3 import percent_pb2
 
 from mesh.api.networking import TrafficPolicy
 from mesh.api.workloads import ServicePort
-from mesh.controlplane.model import Proxy
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
@@ -22,6 +21,7 @@ from mesh.controlplane.translate.context import (
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
 from mesh.controlplane.translate.tls import istio_mutual_upstream
+from mesh.runtime import Proxy
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT = 10.0

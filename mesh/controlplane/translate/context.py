@@ -17,7 +17,7 @@ from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
 from mesh.api.security import AuthorizationPolicy
 from mesh.api.workloads import Service, ServicePort, resolve_host
-from mesh.controlplane.model import Pod, Proxy
+from mesh.runtime import Pod, Proxy
 
 ROOT_NAMESPACE = "istio-system"
 T = TypeVar("T")

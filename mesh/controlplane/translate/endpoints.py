@@ -5,8 +5,8 @@ from __future__ import annotations
 from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from mesh.controlplane.model import Pod, Proxy
 from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
+from mesh.runtime import Pod, Proxy
 
 
 def build_endpoints(push: PushContext, proxy: Proxy) -> list[endpoint_pb2.ClusterLoadAssignment]:

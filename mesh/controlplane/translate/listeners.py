@@ -19,7 +19,6 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
 from mesh.api.networking import Gateway, Server
-from mesh.controlplane.model import SIDECAR_OUTBOUND_PORT, Proxy
 from mesh.controlplane.translate.authz import rbac_filters
 from mesh.controlplane.translate.context import PushContext, inbound_cluster
 from mesh.controlplane.translate.protos import ads, duration, packed
@@ -32,6 +31,7 @@ from mesh.controlplane.translate.routes import (
     terminates_tls,
 )
 from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
+from mesh.runtime import SIDECAR_OUTBOUND_PORT, Proxy
 
 HCM = "envoy.filters.network.http_connection_manager"
 TLS_INSPECTOR = "envoy.filters.listener.tls_inspector"

@@ -34,10 +34,10 @@ from mesh.api.networking import (
     StringMatch,
     VirtualService,
 )
-from mesh.controlplane.model import Proxy
 from mesh.controlplane.translate.clusters import BLACKHOLE
 from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
 from mesh.controlplane.translate.protos import duration, fraction, packed, u32
+from mesh.runtime import Proxy
 
 FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"

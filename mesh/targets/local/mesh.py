@@ -17,15 +17,6 @@ from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
-from mesh.controlplane.model import (
-    SIDECAR_OUTBOUND_PORT,
-    Pod,
-    Proxy,
-    Registry,
-    gateway_proxy,
-    pods_for,
-    sidecar_for,
-)
 from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds import resources as rt
@@ -34,6 +25,15 @@ from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.errors import MeshError, TargetError
+from mesh.runtime import (
+    SIDECAR_OUTBOUND_PORT,
+    Pod,
+    Proxy,
+    Registry,
+    gateway_proxy,
+    pods_for,
+    sidecar_for,
+)
 from mesh.targets import capabilities
 
 log = logging.getLogger("mesh.local")

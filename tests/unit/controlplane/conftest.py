@@ -7,9 +7,9 @@ import pytest
 from mesh.api import MeshConfig
 from mesh.compile import build_policies
 from mesh.controlplane.ca import CertificateAuthority
-from mesh.controlplane.model import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
 from mesh.controlplane.translate import PushContext, build_snapshot
 from mesh.controlplane.xds.snapshot import Snapshot
+from mesh.runtime import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
 
 
 class World:

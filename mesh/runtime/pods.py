@@ -1,13 +1,12 @@
-"""The workload registry the control plane reads: pods (with their IPs and labels) and proxies.
+"""Workload instances and the Envoys that serve them: what the control plane configures and the data plane runs.
 
-On Kubernetes this is what istiod learns from the API server; locally the supervisor registers what it runs.
+Neutral ground: the control plane translates for these proxies, the data plane starts them, the harness reaches them.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from mesh.api.workloads import Service, ServicePort, spiffe_id
@@ -99,55 +98,3 @@ def pods_for(service: Service, ips: Callable[[], tuple[str, str]]) -> list[Pod]:
                 )
             )
     return out
-
-
-class Registry:
-    """Pods and proxies, thread-safe; listeners are told when health changes (EDS must follow)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pods: dict[str, Pod] = {}
-        self._proxies: dict[str, Proxy] = {}
-        self._listeners: list[Callable[[], None]] = []
-
-    def add_pod(self, pod: Pod) -> None:
-        with self._lock:
-            self._pods[pod.name + "." + pod.namespace] = pod
-            self._proxies[sidecar_for(pod).id] = sidecar_for(pod)
-
-    def add_proxy(self, proxy: Proxy) -> None:
-        with self._lock:
-            self._proxies[proxy.id] = proxy
-
-    def set_health(self, pod_name: str, namespace: str, healthy: bool) -> bool:
-        key = pod_name + "." + namespace
-        with self._lock:
-            pod = self._pods.get(key)
-            if pod is None or pod.healthy == healthy:
-                return False
-            self._pods[key] = replace(pod, healthy=healthy)
-            listeners = list(self._listeners)
-        for cb in listeners:
-            cb()
-        return True
-
-    def on_change(self, cb: Callable[[], None]) -> None:
-        with self._lock:
-            self._listeners.append(cb)
-
-    @property
-    def pods(self) -> list[Pod]:
-        with self._lock:
-            return sorted(self._pods.values(), key=lambda p: (p.namespace, p.name))
-
-    @property
-    def proxies(self) -> list[Proxy]:
-        with self._lock:
-            return sorted(self._proxies.values(), key=lambda p: p.id)
-
-    def proxy(self, ref: str) -> Proxy | None:
-        """By node id, `name.namespace`, or bare name."""
-        for p in self.proxies:
-            if ref in (p.id, p.short, p.name):
-                return p
-        return None
