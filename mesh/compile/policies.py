@@ -157,6 +157,8 @@ def build(env: str, path: str | os.PathLike[str] = DEFAULT_POLICIES, *, timeout:
         raise
     except SystemExit as e:
         raise _exited(e, f"build({env!r})", root) from None
+    except MemoryError:
+        raise PolicyMemory(f"{path}: build({env!r}) ran out of memory") from None
     except ValidationError as e:
         where = _user_frame(traceback.extract_tb(e.__traceback__), root)
         first = e.errors()[0]
@@ -277,7 +279,7 @@ def evaluate_policies(
         if not result.exists() or result.stat().st_size == 0:
             if proc.returncode == 0:
                 raise PolicyExit(f"{path}: the policies exited (status 0) without returning a MeshConfig")
-            if proc.returncode in (-signal.SIGKILL, -signal.SIGXCPU):
+            if proc.returncode == -signal.SIGXCPU:
                 raise PolicyTimeout(f"{path}: build({env!r}) used more than its CPU time limit ({timeout:g}s)")
             if "MemoryError" in tail:
                 raise PolicyMemory(f"{path}: build({env!r}) needed more than {memory_mb} MB")
@@ -288,5 +290,8 @@ def evaluate_policies(
     if "error" in data:
         err = data["error"]
         cls = _ERRORS.get(str(err.get("kind")), PolicyCrashed)
-        raise cls(str(err.get("message")), hint=err.get("hint"))
+        message = str(err.get("message"))
+        if cls is PolicyMemory:
+            message += f" (limit: {memory_mb} MB)"
+        raise cls(message, hint=err.get("hint"))
     return from_data(data)
