@@ -6,20 +6,28 @@ MeshError
 ├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
 ├── TargetError            a target cannot do what was asked (missing tool, not running)
 │   └── MeshNotRunning
-└── PushRejected           an Envoy NACKed a push; the previous config keeps serving
+├── PushRejected           an Envoy NACKed a push; the previous config keeps serving
+└── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from mesh.analyze.findings import Finding
+from typing import Any, Protocol
 
 EXIT_BAD_INPUT = 65
 EXIT_ANALYSIS = 79
 EXIT_TARGET = 69
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: a bug in meshops itself, not in the user's policies
+
+
+class Reportable(Protocol):
+    """What AnalysisFailed needs of a finding (mesh.analyze.findings.Finding is one); errors sit below analyze."""
+
+    @property
+    def level(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 class MeshError(Exception):
@@ -47,7 +55,7 @@ class ImportFailed(PolicyError):
 class AnalysisFailed(MeshError):
     exit_code = EXIT_ANALYSIS
 
-    def __init__(self, findings: Sequence[Finding]) -> None:
+    def __init__(self, findings: Sequence[Reportable]) -> None:
         self.findings = list(findings)
         errors = [f for f in self.findings if f.level == "Error"]
         lines = "\n".join(f"  {f}" for f in errors)
@@ -77,3 +85,10 @@ class PushRejected(MeshError):
             f"{len(rejections)} proxy(ies) rejected the new config; every proxy keeps serving the previous one:\n{lines}",
             hint="the Envoy error above names the offending field; fix the policy and apply again",
         )
+
+
+class InconsistentSnapshot(MeshError, ValueError):
+    """A snapshot references a resource it does not contain: publishing it would leave Envoy warming forever."""
+
+    exit_code = EXIT_INTERNAL
+    hint = "this is a translation bug in meshops: the previous config keeps serving; please report it with the policy"

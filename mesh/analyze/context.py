@@ -10,7 +10,8 @@ from mesh.analyze.findings import Finding
 from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway
-from mesh.api.workloads import Service, Version, resolve_host
+from mesh.api.workloads import Service, Version
+from mesh.istio import destination_rule_for, gateway_key, gateway_ref, resolve_host
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,11 @@ class Context:
         return self.services.get(resolve_host(host, namespace))
 
     def destination_rule(self, host: str, namespace: str) -> DestinationRule | None:
-        return self.config.destination_rule_for(host, namespace)
+        return destination_rule_for(self.config.destination_rules, host, namespace)
 
     def gateway(self, ref: str, namespace: str) -> Gateway | None:
-        ns, _, name = ref.rpartition("/")
-        ns = ns or namespace
-        return next((g for g in self.config.gateways if g.namespace == ns and g.name == name), None)
+        key = gateway_ref(ref, namespace)
+        return next((g for g in self.config.gateways if gateway_key(g) == key), None)
 
     def pods_matching(self, service: Service, labels: dict[str, str]) -> list[Version]:
         return [v for v in service.versions if labels.items() <= service.pod_labels(v).items()]

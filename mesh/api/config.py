@@ -9,7 +9,7 @@ from typing import TypeVar
 from mesh.api._base import Resource
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
-from mesh.api.workloads import Service, resolve_host
+from mesh.api.workloads import Service
 
 R = TypeVar("R", bound=Resource)
 
@@ -58,17 +58,6 @@ class MeshConfig:
 
     def sorted_resources(self) -> list[Resource]:
         return sorted(self.resources, key=lambda r: (KIND_ORDER.index(r.kind), r.namespace, r.name))
-
-    def service_for_host(self, host: str, namespace: str = "default") -> Service | None:
-        fqdn = resolve_host(host, namespace)
-        return next((s for s in self.services if s.fqdn == fqdn), None)
-
-    def destination_rule_for(self, host: str, namespace: str = "default") -> DestinationRule | None:
-        """Istio picks the rule in the client's namespace first, then the service's namespace."""
-        fqdn = resolve_host(host, namespace)
-        rules = [d for d in self.destination_rules if resolve_host(d.host, d.namespace) == fqdn]
-        rules.sort(key=lambda d: (d.namespace != namespace, d.namespace, d.name))
-        return rules[0] if rules else None
 
     def __iter__(self) -> Iterator[Resource]:
         return iter(self.sorted_resources())

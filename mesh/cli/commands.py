@@ -127,51 +127,10 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
       mesh simulate http://bookinfo.local/productpage
       mesh simulate --from productpage-v1-0 -H end-user:jason http://reviews:9080/reviews
     """
-    import itertools
-    from urllib.parse import urlsplit
+    from mesh.controlplane.simulate import explain, simulate
 
-    from mesh.controlplane.simulate import route
-    from mesh.controlplane.translate import PushContext
-    from mesh.controlplane.translate.routes import build_routes
-    from mesh.errors import MeshError
-    from mesh.runtime import gateway_proxy, pods_for, sidecar_for
-
-    config = build_policies(env, policies)
-    counter = itertools.count(1)
-    pods = [p for s in config.services for p in pods_for(s, lambda: (f"10.0.0.{next(counter)}", "10.0.1.1"))]
-    push = PushContext(config, pods)
-    if source == "gateway":
-        proxy = gateway_proxy("10.0.0.254", {80: ("0.0.0.0", 80)})
-    else:
-        pod = next((p for p in pods if p.name == source or p.service == source), None)
-        if pod is None:
-            raise MeshError(f"no pod {source!r}", hint=f"pods: {', '.join(p.name for p in pods)}")
-        proxy = sidecar_for(pod)
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    host = parts.netloc or parts.path.split("/")[0]
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    hdrs = dict(h.split(":", 1) for h in headers)
-    tables = build_routes(push, proxy)
-    table = next((t for t in tables if t.name in ("http_proxy", "http.80")), tables[0] if tables else None)
-    hit = route(table, host, path, {k.strip(): v.strip() for k, v in hdrs.items()}, method) if table else None
-    if hit is None:
-        click.echo(f"{method} {host}{path} from {proxy.short}: no route matches — Envoy answers 404")
+    sim = simulate(build_policies(env, policies), source, url, dict(h.split(":", 1) for h in headers), method)
+    for line in explain(sim):
+        click.echo(line)
+    if sim.hit is None:
         sys.exit(1)
-    r = hit.route_proto
-    assert r is not None
-    click.echo(f"{method} {host}{path} from {proxy.short}")
-    click.echo(f"  route table:  {table.name if table else '-'}")
-    click.echo(f"  virtual host: {hit.virtual_host}")
-    click.echo(f"  route:        {hit.route}")
-    if hit.redirect:
-        click.echo(f"  redirect:     {r.redirect}")
-    for cluster, weight in hit.clusters.items():
-        click.echo(f"  cluster:      {cluster}" + (f"  (weight {weight})" if len(hit.clusters) > 1 else ""))
-    action = r.route
-    if action.timeout.seconds or action.timeout.nanos:
-        click.echo(f"  timeout:      {action.timeout.seconds + action.timeout.nanos / 1e9:g}s")
-    if hit.retry is not None:
-        rp = hit.retry
-        click.echo(f"  retries:      {rp.num_retries.value}" + (f" on {rp.retry_on}" if rp.retry_on else ""))
-    if r.typed_per_filter_config:
-        click.echo(f"  filters:      {', '.join(sorted(r.typed_per_filter_config))}")

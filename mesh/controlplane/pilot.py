@@ -16,12 +16,18 @@ from typing import Any
 from mesh.api.config import MeshConfig
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
-from mesh.controlplane.translate import PushContext, build_snapshot
-from mesh.controlplane.translate.context import MeshOptions
+from mesh.controlplane.translate import (
+    MeshOptions,
+    ProxySecrets,
+    PushCache,
+    PushContext,
+    build_snapshot,
+    required_credentials,
+)
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
 from mesh.controlplane.xds.snapshot import Snapshot
 from mesh.errors import PushRejected
-from mesh.runtime import Registry
+from mesh.runtime import Proxy, Registry
 
 log = logging.getLogger("mesh.pilot")
 
@@ -37,6 +43,13 @@ class PushResult:
     @property
     def synced(self) -> bool:
         return all(r.state == "SYNCED" for r in self.results.values())
+
+
+def resolve_secrets(ca: CertificateAuthority, store: CredentialStore, push: PushContext, proxy: Proxy) -> ProxySecrets:
+    """The certificates a proxy's snapshot serves: its SVID issued (or renewed) by the CA, gateway credentials from
+    the store. Translation takes these as input; only the Pilot touches the CA and the credential files."""
+    credentials = {name: store.get(name, hosts) for name, hosts in required_credentials(push, proxy)}
+    return ProxySecrets(ca.svid(proxy.identity), ca.root_pem, credentials)
 
 
 class Pilot:
@@ -61,10 +74,14 @@ class Pilot:
 
     def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
         t0 = time.perf_counter()
-        push = PushContext(config, self.registry.pods, memo=self._memo, options=self.options)
-        snaps = {p.id: build_snapshot(push, p, self.ca, self.credentials) for p in self.registry.proxies}
-        self._memo = {k: push.memo[k] for k in push.used}  # forget what this push no longer needs
+        push = PushContext(config, self.registry.pods, options=self.options)
+        cache = PushCache(push, self._memo)
+        snaps = {p.id: build_snapshot(push, p, self.secrets(push, p), cache) for p in self.registry.proxies}
+        self._memo = cache.kept()  # forget what this push no longer needs
         return snaps, (time.perf_counter() - t0) * 1000
+
+    def secrets(self, push: PushContext, proxy: Proxy) -> ProxySecrets:
+        return resolve_secrets(self.ca, self.credentials, push, proxy)
 
     def push(self, config: MeshConfig, *, wait: float = 10.0, rollback: bool = True) -> PushResult:
         """Translate, publish, and wait for every proxy to ACK or NACK. Raises PushRejected after rolling back."""

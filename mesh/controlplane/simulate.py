@@ -4,12 +4,23 @@ pilot/pkg/simulation): proves translation without starting Envoy, and explains r
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import re
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.type.matcher.v3 import string_pb2
+
+from mesh.api.config import MeshConfig
+from mesh.controlplane.translate.context import PushContext
+from mesh.controlplane.translate.gateway import gateway_route_name
+from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG, build_routes
+from mesh.errors import MeshError
+from mesh.runtime import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
+
+GATEWAY_PORT = 80  # the simulated ingress gateway serves its HTTP port here
 
 
 @dataclass
@@ -108,3 +119,75 @@ def route(
                 hit.clusters = {c.name: c.weight.value for c in r.route.weighted_clusters.clusters}
             return hit
     return None
+
+
+# --- a request through a whole mesh, offline --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """Where one request goes: from which proxy, through which route table, to which route (None: a 404)."""
+
+    proxy: Proxy
+    method: str
+    host: str
+    path: str
+    table: route_pb2.RouteConfiguration | None
+    hit: Hit | None
+
+
+def _pods(config: MeshConfig) -> list[Pod]:
+    counter = itertools.count(1)
+    return [p for s in config.services for p in pods_for(s, lambda: (f"10.0.0.{next(counter)}", "10.0.1.1"))]
+
+
+def _proxy(source: str, pods: list[Pod]) -> Proxy:
+    """`gateway` (the ingress) or a pod, by pod name or service name."""
+    if source == "gateway":
+        return gateway_proxy("10.0.0.254", {GATEWAY_PORT: ("0.0.0.0", GATEWAY_PORT)})
+    pod = next((p for p in pods if p.name == source or p.service == source), None)
+    if pod is None:
+        raise MeshError(f"no pod {source!r}", hint=f"pods: {', '.join(p.name for p in pods)}")
+    return sidecar_for(pod)
+
+
+def simulate(config: MeshConfig, source: str, url: str, headers: dict[str, str], method: str = "GET") -> Simulation:
+    """Translate `config` for the proxy at `source` and follow the request through its HTTP route table."""
+    pods = _pods(config)
+    proxy = _proxy(source, pods)
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    host = parts.netloc or parts.path.split("/")[0]
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    tables = build_routes(PushContext(config, pods), proxy)
+    http_tables = (SIDECAR_ROUTE_CONFIG, gateway_route_name(GATEWAY_PORT))
+    table = next((t for t in tables if t.name in http_tables), tables[0] if tables else None)
+    hit = route(table, host, path, {k.strip(): v.strip() for k, v in headers.items()}, method) if table else None
+    return Simulation(proxy, method, host, path, table, hit)
+
+
+def explain(sim: Simulation) -> list[str]:
+    """The simulation as lines for people: route table, virtual host, route, clusters, timeout, retries, filters."""
+    request = f"{sim.method} {sim.host}{sim.path} from {sim.proxy.short}"
+    if sim.hit is None:
+        return [f"{request}: no route matches — Envoy answers 404"]
+    hit, r = sim.hit, sim.hit.route_proto
+    assert r is not None
+    lines = [
+        request,
+        f"  route table:  {sim.table.name if sim.table else '-'}",
+        f"  virtual host: {hit.virtual_host}",
+        f"  route:        {hit.route}",
+    ]
+    if hit.redirect:
+        lines.append(f"  redirect:     {r.redirect}")
+    for cluster, weight in hit.clusters.items():
+        lines.append(f"  cluster:      {cluster}" + (f"  (weight {weight})" if len(hit.clusters) > 1 else ""))
+    action = r.route
+    if action.timeout.seconds or action.timeout.nanos:
+        lines.append(f"  timeout:      {action.timeout.seconds + action.timeout.nanos / 1e9:g}s")
+    if hit.retry is not None:
+        rp = hit.retry
+        lines.append(f"  retries:      {rp.num_retries.value}" + (f" on {rp.retry_on}" if rp.retry_on else ""))
+    if r.typed_per_filter_config:
+        lines.append(f"  filters:      {', '.join(sorted(r.typed_per_filter_config))}")
+    return lines

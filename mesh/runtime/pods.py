@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mesh.api.workloads import Service, ServicePort, spiffe_id
+from mesh.istio import DOMAIN_SUFFIX, ROOT_NAMESPACE
 
 SIDECAR_ADMIN_PORT = 15000
 SIDECAR_OUTBOUND_PORT = 15001  # the HTTP proxy port apps reach through HTTP_PROXY
-GATEWAY_NAMESPACE = "istio-system"
+GATEWAY_NAMESPACE = ROOT_NAMESPACE  # the ingress gateway runs in the root namespace, as istioctl installs it
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
 
@@ -39,7 +40,7 @@ class Pod:
 
     @property
     def fqdn(self) -> str:
-        return f"{self.service}.{self.namespace}.svc.cluster.local"
+        return f"{self.service}.{self.namespace}.svc.{DOMAIN_SUFFIX}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Proxy:
     @property
     def id(self) -> str:
         """Istio's node id format: `sidecar~10.0.0.1~reviews-v1-0.default~default.svc.cluster.local`."""
-        return f"{self.kind}~{self.ip}~{self.name}.{self.namespace}~{self.namespace}.svc.cluster.local"
+        return f"{self.kind}~{self.ip}~{self.name}.{self.namespace}~{self.namespace}.svc.{DOMAIN_SUFFIX}"
 
     @property
     def identity(self) -> str:

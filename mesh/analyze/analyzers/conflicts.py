@@ -9,7 +9,7 @@ from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 from mesh.api._base import Resource
 from mesh.api.networking import VirtualService
-from mesh.api.workloads import resolve_host
+from mesh.istio import binds_mesh, resolve_host
 
 
 @analyzer("names.unique", "Objects, services and subsets are named once", ("MSH0004",))
@@ -41,15 +41,11 @@ def duplicate_names(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-def _mesh_bound(vs: VirtualService) -> bool:
-    return not vs.gateways or "mesh" in vs.gateways
-
-
 @analyzer("virtualservice.conflicts", "One VirtualService per host on the mesh gateway", ("IST0109",))
 def conflicting_hosts(ctx: Context) -> Iterator[Finding]:
     owners: dict[str, list[VirtualService]] = defaultdict(list)
     for vs in ctx.config.virtual_services:
-        if _mesh_bound(vs):
+        if binds_mesh(vs):
             for host in {resolve_host(h, vs.namespace) for h in vs.hosts}:
                 owners[host].append(vs)
     for host, vss in sorted(owners.items()):

@@ -7,28 +7,7 @@ from collections.abc import Iterator
 from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 from mesh.api.networking import Gateway
-
-
-def host_matches(pattern: str, host: str) -> bool:
-    """Istio host matching with a leading `*` wildcard on either side."""
-    if pattern == "*" or host == "*":
-        return True
-    if pattern.startswith("*."):
-        return host.endswith(pattern[1:]) or (host.startswith("*.") and host.endswith(pattern[1:]))
-    if host.startswith("*."):
-        return pattern.endswith(host[1:])
-    return pattern == host
-
-
-def gateway_hosts(gw: Gateway, vs_namespace: str) -> list[str]:
-    """Server hosts visible to a VirtualService namespace (`ns/host`, `*/host`, `./host`)."""
-    out = []
-    for server in gw.servers:
-        for h in server.hosts:
-            ns, sep, host = h.rpartition("/")
-            if not sep or ns == "*" or (ns == "." and vs_namespace == gw.namespace) or ns == vs_namespace:
-                out.append(host)
-    return out
+from mesh.istio import MESH_GATEWAY, gateway_hosts, host_matches
 
 
 @analyzer("gateway.hosts", "VirtualService hosts are served by their gateways", ("IST0132",))
@@ -36,7 +15,7 @@ def vs_hosts_in_gateway(ctx: Context) -> Iterator[Finding]:
     for vs in ctx.config.virtual_services:
         for ref in vs.gateways:
             gw = ctx.gateway(ref, vs.namespace)
-            if gw is None or ref == "mesh":
+            if gw is None or ref == MESH_GATEWAY:
                 continue
             hosts = gateway_hosts(gw, vs.namespace)
             for i, host in enumerate(vs.hosts):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 from mesh.api.networking import Destination, VirtualService
+from mesh.istio import MESH_GATEWAY
 
 
 def vs_destinations(vs: VirtualService) -> Iterator[tuple[str, Destination]]:
@@ -73,7 +74,7 @@ def destinations(ctx: Context) -> Iterator[Finding]:
 def gateways(ctx: Context) -> Iterator[Finding]:
     for vs in ctx.config.virtual_services:
         for i, ref in enumerate(vs.gateways):
-            if ref != "mesh" and ctx.gateway(ref, vs.namespace) is None:
+            if ref != MESH_GATEWAY and ctx.gateway(ref, vs.namespace) is None:
                 yield finding("IST0101", path=f"spec.gateways[{i}]", what="gateway", ref=repr(ref), **at(vs))
 
 

@@ -1,53 +1,69 @@
 """Translate: Istio resources + registry -> one Snapshot per proxy, one builder per xDS type (like Istio's
-pilot/pkg/networking/core).
+pilot/pkg/networking/core). Config in, Envoy config out: certificates and gateway credentials are inputs
+(`ProxySecrets`, resolved by the Pilot), so translation reads no files and issues nothing.
 
 Work is shared twice over: within a push, parts every proxy of a namespace gets (outbound clusters, endpoints,
 sidecar routes) are built, hashed and packed once; across pushes, each service's clusters, endpoints and virtual
-hosts are reused while their inputs' content is unchanged (`PushContext.memo`)."""
+hosts are reused while their inputs' content is unchanged (`cache.PushCache`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 from google.protobuf.message import Message
 
-from mesh.controlplane.ca.authority import CertificateAuthority
-from mesh.controlplane.ca.credentials import CredentialStore, credential_secrets
+from mesh.controlplane.ca.authority import SVID
+from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
-from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters, service_clusters_key
-from mesh.controlplane.translate.context import PushContext, ServiceView
-from mesh.controlplane.translate.endpoints import service_endpoints, service_endpoints_key
+from mesh.controlplane.translate.cache import PushCache
+from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters
+from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
+from mesh.controlplane.translate.endpoints import service_endpoints
+from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
-from mesh.controlplane.translate.routes import (
-    build_routes,
-    gateway_servers,
-    sidecar_routes,
-    sidecar_routes_key,
-    sidecar_vhost_keys,
-    terminates_tls,
-)
+from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 from mesh.runtime import Proxy
 
 
+@dataclass(frozen=True)
+class ProxySecrets:
+    """What a proxy's SDS serves: its SVID with the mesh root, and (gateways) the credentials its servers name."""
+
+    svid: SVID
+    root_pem: bytes
+    credentials: Mapping[str, Credential] = field(default_factory=dict)
+
+
+def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tuple[str, ...]]]:
+    """(credentialName, the hosts a server presents it for) for every TLS server this gateway terminates."""
+    out: dict[str, tuple[str, ...]] = {}
+    for gw, server in gateway_servers(push, proxy):
+        if terminates_tls(server):
+            out.setdefault(credential_name(gw, server), tuple(sorted({h.rpartition("/")[2] for h in server.hosts})))
+    return list(out.items())
+
+
 def _per_service(
-    push: PushContext,
+    cache: PushCache,
     kind: str,
     ns: str,
-    key: Callable[[PushContext, ServiceView, str], Hashable],
+    key: Callable[[ServiceView, str], Hashable],
     build: Callable[[PushContext, ServiceView, str], Sequence[Message]],
     extra: Sequence[Resources] = (),
 ) -> Resources:
     """One namespace's share of a type: per-service parts reused across pushes while their key holds, combined
     once per push."""
+    push = cache.push
 
     def make() -> Resources:
-        parts = [push.cached(key(push, v, ns), partial(_resources, build, push, v, ns)) for v in push.services.values()]
+        parts = [cache.cached(key(v, ns), partial(_resources, build, push, v, ns)) for v in push.services.values()]
         parts += extra
-        return push.cached((f"{kind}-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
+        return cache.cached((f"{kind}-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
 
-    return push.once((kind, ns), make)
+    return cache.once((kind, ns), make)
 
 
 def _resources(
@@ -56,59 +72,56 @@ def _resources(
     return Resources.of(build(push, view, ns))
 
 
-def _outbound_clusters(push: PushContext, ns: str) -> Resources:
-    hole = push.cached(("cds-blackhole",), lambda: Resources.of([blackhole()]))
-    return _per_service(push, "cds", ns, service_clusters_key, service_clusters, [hole])
+def _outbound_clusters(cache: PushCache, ns: str) -> Resources:
+    hole = cache.cached(("cds-blackhole",), lambda: Resources.of([blackhole()]))
+    return _per_service(cache, "cds", ns, cache.clusters_key, service_clusters, [hole])
 
 
-def _endpoints(push: PushContext, ns: str) -> Resources:
-    return _per_service(push, "eds", ns, service_endpoints_key, service_endpoints)
+def _endpoints(cache: PushCache, ns: str) -> Resources:
+    return _per_service(cache, "eds", ns, cache.endpoints_key, service_endpoints)
 
 
-def _sidecar_routes(push: PushContext, proxy: Proxy) -> Resources:
-    return push.once(("rds", sidecar_routes_key(push, proxy)), partial(_build_sidecar_routes, push, proxy))
+def _sidecar_routes(cache: PushCache, proxy: Proxy) -> Resources:
+    return cache.once(("rds", cache.sidecar_routes_key(proxy)), partial(_build_sidecar_routes, cache, proxy))
 
 
-def _build_sidecar_routes(push: PushContext, proxy: Proxy) -> Resources:
-    keyed = sidecar_vhost_keys(push, proxy)
-    keys = tuple(k for k, _, _ in keyed)
-    return push.cached(("rds-all", keys), lambda: Resources.of([sidecar_routes(push, proxy, keyed)]))
+def _build_sidecar_routes(cache: PushCache, proxy: Proxy) -> Resources:
+    push = cache.push
+    keyed = cache.vhost_keys(proxy)
+
+    def make() -> Resources:
+        vhosts = [cache.cached(k, partial(service_vhost, push, proxy, view, port)) for k, view, port in keyed]
+        return Resources.of([sidecar_routes(push, proxy, vhosts)])
+
+    return cache.cached(("rds-all", tuple(k for k, _, _ in keyed)), make)
 
 
-def _gateway_credentials(push: PushContext, proxy: Proxy, store: CredentialStore) -> list[Message]:
-    out: list[Message] = []
-    seen: set[str] = set()
-    for gw, server in gateway_servers(push, proxy):
-        if terminates_tls(server):
-            name = credential_name(gw, server)
-            if name not in seen:
-                seen.add(name)
-                hosts = tuple(sorted({h.rpartition("/")[2] for h in server.hosts}))
-                out += credential_secrets(store.get(name, hosts))
-    return out
-
-
-def build_snapshot(
-    push: PushContext, proxy: Proxy, ca: CertificateAuthority, credentials: CredentialStore | None = None
-) -> Snapshot:
-    ns = proxy.namespace
-    shared_cds = _outbound_clusters(push, ns)
-    clusters = Resources.combine(shared_cds, Resources.of(inbound_clusters(proxy)))
-    routes = _sidecar_routes(push, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
-    svid = ca.svid(proxy.identity)
-    secrets = push.cached(
-        ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, ca.root_pem))
+def _secrets(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Resources:
+    svid = secrets.svid
+    workload = cache.cached(
+        ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, secrets.root_pem))
     )
-    if proxy.kind == "router":
-        store = credentials or CredentialStore(ca)
-        secrets = Resources.combine(secrets, Resources.of(_gateway_credentials(push, proxy, store)))
+    if proxy.kind != "router":
+        return workload
+    credentials = [
+        m for name, _ in required_credentials(cache.push, proxy) for m in credential_secrets(secrets.credentials[name])
+    ]
+    return Resources.combine(workload, Resources.of(credentials))
+
+
+def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache: PushCache | None = None) -> Snapshot:
+    """One proxy's complete config. `cache` carries reusable pieces across proxies and pushes (a fresh one if None)."""
+    cache = cache or PushCache(push)
+    ns = proxy.namespace
+    clusters = Resources.combine(_outbound_clusters(cache, ns), Resources.of(inbound_clusters(proxy)))
+    routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,
-        endpoints=_endpoints(push, ns),
+        endpoints=_endpoints(cache, ns),
         listeners=build_listeners(push, proxy),
         routes=routes,
-        secrets=secrets,
+        secrets=_secrets(cache, proxy, secrets),
     )
 
 
-__all__ = ["PushContext", "build_snapshot"]
+__all__ = ["MeshOptions", "ProxySecrets", "PushCache", "PushContext", "build_snapshot", "required_credentials"]

@@ -36,10 +36,6 @@ _LB = {
 }
 
 
-def build_clusters(push: PushContext, proxy: Proxy) -> list[cluster_pb2.Cluster]:
-    return [*outbound_clusters(push, proxy.namespace), blackhole(), *inbound_clusters(proxy)]
-
-
 def blackhole() -> cluster_pb2.Cluster:
     return cluster_pb2.Cluster(name=BLACKHOLE, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(1.0))
 
@@ -49,17 +45,6 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
     if proxy.kind != "sidecar" or proxy.pod is None:
         return []
     return [_inbound(proxy.pod.app_ip, p) for p in proxy.pod.ports]
-
-
-def outbound_clusters(push: PushContext, client_namespace: str) -> list[cluster_pb2.Cluster]:
-    return [c for view in push.services.values() for c in service_clusters(push, view, client_namespace)]
-
-
-def service_clusters_key(push: PushContext, view: ServiceView, ns: str) -> tuple[object, ...]:
-    """Everything a service's outbound clusters depend on, by content."""
-    dr = push.destination_rule(view.fqdn, ns)
-    modes = tuple(push.mtls_mode(p, port.number) for p in view.pods for port in view.service.ports)
-    return ("cds", view.fqdn, ns, push.digest(view.service), push.digest(dr), modes)
 
 
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:

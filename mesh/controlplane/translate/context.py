@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
-from mesh.analyze.analyzers.gateways import gateway_hosts, host_matches
-from mesh.analyze.analyzers.security import effective_peer_authentication
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
-from mesh.api.security import AuthorizationPolicy
-from mesh.api.workloads import Service, ServicePort, resolve_host
+from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.workloads import Service, ServicePort
+from mesh.istio import (
+    DEFAULT_MTLS_MODE,
+    ROOT_NAMESPACE,
+    binds_gateway,
+    binds_mesh,
+    gateway_hosts,
+    mtls_mode,
+    pick_destination_rule,
+    resolve_host,
+    rule_host,
+    served_hosts,
+)
 from mesh.runtime import Pod, Proxy
 
-ROOT_NAMESPACE = "istio-system"
 T = TypeVar("T")
 
 
@@ -53,27 +59,23 @@ class MeshOptions:
 
 
 class PushContext:
-    """`memo` survives from push to push (Pilot owns it): pieces whose inputs' content is unchanged are reused,
-    so a one-route change re-translates one virtual host, not the mesh."""
+    """Indexes over one config and the registry's pods, built once per push and read by every proxy's builders.
+
+    It remembers nothing across pushes: the incremental-translation memo is `cache.PushCache`."""
 
     def __init__(
         self,
         config: MeshConfig,
         pods: Sequence[Pod],
-        memo: dict[Hashable, Any] | None = None,
         options: MeshOptions | None = None,
     ) -> None:
         self.config = config
         self.options = options or MeshOptions()
-        self.memo: dict[Hashable, Any] = memo if memo is not None else {}
-        self.used: set[Hashable] = set()
-        self._digests: dict[int, str] = {}
-        self._once: dict[Hashable, Any] = {}
         self._modes: dict[tuple[str, int], str] = {}
         kinds: dict[str, list[Any]] = defaultdict(list)
         for r in config.resources:
             kinds[r.kind].append(r)
-        self._pa_config = MeshConfig(resources=kinds["PeerAuthentication"])
+        self._peer_authentications: list[PeerAuthentication] = kinds["PeerAuthentication"]
         self._authz: list[AuthorizationPolicy] = sorted(
             kinds["AuthorizationPolicy"], key=lambda a: (a.namespace, a.name)
         )
@@ -88,36 +90,11 @@ class PushContext:
         for p in pods:
             by_service[p.fqdn].append(p)
         self._policies: dict[tuple[str, int, str, str], TrafficPolicy] = {}
+        self._chosen_rules: dict[tuple[str, str], DestinationRule | None] = {}
         self.services: dict[str, ServiceView] = {
             s.fqdn: ServiceView(s, tuple(by_service.get(s.fqdn, ())))
             for s in sorted(config.services, key=lambda s: s.fqdn)
         }
-
-    # --- memo across pushes ------------------------------------------------------------------------------
-
-    def cached(self, key: Hashable, make: Callable[[], T]) -> T:
-        """Remembered across pushes while `key` (the inputs' content) stays the same."""
-        self.used.add(key)
-        if key not in self.memo:
-            self.memo[key] = make()
-        return self.memo[key]  # type: ignore[no-any-return]
-
-    def once(self, key: Hashable, make: Callable[[], T]) -> T:
-        """Computed once per push (not remembered across pushes)."""
-        if key not in self._once:
-            self._once[key] = make()
-        return self._once[key]  # type: ignore[no-any-return]
-
-    def digest(self, obj: BaseModel | None) -> str:
-        """Content digest of a config object (computed once per push)."""
-        if obj is None:
-            return "-"
-        d = self._digests.get(id(obj))
-        if d is None:
-            d = self._digests[id(obj)] = hashlib.blake2b(
-                obj.__pydantic_serializer__.to_json(obj), digest_size=8
-            ).hexdigest()
-        return d
 
     @cached_property
     def uses_cors(self) -> bool:
@@ -125,12 +102,14 @@ class PushContext:
         return any(rule.cors_policy is not None for vs in self._virtual_services for rule in vs.http)
 
     @cached_property
-    def world_digest(self) -> str:
-        """Everything a route may read besides its own VirtualService: services and DestinationRules."""
-        h = hashlib.blake2b(digest_size=8)
-        for obj in [*self.config.services, *self._destination_rules]:
-            h.update(self.digest(obj).encode())
-        return h.hexdigest()
+    def uses_source_labels(self) -> bool:
+        """Whether any rule matches the caller's labels: only then do sidecars of one namespace get different routes."""
+        return any(m.source_labels for vs in self._virtual_services for r in vs.http for m in r.match)
+
+    @property
+    def destination_rules(self) -> list[DestinationRule]:
+        """Every DestinationRule, by (namespace, name)."""
+        return self._destination_rules
 
     # --- lookups ------------------------------------------------------------------------------------
 
@@ -141,13 +120,14 @@ class PushContext:
     def _rules_by_host(self) -> dict[str, list[DestinationRule]]:
         out: dict[str, list[DestinationRule]] = defaultdict(list)
         for dr in self._destination_rules:
-            out[resolve_host(dr.host, dr.namespace)].append(dr)
+            out[rule_host(dr)].append(dr)
         return out
 
     def destination_rule(self, fqdn: str, client_namespace: str) -> DestinationRule | None:
-        """Istio's choice: the rule in the client's namespace first, then any other (by namespace, name)."""
-        rules = self._rules_by_host.get(resolve_host(fqdn, client_namespace), [])
-        return next((d for d in rules if d.namespace == client_namespace), rules[0] if rules else None)
+        """Istio's choice (`mesh.istio.pick_destination_rule`) among the rules indexed for the host."""
+        return pick_destination_rule(
+            self._rules_by_host.get(resolve_host(fqdn, client_namespace), []), client_namespace
+        )
 
     def subset(self, fqdn: str, name: str, client_namespace: str) -> Subset | None:
         dr = self.destination_rule(fqdn, client_namespace)
@@ -202,17 +182,10 @@ class PushContext:
 
     def _mtls_mode(self, pod: Pod, port: int) -> str:
         view = self.services.get(pod.fqdn)
-        if view is None:
-            return "PERMISSIVE"
-        version = next((v for v in view.service.versions if v.name == pod.version), None)
-        if version is None:
-            return "PERMISSIVE"
-        pa = effective_peer_authentication(self._pa_config, view.service, version)
-        if pa is None:
-            return "PERMISSIVE"
-        if port in pa.port_level_mtls and pa.port_level_mtls[port].mode != "UNSET":
-            return pa.port_level_mtls[port].mode
-        return pa.mtls.mode if pa.mtls and pa.mtls.mode != "UNSET" else "PERMISSIVE"
+        version = next((v for v in view.service.versions if v.name == pod.version), None) if view else None
+        if view is None or version is None:
+            return DEFAULT_MTLS_MODE
+        return mtls_mode(self._peer_authentications, view.service.namespace, view.service.pod_labels(version), port)
 
     def upstream_tls(self, view: ServiceView, port: int, subset: str, client_namespace: str) -> str:
         """ISTIO_MUTUAL or DISABLE: the DR's explicit choice, else auto mTLS (plaintext only to DISABLE servers)."""
@@ -232,7 +205,7 @@ class PushContext:
         """fqdn -> VirtualServices bound to the mesh gateway, in a stable order (namespace, name)."""
         out: dict[str, list[VirtualService]] = defaultdict(list)
         for vs in self._virtual_services:
-            if vs.gateways and "mesh" not in vs.gateways:
+            if not binds_mesh(vs):
                 continue
             for h in vs.hosts:
                 out[resolve_host(h, vs.namespace)].append(vs)
@@ -242,11 +215,9 @@ class PushContext:
         """VirtualServices bound to `gw`, each with the hosts of it that the gateway serves."""
         out = []
         for vs in self._virtual_services:
-            refs = [g if "/" in g else f"{vs.namespace}/{g}" for g in vs.gateways]
-            if f"{gw.namespace}/{gw.name}" not in refs:
+            if not binds_gateway(vs, gw):
                 continue
-            served = gateway_hosts(gw, vs.namespace)
-            hosts = [h for h in vs.hosts if any(host_matches(p, h) for p in served)]
+            hosts = served_hosts(vs.hosts, gateway_hosts(gw, vs.namespace))
             if hosts:
                 out.append((vs, hosts))
         return out

@@ -6,17 +6,7 @@ from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
-from mesh.runtime import Pod, Proxy
-
-
-def build_endpoints(push: PushContext, proxy: Proxy) -> list[endpoint_pb2.ClusterLoadAssignment]:
-    return [e for view in push.services.values() for e in service_endpoints(push, view, proxy.namespace)]
-
-
-def service_endpoints_key(push: PushContext, view: ServiceView, ns: str) -> tuple[object, ...]:
-    """Everything a service's load assignments depend on, by content."""
-    pods = tuple((p.name, p.ip, p.healthy, tuple(sorted(p.labels.items()))) for p in view.pods)
-    return ("eds", view.fqdn, ns, push.digest(view.service), push.digest(push.destination_rule(view.fqdn, ns)), pods)
+from mesh.runtime import Pod
 
 
 def _lb_endpoint(pod: Pod, port: int) -> endpoint_components_pb2.LbEndpoint:

@@ -21,15 +21,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import http_con
 from mesh.api.networking import Gateway, Server
 from mesh.controlplane.translate.authz import rbac_filters
 from mesh.controlplane.translate.context import PushContext, inbound_cluster
+from mesh.controlplane.translate.gateway import gateway_servers, server_route_name, terminates_tls
 from mesh.controlplane.translate.protos import ads, duration, packed
-from mesh.controlplane.translate.routes import (
-    CORS_FILTER,
-    FAULT_FILTER,
-    SIDECAR_ROUTE_CONFIG,
-    gateway_servers,
-    server_route_name,
-    terminates_tls,
-)
+from mesh.controlplane.translate.route import CORS_FILTER, FAULT_FILTER
+from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG
 from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
 from mesh.runtime import SIDECAR_OUTBOUND_PORT, Proxy
 

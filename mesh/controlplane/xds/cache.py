@@ -69,15 +69,6 @@ class SnapshotCache:
         with self._lock:
             return self._snapshots.get(node_id)
 
-    def clear_snapshot(self, node_id: str) -> None:
-        with self._lock:
-            self._snapshots.pop(node_id, None)
-            self._status.pop(node_id, None)
-
-    def node_ids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._snapshots)
-
     # --- watches (used by the server) -------------------------------------------------------------
 
     def watch(self, node_id: str, watcher: Watcher) -> Callable[[], None]:

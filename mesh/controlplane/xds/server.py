@@ -1,7 +1,7 @@
 """ADS server (state of the world over one stream). Streams only: config comes from the SnapshotCache.
 
-Envoy's quirks handled here (see notes in envoy-xds-facts): stale nonces are ignored; a request with an empty
-nonce is always answered; after a parent (CDS/LDS) response Envoy re-requests children (EDS/RDS/SDS) with an
+Envoy's quirks handled here (each pinned by a test in tests/unit/controlplane/test_xds_server.py): stale nonces
+are ignored; a request with an empty nonce is always answered; after a parent (CDS/LDS) response Envoy re-requests children (EDS/RDS/SDS) with an
 unchanged version and nonce, which must be answered, not taken for a duplicate ACK.
 """
 

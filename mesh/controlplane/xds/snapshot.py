@@ -13,10 +13,9 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from mesh.controlplane.xds import resources as rt
+from mesh.errors import InconsistentSnapshot
 
-
-class InconsistentSnapshot(ValueError):
-    """A snapshot references a resource it does not contain: publishing it would leave Envoy warming."""
+__all__ = ["InconsistentSnapshot", "Resources", "Snapshot"]
 
 
 _TYPE_PREFIX = "type.googleapis.com/"
@@ -26,18 +25,23 @@ def _name(msg: Message) -> str:
     return str(getattr(msg, "cluster_name", "") or msg.name)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Resources:
     """All resources of one type, by name, and a version that changes only when their content does.
 
     Parts shared by many proxies (outbound clusters, endpoints, routes) are built, hashed and packed once per push
     and combined with each proxy's own part, so a 50-proxy push does not serialize the same cluster 50 times.
+
+    Mutable by design, and only in one way: the content (`version`, `parts`, the messages) is fixed once built, and
+    the views derived from it (merged items, EDS names, packed Anys, wire bytes) are filled on first read.
     """
 
     _items: Mapping[str, Message] | None
     version: str
     parts: tuple[Resources, ...] = ()
     _packed: dict[str, any_pb2.Any] = field(default_factory=dict, repr=False)
+    _eds: frozenset[str] | None = field(default=None, init=False, repr=False)
+    _serialized: dict[frozenset[str] | None, bytes] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def items(self) -> Mapping[str, Message]:
@@ -46,8 +50,7 @@ class Resources:
             merged: dict[str, Message] = {}
             for p in self.parts:
                 merged.update(p.items)
-            object.__setattr__(self, "_items", MappingProxyType(merged))
-        assert self._items is not None
+            self._items = MappingProxyType(merged)
         return self._items
 
     @classmethod
@@ -71,7 +74,7 @@ class Resources:
 
     def eds_clusters(self) -> frozenset[str]:
         """Names of the EDS clusters among these resources (computed once)."""
-        cached = self.__dict__.get("_eds")
+        cached = self._eds
         if cached is None:
             if self.parts:
                 cached = frozenset().union(*(p.eds_clusters() for p in self.parts))
@@ -83,14 +86,14 @@ class Resources:
                     for n, c in self.items.items()
                     if isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
                 )
-            object.__setattr__(self, "_eds", cached)
+            self._eds = cached
         return cached
 
     def serialized(self, names: frozenset[str] | None = None) -> bytes:
         """The `resources` field of a DiscoveryResponse (all, or only `names`), encoded once and reused.
 
         Repeated fields concatenate on the wire, so combined parts join their parts' cached bytes."""
-        cache: dict[frozenset[str] | None, bytes] = self.__dict__.setdefault("_serialized", {})
+        cache = self._serialized
         if names not in cache:
             if names is None and self.parts:
                 cache[names] = b"".join(p.serialized(None) for p in self.parts)

@@ -21,6 +21,7 @@ from mesh.api import (
     parse_duration,
     resolve_host,
 )
+from mesh.istio import destination_rule_for
 
 
 def test_unknown_field_is_rejected_with_its_path() -> None:
@@ -116,5 +117,5 @@ def test_mesh_config_picks_destination_rule_in_client_namespace_first() -> None:
         DestinationRule(name="a", namespace="shop", host="reviews.default.svc.cluster.local"),
         DestinationRule(name="b", namespace="default", host="reviews"),
     )
-    rule = config.destination_rule_for("reviews.default.svc.cluster.local", "shop")
+    rule = destination_rule_for(config.destination_rules, "reviews.default.svc.cluster.local", "shop")
     assert rule is not None and rule.name == "a"

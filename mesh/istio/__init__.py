@@ -1,0 +1,43 @@
+"""Istio's semantics, once: host names, gateway binding, PeerAuthentication precedence, DestinationRule choice.
+
+Above `mesh.api`, below `mesh.analyze` and `mesh.controlplane.translate`: both call these rules, so what analysis
+warns about and what translation builds agree by construction (as Istio's `pkg/config/host` serves pilot and its
+analyzers alike).
+"""
+
+from mesh.istio.constants import DEFAULT_MTLS_MODE, DOMAIN_SUFFIX, MESH_GATEWAY, ROOT_NAMESPACE
+from mesh.istio.destinations import destination_rule_for, pick_destination_rule, rule_host
+from mesh.istio.gateways import (
+    binds_gateway,
+    binds_mesh,
+    gateway_hosts,
+    gateway_key,
+    gateway_ref,
+    served_hosts,
+    server_hosts,
+    visible_hosts,
+)
+from mesh.istio.hosts import host_matches, resolve_host
+from mesh.istio.peerauth import effective_peer_authentication, mtls_mode
+
+__all__ = [
+    "DEFAULT_MTLS_MODE",
+    "DOMAIN_SUFFIX",
+    "MESH_GATEWAY",
+    "ROOT_NAMESPACE",
+    "binds_gateway",
+    "binds_mesh",
+    "destination_rule_for",
+    "effective_peer_authentication",
+    "gateway_hosts",
+    "gateway_key",
+    "gateway_ref",
+    "host_matches",
+    "mtls_mode",
+    "pick_destination_rule",
+    "resolve_host",
+    "rule_host",
+    "served_hosts",
+    "server_hosts",
+    "visible_hosts",
+]

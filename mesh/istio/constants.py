@@ -1,0 +1,10 @@
+"""Names Istio gives meaning to; one copy each, read by analysis, translation and the runtime model."""
+
+from __future__ import annotations
+
+from mesh.api.workloads import CLUSTER_DOMAIN
+
+ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace: mesh-wide policies live here
+MESH_GATEWAY = "mesh"  # the reserved gateway name: the sidecars of the mesh
+DOMAIN_SUFFIX = CLUSTER_DOMAIN  # `<svc>.<ns>.svc.<suffix>`
+DEFAULT_MTLS_MODE = "PERMISSIVE"  # what a workload accepts when no PeerAuthentication decides

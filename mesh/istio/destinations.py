@@ -1,0 +1,25 @@
+"""Which DestinationRule applies to a host for a client: the client's namespace first, then the others."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mesh.api.networking import DestinationRule
+from mesh.istio.hosts import resolve_host
+
+
+def rule_host(dr: DestinationRule) -> str:
+    """The host a rule is for, resolved in its own namespace."""
+    return resolve_host(dr.host, dr.namespace)
+
+
+def pick_destination_rule(rules: Iterable[DestinationRule], client_namespace: str) -> DestinationRule | None:
+    """Among rules for one host: the client namespace's, else the first by (namespace, name)."""
+    ordered = sorted(rules, key=lambda d: (d.namespace != client_namespace, d.namespace, d.name))
+    return ordered[0] if ordered else None
+
+
+def destination_rule_for(rules: Iterable[DestinationRule], host: str, client_namespace: str) -> DestinationRule | None:
+    """The rule a client in `client_namespace` gets for `host` (a short name resolves in the client's namespace)."""
+    fqdn = resolve_host(host, client_namespace)
+    return pick_destination_rule((d for d in rules if rule_host(d) == fqdn), client_namespace)
