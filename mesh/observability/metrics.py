@@ -11,13 +11,11 @@ import bisect
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from envoy.data.accesslog.v3 import accesslog_pb2 as al
 
+from mesh.observability.envoyconfig import Reporter
 from mesh.observability.workloads import Workload, WorkloadDirectory
-
-Reporter = Literal["source", "destination"]
 
 # Envoy's default histogram buckets, which Istio's proxies use for every istio_* histogram
 BUCKETS: tuple[float, ...] = (
