@@ -48,7 +48,7 @@ class ObservedMesh:
                 ingress_host=block.gateway_ip,
                 ingress_port=8080,
                 loopback_block=block.b,
-                observability=ObservabilityOptions(sampling=100.0, scrape_interval=0.5),
+                observability=ObservabilityOptions(sampling=100.0, scrape_interval=1.0),
             ),
             progress=lambda m: None,
         )
@@ -69,13 +69,18 @@ class ObservedMesh:
         pod = next(p for p in self.mesh.registry.pods if name in (p.name, p.service))
         return HttpClient("", proxy=f"http://{pod.ip}:15001")
 
-    def settled(self, promql: str, expected_total: float, timeout: float = 30.0) -> None:
-        """Wait until Prometheus has all `expected_total` requests of `promql`, then for one more complete scrape."""
+    def settled(self, promql: str, expected_total: float, timeout: float = 30.0) -> float:
+        """Wait until Prometheus has all `expected_total` requests of `promql`, then for one more complete scrape;
+        return that scrape's time. Query at it: a later scrape that times out on a busy machine leaves stale
+        markers, and an instant query at "now" would then see no series at all."""
         deadline = time.monotonic() + timeout
         while sum(v for _, v in self.prom.query(promql)) < expected_total:
             assert time.monotonic() < deadline, f"Prometheus never reached {expected_total} for {promql}"
             time.sleep(0.1)
-        self.prom.wait_for_scrape(prom.MESH_JOB, after=time.time())
+        return self.prom.wait_for_scrape(prom.MESH_JOB, after=time.time())
+
+    def fresh_scrape(self) -> float:
+        return self.prom.wait_for_scrape(prom.MESH_JOB, after=time.time())
 
     def stop(self) -> None:
         if hasattr(self, "traces"):
@@ -93,17 +98,18 @@ def observed() -> Iterator[ObservedMesh]:
         m.stop()
 
 
-def _by_version(m: ObservedMesh) -> Counter[str]:
-    return Counter({k: int(v) for k, v in m.prom.by(REVIEWS_BY_VERSION, "destination_version").items()})
+def _by_version(m: ObservedMesh, at: float | None = None) -> Counter[str]:
+    rows = m.prom.query(REVIEWS_BY_VERSION, at=at)
+    return Counter({r.get("destination_version", ""): int(v) for r, v in rows})
 
 
 def test_canary_counts_in_prometheus_equal_what_the_client_saw(observed: ObservedMesh) -> None:
-    before = _by_version(observed)
+    before = _by_version(observed, observed.fresh_scrape())
     client = observed.ingress()
     n = 200
     seen = Counter(client.get("/productpage").call("reviews")["body"]["version"] for _ in range(n))
-    observed.settled(REVIEWS_BY_VERSION, sum(before.values()) + n)
-    after = _by_version(observed)
+    at = observed.settled(REVIEWS_BY_VERSION, sum(before.values()) + n)
+    after = _by_version(observed, at)
     assert after - before == seen, f"Prometheus {dict(after - before)} vs client {dict(seen)}"
     assert sum(after.values()) - sum(before.values()) == n  # nothing counted twice
 
@@ -118,16 +124,17 @@ def test_abort_fault_shows_as_its_code_with_flag_fi(observed: ObservedMesh) -> N
     try:
         q = 'sum by (response_code, response_flags) (istio_requests_total{destination_service=~"echo.*", reporter="source"})'
 
-        def counts() -> Counter[tuple[str, str]]:
-            return Counter({(m["response_code"], m["response_flags"]): int(v) for m, v in observed.prom.query(q)})
+        def counts(at: float | None = None) -> Counter[tuple[str, str]]:
+            rows = observed.prom.query(q, at=at)
+            return Counter({(m["response_code"], m["response_flags"]): int(v) for m, v in rows})
 
-        before = counts()
+        before = counts(observed.fresh_scrape())
         client = observed.from_pod("productpage")
         n = 600
         codes = Counter(client.get("http://echo:9080/").status for _ in range(n))
         assert set(codes) <= {200, 503}
-        observed.settled(q, sum(before.values()) + n)
-        delta = counts() - before
+        at = observed.settled(q, sum(before.values()) + n)
+        delta = counts(at) - before
         assert delta == Counter({("503", "FI"): codes[503], ("200", "-"): codes[200]})
         assert_fraction(codes[503], n, 0.30, "aborted share")
     finally:
@@ -139,8 +146,8 @@ def test_strict_mtls_traffic_reports_mutual_tls_and_the_principals(observed: Obs
     for _ in range(5):
         client.get("/productpage")
     q = 'istio_requests_total{reporter="destination", destination_service="reviews.default.svc.cluster.local"}'
-    observed.settled(q, 5)
-    rows = [m for m, v in observed.prom.query(q) if v > 0]
+    at = observed.settled(q, 5)
+    rows = [m for m, v in observed.prom.query(q, at=at) if v > 0]
     assert rows
     for m in rows:
         assert m["connection_security_policy"] == "mutual_tls"
