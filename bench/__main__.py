@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import coldstart, hop, push, scale
+from bench import coldstart, hop, observability, push, scale
 
-SUITES = {"coldstart": coldstart.main, "push": push.main, "scale": scale.main, "hop": hop.main}
+SUITES = {
+    "coldstart": coldstart.main,
+    "push": push.main,
+    "scale": scale.main,
+    "hop": hop.main,
+    "observability": observability.main,
+}
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ MeshError
 │   └── ImportFailed       YAML that cannot become typed objects
 ├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
 ├── TargetError            a target cannot do what was asked (missing tool, not running)
-│   └── MeshNotRunning
+│   ├── MeshNotRunning
+│   └── DeploymentFailed   a Pulumi operation failed; names each failing resource and its message
 ├── PushRejected           an Envoy NACKed a push; the previous config keeps serving
 └── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
 """
@@ -71,6 +72,15 @@ class TargetError(MeshError):
 
 class MeshNotRunning(TargetError):
     pass
+
+
+class DeploymentFailed(TargetError):
+    """`failures` lists (resource type, resource name, the engine's message) for each resource that failed."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, str, str]], *, hint: str | None = None) -> None:
+        self.failures = list(failures)
+        lines = "".join(f"\n  {typ} {name}: {msg}" for typ, name, msg in self.failures)
+        super().__init__(message + lines, hint=hint)
 
 
 class PushRejected(MeshError):

@@ -14,6 +14,10 @@ Manifest = dict[str, Any]
 
 INJECTION_LABEL = {"istio-injection": "enabled"}
 
+# Namespaces every cluster has from the start. A deployer labels them (server-side apply of the labels) but never
+# creates or deletes them: Kubernetes refuses to delete them, and creating one fails with "already exists".
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
 
 def render_istio(config: MeshConfig) -> list[Manifest]:
     """The Istio resources, sorted by kind, namespace and name."""
@@ -21,7 +25,10 @@ def render_istio(config: MeshConfig) -> list[Manifest]:
 
 
 def render_workloads(config: MeshConfig) -> list[Manifest]:
-    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version."""
+    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version.
+
+    A Namespace manifest for one of SYSTEM_NAMESPACES only carries its labels (`kubectl apply` patches them in);
+    the kubernetes target turns it into a patch, never a create."""
     out: list[Manifest] = []
     for ns in sorted({s.namespace for s in config.services}):
         out.append(

@@ -2,6 +2,8 @@
 
 Everything Kubernetes sees comes from the same compiler as the local target (`render_workloads`,
 `render_istio`), after the same analysis; errors stop the deployment before anything is created.
+Every resource names its provider and its dependencies in its ResourceOptions; the mock tests read both from
+what the engine receives.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from shlex import quote
 from typing import Any
 
 import pulumi
@@ -18,12 +21,16 @@ import pulumi_kubernetes as k8s
 
 from mesh import analyze as analysis
 from mesh.compile import build_policies, dump_yaml, render_istio, render_workloads
+from mesh.compile.policies import DEFAULT_POLICIES
+from mesh.compile.render import SYSTEM_NAMESPACES, Manifest
 from mesh.targets import capabilities
+from mesh.targets.kubernetes import image
 from mesh.targets.kubernetes.settings import (
     GATEWAY_NAMESPACE,
     ISTIO_CHARTS,
     ISTIO_NAMESPACE,
     NAMESPACE,
+    SAMPLE_REPOSITORY,
     StackSettings,
     base_values,
     dump,
@@ -32,10 +39,12 @@ from mesh.targets.kubernetes.settings import (
     kind_config,
     kind_create_command,
     kind_delete_command,
+    state_home,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
 MANAGED_BY = {"app.kubernetes.io/managed-by": "meshops"}
+# Namespaces that exist before our workloads do: Kubernetes' own, and those the Istio charts create.
+EXISTING_NAMESPACES = SYSTEM_NAMESPACES | {ISTIO_NAMESPACE, GATEWAY_NAMESPACE}
 
 _CORE = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
@@ -47,14 +56,13 @@ _CORE = {
 
 @dataclass
 class Deployed:
-    """What the program created, and each resource's explicit dependencies (asserted by the mock tests)."""
+    """What the program created, by logical name (the tests look resources up here; they assert on what the
+    engine received)."""
 
     resources: dict[str, pulumi.Resource] = field(default_factory=dict)
-    depends: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, name: str, resource: pulumi.Resource, deps: Sequence[str]) -> pulumi.Resource:
+    def add(self, name: str, resource: pulumi.Resource) -> pulumi.Resource:
         self.resources[name] = resource
-        self.depends[name] = list(deps)
         return resource
 
     def opts(
@@ -63,55 +71,79 @@ class Deployed:
         return pulumi.ResourceOptions(depends_on=[self.resources[d] for d in deps], provider=provider, **kw)
 
 
-def _sample_app_digest() -> str:
-    h = hashlib.sha256()
-    for p in [*sorted((ROOT / "mesh" / "sampleapp").glob("*.py")), ROOT / "Dockerfile"]:
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def policy_revision(rendered: str) -> str:
+def policy_revision(rendered: str, policies: Path) -> str:
     """The git commit the policies came from (when in a repository) and the digest of what was rendered."""
     digest = hashlib.sha256(rendered.encode()).hexdigest()[:16]
     try:
         import git
 
-        sha = git.Repo(ROOT, search_parent_directories=True).head.commit.hexsha[:12]
+        sha = git.Repo(policies, search_parent_directories=True).head.commit.hexsha[:12]
     except Exception:
         sha = "no-git"
     return f"{sha} (manifests sha256:{digest})"
 
 
-def program(settings: StackSettings | None = None, policies_dir: Path | None = None) -> Deployed:
+def _with_image(m: Manifest, old: str, new: str) -> Manifest:
+    """The Deployment with every container that runs `old` running `new` (the digest-tagged build)."""
+    if m["kind"] != "Deployment":
+        return m
+    pod = m["spec"]["template"]["spec"]
+    containers = [{**c, "image": new} if c.get("image") == old else c for c in pod["containers"]]
+    return {
+        **m,
+        "spec": {**m["spec"], "template": {**m["spec"]["template"], "spec": {**pod, "containers": containers}}},
+    }
+
+
+def program(
+    settings: StackSettings | None = None,
+    policies_dir: Path | str | None = None,
+    home: Path | None = None,
+) -> Deployed:
     s = settings or StackSettings.from_mapping(pulumi.Config(NAMESPACE).get)
-    config = build_policies(s.policy_env, policies_dir or ROOT / "policies")
+    policies = Path(policies_dir or DEFAULT_POLICIES).resolve()
+    config = build_policies(s.policy_env, policies)
     analysis.check(config, capabilities("kubernetes"))
+    home = home or state_home()
     out = Deployed()
 
     # --- cluster ---------------------------------------------------------------------------------
+    sample_tag = s.sample_image
     if s.creates_cluster:
+        kind_kubeconfig = home / "kind" / f"{s.cluster_name}.kubeconfig"
+        kind_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
         cluster = command.local.Command(
             "kind-cluster",
-            create=kind_create_command(s),
-            delete=kind_delete_command(s),
+            create=kind_create_command(s, kind_kubeconfig),
+            delete=kind_delete_command(s, kind_kubeconfig),
             stdin=dump(kind_config(s)),
             triggers=[dump(kind_config(s))],
+            # `kind create cluster --name X` fails while X exists: the old cluster goes first
+            opts=pulumi.ResourceOptions(delete_before_replace=True),
         )
-        out.add("kind-cluster", cluster, [])
+        out.add("kind-cluster", cluster)
         kubeconfig_cmd = command.local.Command(
             "kind-kubeconfig",
-            create=f"kind get kubeconfig --name {s.cluster_name}",
+            create=f"kind get kubeconfig --name {quote(s.cluster_name)}",
+            triggers=[cluster.id],  # a recreated cluster has new certificates: read its kubeconfig again
             opts=out.opts(["kind-cluster"], additional_secret_outputs=["stdout"]),
         )
-        out.add("kind-kubeconfig", kubeconfig_cmd, ["kind-cluster"])
+        out.add("kind-kubeconfig", kubeconfig_cmd)
         kubeconfig: pulumi.Output[str] = pulumi.Output.secret(kubeconfig_cmd.stdout)
-        image = command.local.Command(
+        built = image.prepare(SAMPLE_REPOSITORY, home / "build")
+        sample_tag = built.tag
+        out.add(
             "sample-image",
-            create=f"docker build -t {s.sample_image} {ROOT} && kind load docker-image {s.sample_image} --name {s.cluster_name}",
-            triggers=[_sample_app_digest(), s.sample_image],
-            opts=out.opts(["kind-cluster"]),
+            command.local.Command(
+                "sample-image",
+                create=(
+                    f"docker build -t {quote(built.tag)} {quote(str(built.context))}"
+                    f" && kind load docker-image {quote(built.tag)} --name {quote(s.cluster_name)}"
+                ),
+                triggers=[built.digest, cluster.id],
+                opts=out.opts(["kind-cluster"]),
+            ),
         )
-        out.add("sample-image", image, ["kind-cluster"])
         cluster_deps = ["kind-kubeconfig"]
         image_deps = ["sample-image"]
     else:
@@ -119,7 +151,7 @@ def program(settings: StackSettings | None = None, policies_dir: Path | None = N
         cluster_deps, image_deps = [], []
 
     provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, opts=out.opts(cluster_deps))
-    out.add("provider", provider, cluster_deps)
+    out.add("provider", provider)
 
     # --- Istio from its official charts, in order ------------------------------------------------
     def release(name: str, chart: str, namespace: str, values: dict[str, Any], deps: list[str]) -> None:
@@ -137,7 +169,7 @@ def program(settings: StackSettings | None = None, policies_dir: Path | None = N
             timeout=600,
             opts=out.opts(deps, provider),
         )
-        out.add(name, r, deps)
+        out.add(name, r)
 
     release("istio-base", "base", ISTIO_NAMESPACE, base_values(s), [])
     release("istiod", "istiod", ISTIO_NAMESPACE, istiod_values(s), ["istio-base"])
@@ -146,48 +178,31 @@ def program(settings: StackSettings | None = None, policies_dir: Path | None = N
     # --- workloads: Namespaces (injection on), ServiceAccounts, Services, Deployments -----------------
     ns_names: dict[str, str] = {}
     for m in render_workloads(config):
+        m = _with_image(m, s.sample_image, sample_tag) if s.creates_cluster else m
         meta = dict(m["metadata"])
         meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY}
         kind = m["kind"]
         ns = meta.get("namespace", "")
         name = f"{kind.lower()}-{ns + '-' if ns else ''}{meta['name']}"
         deps = ["istiod"] + ([ns_names[ns]] if ns in ns_names else []) + (image_deps if kind == "Deployment" else [])
+        if kind == "Namespace" and meta["name"] in EXISTING_NAMESPACES:
+            # label it (server-side apply of our labels only); never create or delete it
+            name = f"namespace-labels-{meta['name']}"
+            labels_only: Any = {"name": meta["name"], "labels": meta["labels"]}
+            patch = k8s.core.v1.NamespacePatch(name, metadata=labels_only, opts=out.opts(deps, provider))
+            out.add(name, patch)
+            ns_names[meta["name"]] = name
+            continue
         cls = _CORE[(m["apiVersion"], kind)]
         kwargs: dict[str, Any] = {"metadata": meta}
         if "spec" in m:
             kwargs["spec"] = m["spec"]
-        out.add(name, cls(name, **kwargs, opts=out.opts(deps, provider)), deps)
+        out.add(name, cls(name, **kwargs, opts=out.opts(deps, provider)))
         if kind == "Namespace":
             ns_names[meta["name"]] = name
 
     if s.legacy_client:
-        # a client outside the mesh (no sidecar): the e2e suite's plaintext caller
-        legacy_ns = k8s.core.v1.Namespace(
-            "namespace-legacy",
-            metadata={"name": "legacy", "labels": {"istio-injection": "disabled", **MANAGED_BY}},
-            opts=out.opts(["istiod"], provider),
-        )
-        out.add("namespace-legacy", legacy_ns, ["istiod"])
-        labels = {"app": "legacy-client"}
-        container = {
-            "name": "client",
-            "image": s.sample_image,
-            "imagePullPolicy": "IfNotPresent",
-            "env": [{"name": "SERVICE_NAME", "value": "legacy-client"}],
-        }
-        legacy_spec: Any = {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        }
-        legacy_meta: Any = {"name": "legacy-client", "namespace": "legacy", "labels": {**labels, **MANAGED_BY}}
-        dep = k8s.apps.v1.Deployment(
-            "deployment-legacy-client",
-            metadata=legacy_meta,
-            spec=legacy_spec,
-            opts=out.opts(["namespace-legacy", *image_deps], provider),
-        )
-        out.add("deployment-legacy-client", dep, ["namespace-legacy", *image_deps])
+        _legacy_client(out, provider, sample_tag, image_deps)
 
     # --- policies, from the same compiler ------------------------------------------------------------
     for m in render_istio(config):
@@ -203,11 +218,46 @@ def program(settings: StackSettings | None = None, policies_dir: Path | None = N
             spec=m["spec"],
             opts=out.opts(deps, provider),
         )
-        out.add(name, cr, deps)
+        out.add(name, cr)
 
     pulumi.export("ingress_url", s.ingress_url)
     pulumi.export("kubeconfig", kubeconfig)
     pulumi.export("policy_env", s.policy_env)
-    pulumi.export("policy_revision", policy_revision(dump_yaml(render_istio(config))))
+    pulumi.export("policy_revision", policy_revision(dump_yaml(render_istio(config)), policies))
     pulumi.export("istio_version", s.istio_version)
+    pulumi.export("sample_image", sample_tag)
     return out
+
+
+def _legacy_client(out: Deployed, provider: pulumi.ProviderResource, image_tag: str, image_deps: list[str]) -> None:
+    """A client outside the mesh (no sidecar): the e2e suite's plaintext caller."""
+    out.add(
+        "namespace-legacy",
+        k8s.core.v1.Namespace(
+            "namespace-legacy",
+            metadata={"name": "legacy", "labels": {"istio-injection": "disabled", **MANAGED_BY}},
+            opts=out.opts(["istiod"], provider),
+        ),
+    )
+    labels = {"app": "legacy-client"}
+    container = {
+        "name": "client",
+        "image": image_tag,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": "SERVICE_NAME", "value": "legacy-client"}],
+    }
+    spec: Any = {
+        "replicas": 1,
+        "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+    }
+    meta: Any = {"name": "legacy-client", "namespace": "legacy", "labels": {**labels, **MANAGED_BY}}
+    out.add(
+        "deployment-legacy-client",
+        k8s.apps.v1.Deployment(
+            "deployment-legacy-client",
+            metadata=meta,
+            spec=spec,
+            opts=out.opts(["istiod", "namespace-legacy", *image_deps], provider),
+        ),
+    )

@@ -1,21 +1,53 @@
-"""The Pulumi program's resource graph, under Pulumi's own mocks (no cluster, no CLI: this is not a live run)."""
+"""The Pulumi program's resource graph as Pulumi's engine receives it, under Pulumi's own mocks (no cluster, no
+CLI: this is not a live run). A recording monitor keeps every RegisterResource request: its type, inputs, provider
+reference, dependencies, delete-before-replace flag and secret outputs, so removing a `provider=` or a `depends_on=`
+from the program fails a test here."""
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
+import yaml
+from google.protobuf.json_format import MessageToDict
+from pulumi.runtime import mocks as pulumi_mocks
 
-from mesh.targets.kubernetes.settings import INGRESS_NODE_PORT, StackSettings
+from mesh.compile import build_policies, render_istio, render_workloads
+from mesh.compile.render import SYSTEM_NAMESPACES
+from mesh.targets.kubernetes.settings import (
+    GATEWAY_NAMESPACE,
+    INGRESS_NODE_PORT,
+    ISTIO_NAMESPACE,
+    ISTIO_VERSION,
+    StackSettings,
+)
+
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's wire signature of a secret value
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+
+@dataclass
+class Registered:
+    """One RegisterResource request, as the engine gets it."""
+
+    typ: str
+    urn: str
+    inputs: dict[str, Any]
+    provider: str  # "<provider urn>::<id>", or "" for the default provider
+    dependencies: list[str]  # URNs
+    delete_before_replace: bool
+    secret_outputs: list[str]
+    secret_inputs: set[str]
 
 
 class Mocks(pulumi.runtime.Mocks):
-    def __init__(self) -> None:
-        self.created: dict[str, pulumi.runtime.MockResourceArgs] = {}
-
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.created[args.name] = args
         outputs = dict(args.inputs)
         if args.typ == "command:local:Command":
             outputs["stdout"] = "apiVersion: v1\nkind: Config\nclusters: []\n"
@@ -25,35 +57,107 @@ class Mocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+class Recorder(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
+        super().__init__(mocks)
+        self.seen: dict[str, Registered] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            raw = MessageToDict(request.object)
+            self.seen[request.name] = Registered(
+                typ=request.type,
+                urn=response.urn,
+                inputs=pulumi.runtime.rpc.deserialize_properties(request.object),
+                provider=request.provider,
+                dependencies=list(request.dependencies),
+                delete_before_replace=request.deleteBeforeReplace,
+                secret_outputs=list(request.additionalSecretOutputs),
+                secret_inputs={k for k, v in raw.items() if isinstance(v, dict) and v.get(SIG_KEY) == SECRET_SIG},
+            )
+        return response
+
+    def name_of(self, urn: str) -> str:
+        return urn.rsplit("::", 1)[1]
+
+    def deps(self, name: str) -> set[str]:
+        return {self.name_of(u) for u in self.seen[name].dependencies}
+
+    def provider_of(self, name: str) -> str:
+        ref = self.seen[name].provider  # "<provider urn>::<provider id>"; the urn ends with the provider's name
+        return ref.split("::")[-2] if ref else "the default provider"
+
+
 MOCKS = Mocks()
-pulumi.runtime.set_mocks(MOCKS, preview=False)
+MONITOR = Recorder(MOCKS)
+pulumi.runtime.set_mocks(MOCKS, preview=False, monitor=MONITOR)
 
 from mesh.targets.kubernetes.program import Deployed, program  # noqa: E402  (mocks first)
 
-DEV = StackSettings(cluster_name="meshops-dev", policy_env="dev", istio_version="1.30.4", ingress_host_port=8080)
+HOME = Path(tempfile.mkdtemp(prefix="meshops home "))  # a space: commands must quote their paths
+DEV = StackSettings(
+    cluster_name="meshops-dev", policy_env="dev", istio_version=ISTIO_VERSION, ingress_host_port=8080, ephemeral=True
+)
+CI = StackSettings(
+    cluster_name="meshops-ci", policy_env="e2e", istio_version=ISTIO_VERSION, ephemeral=True, legacy_client=True
+)
+PROD = StackSettings(
+    cluster_name="meshops-prod",
+    policy_env="prod",
+    istio_version=ISTIO_VERSION,
+    kubeconfig="apiVersion: v1\nkind: Config\n",
+    gateway_replicas=3,
+    istiod_replicas=2,
+)
+# Namespaces the program must never create: Kubernetes' own, and the ones the Istio charts create
+NEVER_CREATED = SYSTEM_NAMESPACES | {ISTIO_NAMESPACE, GATEWAY_NAMESPACE}
+
+
+def teardown_module() -> None:
+    shutil.rmtree(HOME, ignore_errors=True)
+
+
+def _run(settings: StackSettings) -> Deployed:
+    MONITOR.seen.clear()
+    return program(settings, home=HOME)
 
 
 def _settled(deployed: Deployed, check: Any) -> pulumi.Output[Any]:
     return pulumi.Output.all(*[r.urn for r in deployed.resources.values()]).apply(lambda _: check())
 
 
+@pytest.mark.parametrize("settings", [DEV, CI, PROD], ids=["dev", "ci", "prod"])
 @pulumi.runtime.test
-def test_istio_charts_install_in_order_from_the_official_repo() -> Any:
-    MOCKS.created.clear()
-    d = program(DEV)
-    assert d.depends["istio-base"] == []
-    assert d.depends["istiod"] == ["istio-base"]
-    assert d.depends["istio-ingressgateway"] == ["istiod"]
-    assert d.depends["provider"] == ["kind-kubeconfig"]
+def test_every_kubernetes_resource_goes_through_the_stack_provider(settings: StackSettings) -> Any:
+    d = _run(settings)
 
     def check() -> None:
+        kube = [n for n, r in MONITOR.seen.items() if r.typ.startswith("kubernetes:")]
+        assert len(kube) > 20
+        for name in kube:
+            assert MONITOR.provider_of(name) == "kubernetes", f"{name} uses {MONITOR.seen[name].provider or 'default'}"
+        assert MONITOR.seen["kubernetes"].typ == "pulumi:providers:kubernetes"
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_istio_charts_install_in_order_from_the_official_repo() -> Any:
+    d = _run(DEV)
+
+    def check() -> None:
+        assert MONITOR.deps("istio-base") == set()
+        assert MONITOR.deps("istiod") == {"istio-base"}
+        assert MONITOR.deps("istio-ingressgateway") == {"istiod"}
+        assert MONITOR.deps("kubernetes") == {"kind-kubeconfig"}
         for name, chart in (("istio-base", "base"), ("istiod", "istiod"), ("istio-ingressgateway", "gateway")):
-            r = MOCKS.created[name]
+            r = MONITOR.seen[name]
             assert r.typ == "kubernetes:helm.sh/v3:Release"
-            assert r.inputs["chart"] == chart and r.inputs["version"] == "1.30.4"
+            assert r.inputs["chart"] == chart and r.inputs["version"] == ISTIO_VERSION
             assert r.inputs["repositoryOpts"]["repo"] == "https://istio-release.storage.googleapis.com/charts"
-        assert MOCKS.created["istiod"].inputs["values"]["base"]["validationFailurePolicy"] == "Fail"
-        gw = MOCKS.created["istio-ingressgateway"].inputs["values"]
+        assert MONITOR.seen["istiod"].inputs["values"]["base"]["validationFailurePolicy"] == "Fail"
+        gw = MONITOR.seen["istio-ingressgateway"].inputs["values"]
         assert gw["labels"]["istio"] == "ingressgateway"
         assert {p["nodePort"] for p in gw["service"]["ports"] if "nodePort" in p} == {INGRESS_NODE_PORT}
 
@@ -61,113 +165,197 @@ def test_istio_charts_install_in_order_from_the_official_repo() -> Any:
 
 
 @pulumi.runtime.test
-def test_kind_cluster_with_the_ingress_port_mapped() -> Any:
-    MOCKS.created.clear()
-    d = program(DEV)
+def test_workloads_and_policies_wait_for_istiod_their_namespace_and_the_image() -> Any:
+    d = _run(CI)
 
     def check() -> None:
-        import yaml
+        kinds = ("kubernetes:core/v1:", "kubernetes:apps/v1:", "kubernetes:networking.istio.io", "kubernetes:security")
+        workload_or_policy = [
+            n for n, r in MONITOR.seen.items() if r.typ.startswith(kinds) and "Namespace" not in r.typ
+        ]
+        assert len(workload_or_policy) > 20
+        for name in workload_or_policy:
+            deps = MONITOR.deps(name)
+            assert "istiod" in deps, name  # its injection webhook and CRDs
+            ns = MONITOR.seen[name].inputs["metadata"]["namespace"]
+            # its namespace: labelled by a patch, created by the charts (istiod comes after base), or ours
+            owner = {"default": "namespace-labels-default", ISTIO_NAMESPACE: "istiod"}.get(ns, f"namespace-{ns}")
+            assert owner in deps, f"{name} does not wait for namespace {ns}"
+        deployments = [n for n, r in MONITOR.seen.items() if r.typ == "kubernetes:apps/v1:Deployment"]
+        rendered = [m for m in render_workloads(build_policies("e2e")) if m["kind"] == "Deployment"]
+        assert len(deployments) == len(rendered) + 1  # the sample workloads + the legacy client
+        for name in deployments:
+            assert "sample-image" in MONITOR.deps(name), name
 
-        cluster = MOCKS.created["kind-cluster"]
-        assert cluster.inputs["create"].startswith("kind create cluster --name meshops-dev")
-        assert cluster.inputs["delete"] == "kind delete cluster --name meshops-dev"
+    return _settled(d, check)
+
+
+@pytest.mark.parametrize("settings", [DEV, CI, PROD], ids=["dev", "ci", "prod"])
+@pulumi.runtime.test
+def test_no_namespace_kubernetes_or_the_charts_create_is_created(settings: StackSettings) -> Any:
+    d = _run(settings)
+
+    def check() -> None:
+        created = {
+            r.inputs["metadata"]["name"] for r in MONITOR.seen.values() if r.typ == "kubernetes:core/v1:Namespace"
+        }
+        assert not created & NEVER_CREATED, f"creates {sorted(created & NEVER_CREATED)}: they exist already"
+        # the sample app stays in `default`, labelled for injection by a patch (server-side apply of labels only)
+        patch = MONITOR.seen["namespace-labels-default"]
+        assert patch.typ == "kubernetes:core/v1:NamespacePatch"
+        assert patch.inputs["metadata"]["labels"]["istio-injection"] == "enabled"
+        assert set(patch.inputs) == {"apiVersion", "kind", "metadata"}  # no spec: nothing but labels is owned
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_kind_cluster_is_deleted_before_it_is_recreated_and_its_kubeconfig_read_again() -> Any:
+    d = _run(DEV)
+
+    def check() -> None:
+        cluster = MONITOR.seen["kind-cluster"]
+        assert cluster.delete_before_replace, "`kind create cluster --name X` fails while X exists"
+        kubeconfig = MONITOR.seen["kind-kubeconfig"]
+        assert MONITOR.deps("kind-kubeconfig") == {"kind-cluster"}
+        assert kubeconfig.inputs["triggers"] == ["kind-cluster-id"], "a recreated cluster must be read again"
+        assert MONITOR.seen["sample-image"].inputs["triggers"][1] == "kind-cluster-id"  # reloaded into it too
+        assert MONITOR.deps("sample-image") == {"kind-cluster"}
         cfg = yaml.safe_load(cluster.inputs["stdin"])
         (mapping,) = cfg["nodes"][0]["extraPortMappings"]
         assert (mapping["containerPort"], mapping["hostPort"]) == (INGRESS_NODE_PORT, 8080)
-        assert "kind load docker-image meshops/sampleapp:0.1.0" in MOCKS.created["sample-image"].inputs["create"]
+        assert cfg["nodes"][0]["image"].startswith("kindest/node:v1.35.0@sha256:")
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_kind_uses_its_own_kubeconfig_file_and_commands_quote_paths() -> Any:
+    d = _run(DEV)
+
+    def check() -> None:
+        own = str(HOME / "kind" / "meshops-dev.kubeconfig")
+        for key in ("create", "delete"):
+            argv = shlex.split(MONITOR.seen["kind-cluster"].inputs[key].split("&&")[0])
+            assert argv[argv.index("--kubeconfig") + 1] == own, "kind must not touch ~/.kube/config"
+        build = shlex.split(MONITOR.seen["sample-image"].inputs["create"].split("&&")[0])
+        assert build[:2] == ["docker", "build"] and Path(build[-1]).parent == HOME / "build"  # one argument
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_a_rebuilt_image_reaches_the_pods() -> Any:
+    from mesh.targets.kubernetes import image
+
+    d = _run(CI)
+    built = image.prepare("meshops/sampleapp", HOME / "build")
+
+    def check() -> None:
+        assert built.tag == f"meshops/sampleapp:{built.digest}"
+        assert built.digest in MONITOR.seen["sample-image"].inputs["triggers"]
+        assert f"kind load docker-image {built.tag}" in MONITOR.seen["sample-image"].inputs["create"]
+        for r in MONITOR.seen.values():
+            if r.typ == "kubernetes:apps/v1:Deployment":
+                images = {c["image"] for c in r.inputs["spec"]["template"]["spec"]["containers"]}
+                assert images == {built.tag}, images  # a new digest changes every pod template: they roll
+
+    return _settled(d, check)
+
+
+def test_the_image_tag_follows_the_build_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mesh.targets.kubernetes import image
+
+    before = image.prepare("r", tmp_path)
+    assert (before.context / "Dockerfile").exists() and (before.context / "mesh/sampleapp/server.py").exists()
+    changed = tmp_path / "server.py"
+    changed.write_text((before.context / "mesh/sampleapp/server.py").read_text() + "\n# changed\n")
+    files = {**image.context_files(), "mesh/sampleapp/server.py": changed}
+    monkeypatch.setattr(image, "context_files", lambda: files)
+    after = image.prepare("r", tmp_path)
+    assert after.tag != before.tag and after.context != before.context
+
+
+@pulumi.runtime.test
+def test_an_existing_cluster_gets_no_kind_and_its_own_settings() -> Any:
+    d = _run(PROD)
+    assert "kind-cluster" not in d.resources and "sample-image" not in d.resources
+
+    def check() -> None:
+        assert "kind-cluster" not in MONITOR.seen and "sample-image" not in MONITOR.seen
+        assert MONITOR.deps("kubernetes") == set()
+        assert MONITOR.seen["istio-ingressgateway"].inputs["values"]["replicaCount"] == 3
+        assert MONITOR.seen["istiod"].inputs["values"]["pilot"]["replicaCount"] == 2
+        vs = MONITOR.seen["virtualservice-default-reviews"].inputs
+        assert vs["spec"]["http"][1]["route"][1]["weight"] == 10  # prod canary
+        images = {
+            c["image"]
+            for r in MONITOR.seen.values()
+            if r.typ == "kubernetes:apps/v1:Deployment"
+            for c in r.inputs["spec"]["template"]["spec"]["containers"]
+        }
+        assert images == {"meshops/sampleapp:0.1.0"}  # as the policies name it: a registry image
+
+    return _settled(d, check)
+
+
+@pytest.mark.parametrize("settings", [DEV, PROD], ids=["kind", "existing"])
+@pulumi.runtime.test
+def test_kubeconfig_is_a_secret_wherever_it_goes(settings: StackSettings) -> Any:
+    d = _run(settings)
+
+    def check() -> None:
+        assert "kubeconfig" in MONITOR.seen["kubernetes"].secret_inputs, "the provider's kubeconfig went in clear"
+        if settings.creates_cluster:
+            assert MONITOR.seen["kind-kubeconfig"].secret_outputs == ["stdout"]
 
     return _settled(d, check)
 
 
 @pulumi.runtime.test
 def test_workloads_and_policies_come_from_the_same_compiler() -> Any:
-    MOCKS.created.clear()
-    d = program(DEV)
-    from mesh.compile import build_policies, render_istio
-
+    d = _run(DEV)
+    config = build_policies("dev")
     expected = {
-        f"{m['kind'].lower()}-{m['metadata']['namespace']}-{m['metadata']['name']}"
-        for m in render_istio(build_policies("dev"))
+        f"{m['kind'].lower()}-{m['metadata']['namespace']}-{m['metadata']['name']}" for m in render_istio(config)
     }
+    workloads = {m["metadata"]["name"] for m in render_workloads(config) if m["kind"] == "Deployment"}
 
     def check() -> None:
         crs = {
-            n: a
-            for n, a in MOCKS.created.items()
-            if a.typ.startswith("kubernetes:networking.istio.io") or a.typ.startswith("kubernetes:security.istio.io")
+            n
+            for n, r in MONITOR.seen.items()
+            if r.typ.startswith(("kubernetes:networking.istio.io", "kubernetes:security.istio.io"))
         }
-        assert set(crs) == expected
-        vs = crs["virtualservice-default-reviews"].inputs
-        assert vs["spec"]["http"][1]["route"][0]["weight"] == 50  # dev canary
-        deployments = {n for n, a in MOCKS.created.items() if a.typ == "kubernetes:apps/v1:Deployment"}
-        assert deployments == {
-            f"deployment-default-{n}"
-            for n in ("productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1")
+        assert crs == expected
+        assert MONITOR.seen["virtualservice-default-reviews"].inputs["spec"]["http"][1]["route"][0]["weight"] == 50
+        deployed = {
+            r.inputs["metadata"]["name"] for r in MONITOR.seen.values() if r.typ == "kubernetes:apps/v1:Deployment"
         }
-        ns = MOCKS.created["namespace-default"].inputs
-        assert ns["metadata"]["labels"]["istio-injection"] == "enabled"
-        # every workload and policy waits for istiod (its injection webhook and CRDs)
-        for name in [*expected, *deployments]:
-            assert "istiod" in d.depends[name], name
-        for name in deployments:
-            assert "sample-image" in d.depends[name]
+        assert deployed == workloads
 
     return _settled(d, check)
 
 
 @pulumi.runtime.test
-def test_per_stack_settings_are_respected() -> Any:
-    MOCKS.created.clear()
-    prod = StackSettings(
-        cluster_name="meshops-prod",
-        policy_env="prod",
-        istio_version="1.30.4",
-        kubeconfig="apiVersion: v1\nkind: Config\n",
-        gateway_replicas=3,
-        istiod_replicas=2,
-    )
-    d = program(prod)
-    assert "kind-cluster" not in d.resources and "sample-image" not in d.resources  # an existing cluster
-    assert d.depends["provider"] == []
-
-    def check() -> None:
-        assert MOCKS.created["istio-ingressgateway"].inputs["values"]["replicaCount"] == 3
-        assert MOCKS.created["istiod"].inputs["values"]["pilot"]["replicaCount"] == 2
-        vs = MOCKS.created["virtualservice-default-reviews"].inputs
-        assert vs["spec"]["http"][1]["route"][1]["weight"] == 10  # prod canary
-        assert "virtualservice-default-ratings" in MOCKS.created
-
-    return _settled(d, check)
-
-
-@pulumi.runtime.test
-def test_kubeconfig_is_exported_as_a_secret() -> Any:
-    MOCKS.created.clear()
-    d = program(DEV)
-    provider = d.resources["provider"]
-    assert isinstance(provider, pulumi.ProviderResource)
-
-    def check() -> None:
-        cmd = MOCKS.created["kind-kubeconfig"]
-        assert cmd.inputs["create"] == "kind get kubeconfig --name meshops-dev"
-
-    return _settled(d, check)
-
-
-@pulumi.runtime.test
-def test_outputs_and_the_kubeconfig_is_secret() -> Any:
+def test_outputs_and_the_kubeconfig_output_is_secret() -> Any:
     from mesh.targets.kubernetes import program as prog
 
     exported: dict[str, Any] = {}
-    original = pulumi.export
+    original = prog.pulumi.export
     try:
-        pulumi.export = lambda name, value: exported.__setitem__(name, value)  # type: ignore[assignment]
-        prog.pulumi.export = pulumi.export  # type: ignore[attr-defined]
-        program(DEV)
+        prog.pulumi.export = lambda name, value: exported.__setitem__(name, value)  # type: ignore[assignment]
+        _run(DEV)
     finally:
-        pulumi.export = original
-        prog.pulumi.export = original  # type: ignore[attr-defined]
-    assert set(exported) == {"ingress_url", "kubeconfig", "policy_env", "policy_revision", "istio_version"}
+        prog.pulumi.export = original
+    assert set(exported) == {
+        "ingress_url",
+        "kubeconfig",
+        "policy_env",
+        "policy_revision",
+        "istio_version",
+        "sample_image",
+    }
     assert exported["ingress_url"] == "http://localhost:8080"
     assert "manifests sha256:" in exported["policy_revision"]
 
@@ -177,7 +365,7 @@ def test_outputs_and_the_kubeconfig_is_secret() -> Any:
     return pulumi.Output.from_input(exported["kubeconfig"].is_secret()).apply(secret)
 
 
-def test_analysis_errors_stop_the_deployment(tmp_path: Any) -> None:
+def test_analysis_errors_stop_the_deployment(tmp_path: Path) -> None:
     from mesh.errors import AnalysisFailed
 
     pkg = tmp_path / "bad"
@@ -187,7 +375,7 @@ def test_analysis_errors_stop_the_deployment(tmp_path: Any) -> None:
         "def build(env):\n"
         "    return MeshConfig().add(VirtualService(name='x', hosts=['x'], http=[h.split('x', {'a': 0, 'b': 0})]))\n"
     )
-    MOCKS.created.clear()
+    MONITOR.seen.clear()
     with pytest.raises(AnalysisFailed):
-        program(DEV, policies_dir=pkg)
-    assert MOCKS.created == {}
+        program(DEV, policies_dir=pkg, home=tmp_path)
+    assert MONITOR.seen == {}
