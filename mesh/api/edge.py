@@ -113,6 +113,7 @@ class Edge(Resource):
     timeouts: EdgeTimeouts = EdgeTimeouts()
     retries: int = Field(default=3, ge=0, le=10)
     max_connections: int = Field(default=4096, ge=1, le=100_000)
+    serve_acme_challenges: bool = True  # plain-HTTP listeners answer ACME HTTP-01 challenges (see mesh.edge.acme)
 
     @model_validator(mode="after")
     def _unique_listeners(self) -> Edge:

@@ -34,6 +34,7 @@ class Paths:
 
     admin_socket: Path
     certificates: dict[str, Path]  # credential name -> PEM with certificate chain and key
+    acme_challenges: Path | None = None  # HAProxy map: ACME HTTP-01 token -> key authorization
 
 
 def ms(duration: str) -> str:
@@ -122,6 +123,14 @@ def _frontend(edge: Edge, lst: EdgeListener, paths: Paths) -> list[str]:
         pem = paths.certificates[lst.tls.credential]
         bind += f" ssl crt {pem} alpn {','.join(lst.tls.alpn)} ssl-min-ver {lst.tls.min_version}"
     lines = [f"frontend {lst.name}", bind, f"    maxconn {edge.max_connections}"]
+    if lst.tls is None and edge.serve_acme_challenges and paths.acme_challenges is not None:
+        # HTTP-01: the ACME server fetches /.well-known/acme-challenge/<token>; tokens come and go in a map the
+        # admin socket edits at run time (no reload), and an unknown token falls through to the gateways
+        token = f"path,field(4,/),map({paths.acme_challenges})"
+        lines.append(
+            f'    http-request return status 200 content-type text/plain lf-string "%[{token}]" '
+            f"if {{ path_beg /.well-known/acme-challenge/ }} {{ {token} -m found }}"
+        )
     limits = edge.rate_limits
     if limits is not None:
         # a request over the limit counts too: a client that keeps hammering stays limited until it slows down

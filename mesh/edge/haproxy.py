@@ -67,7 +67,7 @@ def command(config_path: Path, master_socket: Path, pid_file: Path) -> list[str]
     ]
 
 
-def _ask(path: Path, command: str, timeout: float = 2.0) -> str:
+def ask(path: Path, command: str, timeout: float = 2.0) -> str:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
@@ -109,13 +109,13 @@ class Runtime:
 
     def ready(self) -> bool:
         try:
-            return "Pid:" in _ask(self.admin_socket, "show info", timeout=0.5)
+            return "Pid:" in ask(self.admin_socket, "show info", timeout=0.5)
         except OSError:
             return False
 
     def workers(self) -> list[int]:
         """Current worker pids (not the old ones still draining), from the master CLI."""
-        text = _ask(self.master_socket, "show proc")
+        text = ask(self.master_socket, "show proc")
         pids, section = [], ""
         for line in text.splitlines():
             if line.startswith("#"):
@@ -172,7 +172,7 @@ class Runtime:
         return out
 
     def _stat(self) -> list[dict[str, str]]:
-        text = _ask(self.admin_socket, "show stat").lstrip("# ")
+        text = ask(self.admin_socket, "show stat").lstrip("# ")
         return list(csv.DictReader(io.StringIO(text)))
 
 

@@ -218,9 +218,18 @@ class Load:
     """`workers` threads each sending requests back to back (one keep-alive session each) until stopped."""
 
     def __init__(
-        self, url: str, workers: int = 4, *, verify: str | bool = True, headers: dict[str, str] | None = None
+        self,
+        url: str,
+        workers: int = 4,
+        *,
+        verify: str | bool = True,
+        headers: dict[str, str] | None = None,
+        sni: str | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.url = url
+        self.sni = sni
+        self.proxies = {"http": proxy} if proxy else None
         self.workers = workers
         self.verify = verify
         self.headers = headers or {}
@@ -232,10 +241,14 @@ class Load:
     def _run(self) -> None:
         session = requests.Session()
         session.trust_env = False
+        if self.sni:  # TLS to an address, verified as the name (the name need not resolve here)
+            adapter = requests.adapters.HTTPAdapter()
+            adapter.init_poolmanager(10, 10, server_hostname=self.sni)
+            session.mount("https://", adapter)
         while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
-                r = session.get(self.url, timeout=5, verify=self.verify, headers=self.headers)
+                r = session.get(self.url, timeout=5, verify=self.verify, headers=self.headers, proxies=self.proxies)
                 status, error = r.status_code, None
             except requests.RequestException as e:
                 status, error = 0, f"{type(e).__name__}: {e}"

@@ -14,7 +14,7 @@ from pathlib import Path
 from mesh.api.edge import Edge
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.edge import config, haproxy
-from mesh.edge.errors import EdgePolicyError, EdgeUnavailable
+from mesh.edge.errors import EdgeConfigRejected, EdgePolicyError, EdgeUnavailable
 
 log = logging.getLogger("mesh.edge")
 
@@ -31,6 +31,7 @@ class EdgeTier:
         self.credentials_dir = credentials_dir
         self.config_path = run_dir / "haproxy.cfg"
         self.runtime = haproxy.Runtime(run_dir / "admin.sock", run_dir / "master.sock", run_dir / "haproxy.pid")
+        self.acme_map = run_dir / "acme-challenges.map"
         self._supervisor: Supervisor | None = None
         self._lock = threading.Lock()
 
@@ -38,7 +39,9 @@ class EdgeTier:
 
     def render(self, edge: Edge | None = None, replicas: list[config.Replica] | None = None) -> str:
         edge = edge or self.edge
-        paths = config.Paths(admin_socket=self.runtime.admin_socket, certificates=self._certificates(edge))
+        paths = config.Paths(
+            admin_socket=self.runtime.admin_socket, certificates=self._certificates(edge), acme_challenges=self.acme_map
+        )
         return config.render(edge, replicas if replicas is not None else self.replicas, paths)
 
     def _certificates(self, edge: Edge) -> dict[str, Path]:
@@ -77,6 +80,7 @@ class EdgeTier:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for stale in (self.runtime.admin_socket, self.runtime.master_socket):
             stale.unlink(missing_ok=True)
+        self.acme_map.write_text("")  # challenges live in HAProxy's memory; the file only declares the map
         self._write_checked(self.render())
         return ProcessSpec(
             name=PROCESS_NAME,
@@ -115,6 +119,10 @@ class EdgeTier:
             self.runtime.reload()
             self.edge = edge
 
+    def refresh_certificates(self) -> None:
+        """Credentials changed on disk (an ACME renewal): load them by reload, which drops no connection."""
+        self.apply(self.edge)
+
     def set_replicas(self, replicas: list[config.Replica]) -> None:
         with self._lock:
             self._write_checked(self.render(replicas=replicas))
@@ -126,6 +134,32 @@ class EdgeTier:
         if lst is None:
             raise KeyError(f"{self.edge.ref} has no listener {listener!r}")
         return f"{'https' if lst.tls else 'http'}://{lst.address}:{lst.port}"
+
+
+class EdgeChallenges:
+    """ACME HTTP-01 answers served by the edge: entries of its challenge map, edited over the admin socket."""
+
+    def __init__(self, tier: EdgeTier) -> None:
+        self.tier = tier
+        self._answers: dict[str, str] = {}
+
+    def present(self, token: str, key_authorization: str) -> None:
+        self._answers[token] = key_authorization
+        self._save()  # a reload in between re-reads the file: the answer survives it
+        self._edit(f"add map {self.tier.acme_map} {token} {key_authorization}")
+
+    def cleanup(self, token: str) -> None:
+        self._answers.pop(token, None)
+        self._save()
+        self._edit(f"del map {self.tier.acme_map} {token}")
+
+    def _save(self) -> None:
+        self.tier.acme_map.write_text("".join(f"{t} {a}\n" for t, a in sorted(self._answers.items())))
+
+    def _edit(self, command: str) -> None:
+        answer = haproxy.ask(self.tier.runtime.admin_socket, command).strip()
+        if answer:
+            raise EdgeConfigRejected(f"HAProxy refused `{command.split()[0]} map`: {answer}")
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -42,16 +42,32 @@ class CredentialStore:
         self.directory = directory
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, tuple[str, ...]], Credential] = {}
+        self._stamps: dict[tuple[str, tuple[str, ...]], tuple[int, int] | None] = {}
 
     def get(self, name: str, hosts: tuple[str, ...]) -> Credential:
+        """The credential's files when they exist (re-read when tls.crt changes: a renewal reaches the next push),
+        else a server certificate from the mesh CA."""
         key = (name, tuple(sorted(hosts)))
+        stamp = self._stamp(name)
         with self._lock:
-            if key in self._cache:
-                return self._cache[key]
+            cached = self._cache.get(key)
+            if cached is not None and self._stamps.get(key) == stamp:
+                return cached
         cred = self._load(name) or self._issue(name, hosts)
         with self._lock:
             self._cache[key] = cred
+            self._stamps[key] = stamp
         return cred
+
+    def _stamp(self, name: str) -> tuple[int, int] | None:
+        """tls.crt's modification time and inode: a renewal renames a new file into place, changing both."""
+        if self.directory is None:
+            return None
+        try:
+            st = (self.directory / name / "tls.crt").stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_ino)
 
     def _load(self, name: str) -> Credential | None:
         if self.directory is None:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.dataplane.addresses import allocate_block
+from mesh.dataplane.supervisor import ProcessSpec, Supervisor
 from mesh.edge import EdgeUnavailable, haproxy_binary
-from mesh.edge.testing import Gateways, gateways
+from mesh.edge.testing import Gateways, free_port, gateways, tcp_ready
 
 
 @pytest.fixture(autouse=True)
@@ -52,3 +57,101 @@ def credentials(tmp_path_factory: pytest.TempPathFactory, ca: CertificateAuthori
     (d / "tls.key").write_bytes(cert.key_pem)
     (root / "ca.crt").write_bytes(ca.root_pem)
     return root
+
+
+@dataclass
+class Pebble:
+    """A running pebble (Let's Encrypt's test ACME server) whose DNS answers 127.0.0.1 for every name."""
+
+    directory_url: str
+    management_url: str
+    ca_bundle: Path  # trusts pebble's own listener
+    http_port: int  # where pebble's validator fetches HTTP-01 answers
+    supervisor: Supervisor
+
+    def root_pem(self) -> bytes:
+        """The root pebble signs certificates with (regenerated every start; clients of the edge trust it)."""
+        r = requests.get(f"{self.management_url}/roots/0", verify=str(self.ca_bundle), timeout=5)
+        r.raise_for_status()
+        return r.content
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+
+
+def _need(binary: str, package: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        pytest.fail(f"`{binary}` is not installed: `apt-get install -y {package}` (CI installs it)")
+    return path
+
+
+@pytest.fixture
+def acme_http_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def pebble(tmp_path: Path, ca: CertificateAuthority, acme_http_port: int) -> Iterator[Pebble]:
+    """pebble + pebble-challtestsrv on free loopback ports; nothing listens on 0.0.0.0 or a fixed port."""
+    pebble_bin, challtest_bin = _need("pebble", "pebble"), _need("pebble-challtestsrv", "pebble")
+    d = tmp_path / "pebble"
+    d.mkdir()
+    listener = ca.issue_server(("localhost",), ip_addresses=("127.0.0.1",))
+    (d / "cert.pem").write_bytes(listener.cert_chain_pem)
+    (d / "key.pem").write_bytes(listener.key_pem)
+    (d / "ca.pem").write_bytes(ca.root_pem)
+    api, mgmt, dns, dns_mgmt = free_port(), free_port(), free_port(), free_port()
+    config = {
+        "pebble": {
+            "listenAddress": f"127.0.0.1:{api}",
+            "managementListenAddress": f"127.0.0.1:{mgmt}",
+            "certificate": str(d / "cert.pem"),
+            "privateKey": str(d / "key.pem"),
+            "httpPort": acme_http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (d / "pebble.json").write_text(json.dumps(config))
+    env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
+    specs = [
+        ProcessSpec(
+            name="challtestsrv",
+            argv=[
+                challtest_bin,
+                "-dns01",
+                f"127.0.0.1:{dns}",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                f"127.0.0.1:{dns_mgmt}",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ],
+            log_path=d / "challtestsrv.log",
+            ready=tcp_ready("127.0.0.1", dns_mgmt),
+        ),
+        ProcessSpec(
+            name="pebble",
+            argv=[pebble_bin, "-config", str(d / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns}"],
+            log_path=d / "pebble.log",
+            ready=tcp_ready("127.0.0.1", api),
+            env=env,
+        ),
+    ]
+    supervisor = Supervisor(on_event=lambda msg: None)
+    supervisor.start(specs, timeout=30)
+    try:
+        yield Pebble(
+            f"https://127.0.0.1:{api}/dir", f"https://127.0.0.1:{mgmt}", d / "ca.pem", acme_http_port, supervisor
+        )
+    finally:
+        supervisor.stop()
