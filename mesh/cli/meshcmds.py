@@ -93,6 +93,14 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="Envoy log level (logs under STATE_DIR/run).",
 )
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
+@click.option(
+    "--observability",
+    is_flag=True,
+    help="Istio's metrics in a real Prometheus, traces from every proxy (`mesh traces`, `mesh dashboard`).",
+)
+@click.option(
+    "--trace-sampling", default=100.0, show_default=True, help="Percent of requests traced (--observability)."
+)
 @state_dir_option
 def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: Any) -> None:
     """Bring up a mesh running the policies: the sample app, a sidecar Envoy per pod, an ingress gateway.
@@ -109,6 +117,7 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
     from mesh.compile import build_policies
 
     # every option not named above is a LocalOptions field: the detached mesh gets them as one typed model
+    local["observability"] = _observability(local.pop("observability"), local.pop("trace_sampling"))
     target = _target(target_name, env, state_dir, policies, **local)
     policy_env = getattr(target, "policy_env", None)  # a Kubernetes stack names the environment it deploys
     config = build_policies(policy_env() if policy_env else env, policies)
@@ -135,6 +144,14 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
             _say("stopped; no process left behind.")
 
 
+def _observability(enabled: bool, sampling: float) -> Any:
+    if not enabled:
+        return None
+    from mesh.observability.stack import ObservabilityOptions
+
+    return ObservabilityOptions(sampling=sampling)
+
+
 def _print_ready(target: Target, status: TargetStatus, config: MeshConfig) -> None:
     url = status.ingress_url or ""
     hosts = sorted({h for g in config.gateways for s in g.servers for h in s.hosts})
@@ -148,6 +165,8 @@ def _print_ready(target: Target, status: TargetStatus, config: MeshConfig) -> No
     if describe is None:  # only the local target has pods on this machine to list
         return
     desc: MeshDescription = describe()
+    if desc.observability:
+        click.echo(f"  metrics: Prometheus at {desc.observability.prometheus}; `mesh traces`; `mesh dashboard`")
     https = sorted({h for g in config.gateways for s in g.servers if s.tls and s.tls.mode for h in s.hosts} - {"*"})
     if https and desc.ingress_https:
         hp = desc.ingress_https.rsplit(":", 1)

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
@@ -24,9 +24,8 @@ from mesh.istio import (
     rule_host,
     served_hosts,
 )
+from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
-
-T = TypeVar("T")
 
 
 def outbound_cluster(port: int, subset: str, fqdn: str) -> str:
@@ -56,6 +55,7 @@ class MeshOptions:
     """Mesh-wide settings (Istio keeps these in meshConfig)."""
 
     access_log: bool = False  # meshConfig.accessLogFile=/dev/stdout: every proxy logs each request to its log
+    telemetry: TelemetryOptions | None = None  # metrics over ALS and tracing to the collector (--observability)
 
 
 class PushContext:

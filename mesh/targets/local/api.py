@@ -15,6 +15,7 @@ from mesh.api.security import AuthorizationPolicy, PeerAuthentication
 from mesh.api.workloads import Service
 from mesh.dataplane.supervisor import ProcessStatus
 from mesh.errors import Reportable
+from mesh.observability.layout import Endpoints
 from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
@@ -123,6 +124,7 @@ class MeshDescription(_Model):
     proxies: list[ProxyInfo] = Field(default_factory=list)
     pods: list[PodInfo] = Field(default_factory=list)
     processes: list[ProcessStatus] = Field(default_factory=list)
+    observability: Endpoints | None = None  # where the telemetry stack listens (`mesh up --observability`)
 
 
 class StateFile(MeshDescription):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.observability.stack import ObservabilityOptions
+
 
 class LocalOptions(BaseModel):
     """How `mesh up` runs the local mesh. A new `mesh up` option is a field here (and its click option): the
@@ -22,3 +24,4 @@ class LocalOptions(BaseModel):
     start_timeout: float = 30.0
     envoy_log_level: str = "warning"
     access_log: bool = False
+    observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)
