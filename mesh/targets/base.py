@@ -8,7 +8,7 @@ boundary (control API, `-o json`, the reconciler's state) is the same shape ever
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,6 +72,10 @@ class ProxyStatus(_Model):
     state: SyncState
     errors: dict[str, str] = Field(default_factory=dict)  # xDS type -> Envoy's NACK text
     versions: dict[str, str] = Field(default_factory=dict)  # CDS/LDS/EDS/RDS/SDS -> ACKed version (short)
+
+    def __getitem__(self, field: str) -> Any:
+        """`status["state"]`: callers written against the dict this used to be keep working."""
+        return getattr(self, field)
 
 
 class TargetStatus(_Model):
