@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import coldstart, hop, observability, push, scale
+from bench import coldstart, gitops, hop, observability, push, scale
 
 SUITES = {
     "coldstart": coldstart.main,
@@ -12,6 +12,7 @@ SUITES = {
     "scale": scale.main,
     "hop": hop.main,
     "observability": observability.main,
+    "gitops": gitops.main,
 }
 
 
