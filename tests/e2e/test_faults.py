@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from mesh.api import HTTPRoute, MeshConfig, VirtualService, helpers
 from mesh.harness.stats import assert_sequential_fraction
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 
