@@ -42,6 +42,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    from mesh.cli import commands, meshcmds, observe  # noqa: F401  (registers commands)
+    from mesh.cli import commands, meshcmds, observe, reconcile  # noqa: F401  (registers commands)
 
     cli(prog_name="mesh")

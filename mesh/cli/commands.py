@@ -96,8 +96,9 @@ def import_cmd(file: str | None, namespace: str) -> None:
     are errors naming the file, line and field.
 
     \b
-    Example:
-      mesh import -f bookinfo-gateway.yaml > policies/__init__.py
+    Example (a new package beside the shipped policies/, never over it):
+      mkdir imported && mesh import -f bookinfo-gateway.yaml > imported/__init__.py
+      mesh render --policies imported
     """
     if not file:
         raise click.UsageError("say which file to import: mesh import -f FILE (or -f - for stdin)")

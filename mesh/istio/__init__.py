@@ -14,6 +14,8 @@ from mesh.istio.gateways import (
     gateway_key,
     gateway_ref,
     served_hosts,
+    server_host,
+    server_host_names,
     server_hosts,
     visible_hosts,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "resolve_host",
     "rule_host",
     "served_hosts",
+    "server_host",
+    "server_host_names",
     "server_hosts",
     "visible_hosts",
 ]

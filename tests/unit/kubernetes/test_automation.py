@@ -6,6 +6,7 @@ functions are replaced by fakes that record what they were given)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,12 @@ def test_cli_staging_without_a_kubeconfig_fails_before_creating_anything(tmp_pat
 
 
 def test_cli_exit_code_and_message_when_tools_are_missing(tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # the venv only: no pulumi, kind or docker
+    tools = tmp_path / "bin"  # git only (GitPython needs it at import): no pulumi, kind or docker
+    tools.mkdir()
+    git = shutil.which("git")
+    assert git, "git is needed (Debian: apt-get install git)"
+    (tools / "git").symlink_to(git)
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{tools}"}
     r = _mesh("up", "--target", "kubernetes", "--env", "dev", env=env, tmp_path=tmp_path)
     assert r.returncode == EXIT_TARGET
     assert "the kubernetes target needs" in r.stderr and "Traceback" not in r.stderr
