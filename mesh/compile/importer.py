@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
@@ -17,7 +17,7 @@ from mesh.api.security import AuthorizationPolicy, PeerAuthentication, RequestAu
 from mesh.api.sidecar import Sidecar
 from mesh.api.telemetry import Telemetry
 from mesh.compile.workloads import WORKLOAD_KINDS, workloads
-from mesh.compile.yamlsafe import Document, InputLimits, documents, path_text, read_file
+from mesh.compile.yamlsafe import Document, InputLimits, decode, documents, path_text, read_file
 from mesh.errors import ImportFailed
 
 ISTIO_KINDS: dict[tuple[str, str], type[Resource]] = {}
@@ -152,6 +152,12 @@ def load_yaml(
             )
     config.services.extend(workloads(k8s, namespace))
     return config
+
+
+def load_stream(stream: BinaryIO, name: str = "<stdin>", *, namespace: str = "default") -> MeshConfig:
+    """YAML from a byte stream (stdin): read no more than the size limit, decode strictly, then as load_yaml."""
+    limits = InputLimits.from_env()
+    return load_yaml(decode(stream.read(limits.max_bytes + 1), name, limits), name, namespace=namespace, limits=limits)
 
 
 def load_file(
