@@ -72,7 +72,8 @@ def at_weight(config: MeshConfig, rollout: Rollout, weight: int) -> MeshConfig:
     for r in config.resources:
         if isinstance(r, VirtualService) and rollout.service in r.hosts:
             split = h.split(rollout.service, {rollout.stable: 100 - weight, rollout.canary: weight})
-            r = r.model_copy(update={"http": [*r.http[:-1], split]})
+            default = r.http[-1].model_copy(update={"route": split.route})  # keep the rule's name, retries, ...
+            r = r.model_copy(update={"http": [*r.http[:-1], default]})
         out.resources.append(r)
     return out
 
