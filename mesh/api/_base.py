@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, Strict, field_validator
 
 _MESH_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,6 +91,8 @@ class Resource(IstioModel):
     api_version: ClassVar[str]
     kind: ClassVar[str]
     _metadata_fields: ClassVar[tuple[str, ...]] = ("name", "namespace", "labels", "annotations")
+    # spec keys that clash with metadata names: wire key -> field name (WorkloadEntry's spec.labels)
+    spec_renames: ClassVar[dict[str, str]] = {}
 
     name: str
     namespace: str = "default"
@@ -141,6 +143,9 @@ class Resource(IstioModel):
         wire = self.to_istio()
         for f in self._metadata_fields:
             wire.pop(istio_name(f), None)
+        for key, field in self.spec_renames.items():
+            if istio_name(field) in wire:
+                wire[key] = wire.pop(istio_name(field))
         return wire
 
     def to_manifest(self) -> dict[str, Any]:
@@ -166,7 +171,43 @@ def parse_duration(text: str) -> float:
     return total
 
 
+# google.protobuf.Duration's range: Envoy rejects (NACKs) anything longer, so we refuse it before a push.
+MAX_DURATION_SECONDS = 315_576_000_000
+
+
 def check_duration(v: str | None) -> str | None:
-    if v is not None:
-        parse_duration(v)
+    if v is not None and parse_duration(v) > MAX_DURATION_SECONDS:
+        raise ValueError(f"{v!r} is longer than the longest duration Envoy accepts ({MAX_DURATION_SECONDS}s)")
     return v
+
+
+# Numbers as Istio's protobuf JSON reads them: `true` is not 1 and `"3"` is not 3; int32 fields stay int32.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+
+_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?"
+_WILDCARD_LABEL = re.compile(rf"^(\*|(\*|\*-)?{_LABEL})$")
+_DNS1123_LABEL = re.compile(rf"^{_LABEL}$")
+
+
+def check_host(host: str) -> str:
+    """Istio's ValidateWildcardDomain: DNS-1123 labels (ASCII), a wildcard only in the first label."""
+    if not host or len(host) > 255:
+        raise ValueError(f"host {host!r} must be 1 to 255 characters")
+    if not host.isascii():
+        raise ValueError(f"host {host!r} is not ASCII: write internationalised names in their xn-- (punycode) form")
+    first, _, rest = host.partition(".")
+    if len(first) > 63 or not _WILDCARD_LABEL.match(first):
+        raise ValueError(f"host {host!r} is not a valid domain name (label {first!r})")
+    labels = rest.split(".") if rest else []
+    for i, label in enumerate(labels):
+        if label == "" and i == len(labels) - 1:
+            continue  # a trailing dot (FQDN) is allowed
+        if len(label) > 63 or not _DNS1123_LABEL.match(label):
+            raise ValueError(f"host {host!r} is not a valid domain name (label {label!r})")
+    return host
+
+
+Host = Annotated[str, AfterValidator(check_host)]

@@ -13,7 +13,19 @@ from mesh.api.workloads import Service
 
 R = TypeVar("R", bound=Resource)
 
-KIND_ORDER = ("Gateway", "VirtualService", "DestinationRule", "PeerAuthentication", "AuthorizationPolicy")
+KIND_ORDER = (
+    "ServiceEntry",
+    "WorkloadEntry",
+    "Gateway",
+    "VirtualService",
+    "DestinationRule",
+    "Sidecar",
+    "EnvoyFilter",
+    "PeerAuthentication",
+    "RequestAuthentication",
+    "AuthorizationPolicy",
+    "Telemetry",
+)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from mesh.api._base import _DNS_LABEL, IstioModel, SourceLocation, _caller_location
+from mesh.api._base import _DNS_LABEL, _DNS_SUBDOMAIN, IstioModel, SourceLocation, _caller_location
 
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -34,6 +34,14 @@ class Version(IstioModel):
     command: list[str] = []
     image: str | None = None
     env: dict[str, str] = {}
+    deployment: str | None = None  # the Deployment's name, when it is not `<service>-<version>`
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment(cls, v: str | None) -> str | None:
+        if v is not None and (not _DNS_SUBDOMAIN.match(v) or len(v) > 253):
+            raise ValueError(f"{v!r} is not a valid Deployment name")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -51,6 +59,7 @@ class Service(IstioModel):
     ports: list[ServicePort] = Field(default_factory=lambda: [ServicePort(number=9080)], min_length=1)
     service_account: str | None = None
     versions: list[Version] = Field(min_length=1)
+    labels: dict[str, str] = {}  # the Kubernetes Service's labels besides `app`
 
     _source: SourceLocation | None = PrivateAttr(default=None)
 
@@ -93,6 +102,9 @@ class Service(IstioModel):
 
     def pod_labels(self, version: Version) -> dict[str, str]:
         return {"app": self.name, "version": version.name, **version.labels}
+
+    def deployment_name(self, version: Version) -> str:
+        return version.deployment or f"{self.name}-{version.name}"
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)

@@ -11,14 +11,14 @@ from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
-from mesh.compile import build_policies, dump_json, dump_yaml, load_file, load_yaml, render, to_python
+from mesh.compile import build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
 from mesh.errors import EXIT_ANALYSIS
 
 
 def load_config(env: str, policies: str, file: str | None) -> MeshConfig:
     """Typed policies by default; imported YAML with -f (`-` reads stdin)."""
     if file == "-":
-        return load_yaml(sys.stdin.read(), "<stdin>")
+        return load_stream(sys.stdin.buffer, "<stdin>")
     if file:
         return load_file(file)
     return build_policies(env, policies)
@@ -96,8 +96,9 @@ def import_cmd(file: str | None, namespace: str) -> None:
     are errors naming the file, line and field.
 
     \b
-    Example:
-      mesh import -f bookinfo-gateway.yaml > policies/__init__.py
+    Example (a new package beside the shipped policies/, never over it):
+      mkdir imported && mesh import -f bookinfo-gateway.yaml > imported/__init__.py
+      mesh render --policies imported
     """
     if not file:
         raise click.UsageError("say which file to import: mesh import -f FILE (or -f - for stdin)")

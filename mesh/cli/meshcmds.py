@@ -74,6 +74,14 @@ def _say(msg: str) -> None:
     help="Envoy log level (logs under STATE_DIR/run).",
 )
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
+@click.option(
+    "--observability",
+    is_flag=True,
+    help="Istio's metrics in a real Prometheus, traces from every proxy (`mesh traces`, `mesh dashboard`).",
+)
+@click.option(
+    "--trace-sampling", default=100.0, show_default=True, help="Percent of requests traced (--observability)."
+)
 @state_dir_option
 def up_cmd(
     env: str,
@@ -85,6 +93,8 @@ def up_cmd(
     ingress_host: str,
     log_level: str,
     access_log: bool,
+    observability: bool,
+    trace_sampling: float,
     state_dir: Path,
 ) -> None:
     """Bring up a mesh running the policies: the sample app, a sidecar Envoy per pod, an ingress gateway.
@@ -123,11 +133,20 @@ def up_cmd(
         ingress_https_port=ingress_https_port,
         envoy_log_level=log_level,
         access_log=access_log,
+        observability=_observability(observability, trace_sampling),
     )
     if detach:
         _detach(env, policies, opts)
         return
     _run_foreground(env, policies, opts)
+
+
+def _observability(enabled: bool, sampling: float) -> Any:
+    if not enabled:
+        return None
+    from mesh.observability.stack import ObservabilityOptions
+
+    return ObservabilityOptions(sampling=sampling)
 
 
 def _run_foreground(env: str, policies: str, opts: LocalOptions) -> None:
@@ -175,6 +194,8 @@ def _print_ready(desc: dict[str, Any], config: Any) -> None:
     hosts = sorted({h for g in config.gateways for s in g.servers for h in s.hosts})
     host = next((h for h in hosts if h not in ("*", "localhost")), None)
     click.echo(f"\n✔ mesh is up — ingress at {url}")
+    if desc.get("observability"):
+        click.echo(f"  metrics: Prometheus at {desc['observability']['prometheus']}; `mesh traces`; `mesh dashboard`")
     if host:
         click.echo(f"  curl -H 'Host: {host}' {url}/productpage")
     if "localhost" in hosts:
@@ -213,6 +234,11 @@ def _detach(env: str, policies: str, opts: LocalOptions) -> None:
         "--log-level",
         opts.envoy_log_level,
         *(["--access-log"] if opts.access_log else []),
+        *(
+            ["--observability", "--trace-sampling", str(opts.observability.sampling)]
+            if opts.observability is not None
+            else []
+        ),
         "--state-dir",
         str(state_dir),
     ]

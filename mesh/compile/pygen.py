@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from mesh.api.config import MeshConfig
 
 _INDENT = "    "
+ENVIRONMENTS = ("dev", "default")
 
 
 def _expr(value: Any, depth: int) -> str:
@@ -67,7 +68,7 @@ def to_python(config: MeshConfig, *, origin: str = "YAML") -> str:
     return (
         f'"""Imported from {origin} by `mesh import`. Edit freely: this is ordinary typed Python."""\n\n'
         f"from mesh.api import (\n{imports})\n\n"
-        'ENVIRONMENTS = ("default",)\n\n\n'
+        f"ENVIRONMENTS = {ENVIRONMENTS!r}  # one config for all; `dev` is what mesh commands build by default\n\n\n"
         "def build(env: str) -> MeshConfig:\n"
         f"{_INDENT}return MeshConfig().add(\n" + "\n".join(body) + f"\n{_INDENT})\n"
     )

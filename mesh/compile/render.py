@@ -50,12 +50,13 @@ def render(config: MeshConfig, *, workloads: bool = True) -> list[Manifest]:
 def service_manifests(svc: Service) -> list[Manifest]:
     sa = svc.service_account or svc.name
     meta = {"namespace": svc.namespace, "labels": {"app": svc.name}}
+    labels = dict(sorted({**svc.labels, "app": svc.name}.items()))
     manifests: list[Manifest] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, **meta}},
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {"name": svc.name, **meta},
+            "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": labels},
             "spec": {
                 "selector": {"app": svc.name},
                 "ports": [
@@ -78,27 +79,19 @@ def service_manifests(svc: Service) -> list[Manifest]:
 def deployment(svc: Service, version: Version, service_account: str) -> Manifest:
     labels = dict(sorted(svc.pod_labels(version).items()))
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(version.env.items())]
-    env += [
-        {"name": "SERVICE_NAME", "value": svc.name},
-        {"name": "SERVICE_VERSION", "value": version.name},
-        {"name": "PORT", "value": str(svc.ports[0].target_port or svc.ports[0].number)},
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-    ]
+    env += runtime_env(svc, version)
     container: dict[str, Any] = {
         "name": svc.name,
         "image": version.image or "",
         "imagePullPolicy": "IfNotPresent",
         "ports": [{"containerPort": p.target_port or p.number, "name": p.name} for p in svc.ports],
         "env": env,
-        "readinessProbe": {
-            "tcpSocket": {"port": svc.ports[0].target_port or svc.ports[0].number},
-            "periodSeconds": 2,
-        },
+        "readinessProbe": readiness_probe(svc),
     }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": f"{svc.name}-{version.name}", "namespace": svc.namespace, "labels": labels},
+        "metadata": {"name": svc.deployment_name(version), "namespace": svc.namespace, "labels": labels},
         "spec": {
             "replicas": version.replicas,
             "selector": {"matchLabels": labels},
@@ -108,6 +101,20 @@ def deployment(svc: Service, version: Version, service_account: str) -> Manifest
             },
         },
     }
+
+
+def runtime_env(svc: Service, version: Version) -> list[dict[str, Any]]:
+    """The variables every rendered container gets (the sample app reads them); import strips them again."""
+    return [
+        {"name": "SERVICE_NAME", "value": svc.name},
+        {"name": "SERVICE_VERSION", "value": version.name},
+        {"name": "PORT", "value": str(svc.ports[0].target_port or svc.ports[0].number)},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+
+
+def readiness_probe(svc: Service) -> dict[str, Any]:
+    return {"tcpSocket": {"port": svc.ports[0].target_port or svc.ports[0].number}, "periodSeconds": 2}
 
 
 def dump_yaml(manifests: list[Manifest]) -> str:

@@ -16,11 +16,22 @@ import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import git
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from mesh.gitops.errors import SourceError, TransientError, UnsafeSource
+
+if TYPE_CHECKING:
+    import git
+
+
+def _git() -> Any:
+    """GitPython, imported when first used: it refuses to import without a git binary, and `mesh up` needs none."""
+    import git
+
+    return git
+
 
 _SAFE_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
@@ -100,8 +111,10 @@ class GitSource:
     def _repo(self) -> git.Repo:
         if not self.git_dir.exists():
             self.git_dir.parent.mkdir(parents=True, exist_ok=True)
-            return git.Repo.init(self.git_dir, bare=True)
-        return git.Repo(self.git_dir)
+            repo: git.Repo = _git().Repo.init(self.git_dir, bare=True)
+            return repo
+        existing: git.Repo = _git().Repo(self.git_dir)
+        return existing
 
     def _git_env(self) -> dict[str, str]:
         # protocol.allow=user would still allow ext:: given by us; we never pass one, but say it twice
@@ -116,7 +129,7 @@ class GitSource:
         repo = self._repo()
         try:
             out = str(repo.git.ls_remote("--", self.url, env=self._git_env()))
-        except git.GitCommandError as e:
+        except _git().GitCommandError as e:
             raise TransientError(f"cannot reach {self.url}: {_stderr(e)}") from None
         refs = [line.split("\t", 1)[1] for line in out.splitlines() if "\t" in line]
         if self.spec.is_tag_pattern:
@@ -149,7 +162,7 @@ class GitSource:
                 f"+{ref}:{local}",
                 env=self._git_env(),
             )
-        except git.GitCommandError as e:
+        except _git().GitCommandError as e:
             raise TransientError(f"cannot fetch {ref} from {self.url}: {_stderr(e)}") from None
         commit = repo.commit(local)
         return Revision(
@@ -163,7 +176,7 @@ class GitSource:
         """A full commit id from an abbreviation, among the fetched commits."""
         try:
             return str(self._repo().commit(sha).hexsha)
-        except (ValueError, git.BadName):
+        except (ValueError, _git().BadName):
             raise SourceError(
                 f"commit {sha!r} is not in the fetched history of {self.spec.ref}", hint="see `mesh reconcile history`"
             ) from None
@@ -172,7 +185,7 @@ class GitSource:
         try:
             self._repo().commit(sha)
             return True
-        except (ValueError, git.BadName):
+        except (ValueError, _git().BadName):
             return False
 
     def materialise(self, sha: str) -> Path:
@@ -202,7 +215,7 @@ class GitSource:
     def _check_submodules(self, repo: git.Repo, sha: str) -> None:
         try:
             text = repo.git.show(f"{sha}:.gitmodules")
-        except git.GitCommandError:
+        except _git().GitCommandError:
             return
         urls = re.findall(r"^\s*url\s*=\s*(\S+)", text, flags=re.M)
         remote = [u for u in urls if not u.startswith(("./", "../"))]

@@ -9,6 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from mesh.analyze.context import TargetCapabilities
+from mesh.api.envoyfilter import EnvoyFilter
+from mesh.api.registry import ServiceEntry, WorkloadEntry
+from mesh.api.security import RequestAuthentication
+from mesh.api.sidecar import Sidecar
+from mesh.api.telemetry import Telemetry
 
 
 def _only(allowed: set[str], what: str) -> Callable[[object], str | None]:
@@ -40,6 +45,73 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "AuthorizationPolicy.rules[].from[].source.requestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
 }
+# Kinds the local control plane does not translate yet: every top-level field of theirs is reported.
+for _kind in (ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter, RequestAuthentication, Telemetry):
+    for _name, _field in _kind.model_fields.items():
+        if _name not in ("name", "namespace", "labels", "annotations"):
+            LOCAL_UNSUPPORTED[f"{_kind.kind}.{_field.alias or _name}"] = (
+                f"{_kind.kind} is not translated by the local control plane yet"
+            )
+for _path, _why in {
+    "Gateway.servers[].defaultEndpoint": "the local gateway does not forward to a default endpoint",
+    "Gateway.servers[].tls.caCrl": "certificate revocation lists are not implemented locally",
+    "Gateway.servers[].tls.credentialNames": "use one credentialName",
+    "Gateway.servers[].tls.caCertCredentialName": "use credentialName (its ca.crt) for MUTUAL",
+    "Gateway.servers[].tls.tlsCertificates": "use credentialName",
+    "Gateway.servers[].tls.verifyCertificateSpki": "client certificate pinning is not implemented locally",
+    "Gateway.servers[].tls.verifyCertificateHash": "client certificate pinning is not implemented locally",
+    "Gateway.servers[].tls.minProtocolVersion": "TLS versions at the local gateway are Envoy's defaults",
+    "Gateway.servers[].tls.maxProtocolVersion": "TLS versions at the local gateway are Envoy's defaults",
+    "Gateway.servers[].tls.cipherSuites": "cipher suites at the local gateway are Envoy's defaults",
+    "VirtualService.http[].match[].statPrefix": "per-match stats prefixes are not implemented locally",
+    "VirtualService.http[].directResponse": "direct responses are not translated locally yet",
+    "VirtualService.http[].delegate": "delegate VirtualServices are not translated locally yet",
+    "VirtualService.http[].mirrors": "mirroring is not translated locally yet",
+    "VirtualService.http[].mirrorPercent": "mirroring is not translated locally yet",
+    "VirtualService.http[].redirect.derivePort": "derivePort is not translated locally yet",
+    "VirtualService.http[].rewrite.uriRegexRewrite": "regex rewrites are not translated locally yet",
+    "VirtualService.http[].retries.retryIgnorePreviousHosts": "retryIgnorePreviousHosts is not translated locally",
+    "VirtualService.http[].retries.backoff": "retry backoff is not translated locally",
+    "VirtualService.http[].fault.abort.http2Error": "HTTP/2 error aborts are not translated locally",
+    "VirtualService.http[].corsPolicy.allowOrigin": "use allowOrigins (the deprecated allowOrigin is not translated)",
+    "VirtualService.http[].corsPolicy.unmatchedPreflights": "unmatchedPreflights is not translated locally",
+    "DestinationRule.workloadSelector": "DestinationRule workloadSelector is not implemented locally",
+    "AuthorizationPolicy.provider": "CUSTOM authorization (ext_authz providers) is not implemented locally",
+    "AuthorizationPolicy.targetRef": "targetRef (Gateway API attachment) is not implemented locally",
+    "AuthorizationPolicy.targetRefs": "targetRefs (Gateway API attachment) is not implemented locally",
+    "AuthorizationPolicy.rules[].from[].source.serviceAccounts": "serviceAccounts sources are not translated locally",
+    "AuthorizationPolicy.rules[].from[].source.notServiceAccounts": "serviceAccounts sources are not translated locally",
+    "AuthorizationPolicy.rules[].from[].source.remoteIpBlocks": "remoteIpBlocks (X-Forwarded-For) is not translated locally",
+    "AuthorizationPolicy.rules[].from[].source.notRemoteIpBlocks": "remoteIpBlocks (X-Forwarded-For) is not translated locally",
+    "AuthorizationPolicy.rules[].from[].source.trustDomains": "trust domains are not translated locally",
+    "AuthorizationPolicy.rules[].from[].source.notTrustDomains": "trust domains are not translated locally",
+}.items():
+    LOCAL_UNSUPPORTED[_path] = _why
+for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):
+    for _f, _why in {
+        "tunnel": "tunnelling (CONNECT/POST) is not implemented locally",
+        "proxyProtocol": "PROXY protocol upstream is not implemented locally",
+        "retryBudget": "retry budgets are not translated locally",
+        "loadBalancer.localityLbSetting": "there are no localities on one machine",
+        "loadBalancer.warmup": "slow-start warmup is not translated locally yet",
+        "loadBalancer.warmupDurationSecs": "slow-start warmup is not translated locally yet",
+        "loadBalancer.consistentHash.httpCookie": "cookie hashing is not translated locally yet",
+        "loadBalancer.consistentHash.ringHash": "ring hash settings are not translated locally yet",
+        "loadBalancer.consistentHash.maglev": "maglev is not translated locally yet",
+        "connectionPool.tcp.tcpKeepalive": "TCP keepalive is not translated locally yet",
+        "connectionPool.tcp.maxConnectionDuration": "maxConnectionDuration is not translated locally yet",
+        "connectionPool.tcp.idleTimeout": "TCP idleTimeout is not translated locally yet",
+        "connectionPool.http.h2UpgradePolicy": "h2UpgradePolicy is not translated locally yet",
+        "connectionPool.http.useClientProtocol": "useClientProtocol is not translated locally yet",
+        "connectionPool.http.maxConcurrentStreams": "maxConcurrentStreams is not translated locally yet",
+        "connectionPool.http.http2KeepAlive": "HTTP/2 keepalive is not translated locally yet",
+        "outlierDetection.consecutiveErrors": "use consecutive5xxErrors (the deprecated consecutiveErrors is not translated)",
+        "outlierDetection.splitExternalLocalOriginErrors": "local-origin error splitting is not translated locally",
+        "outlierDetection.consecutiveLocalOriginFailures": "local-origin error splitting is not translated locally",
+        "tls.insecureSkipVerify": "only ISTIO_MUTUAL and DISABLE are implemented locally",
+        "tls.caCrl": "only ISTIO_MUTUAL and DISABLE are implemented locally",
+    }.items():
+        LOCAL_UNSUPPORTED[f"{_scope}.{_f}"] = _why
 for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):
     for _f in ("clientCertificate", "privateKey", "caCertificates", "credentialName", "subjectAltNames", "sni"):
         LOCAL_UNSUPPORTED[f"{_scope}.tls.{_f}"] = "only ISTIO_MUTUAL and DISABLE are implemented locally"

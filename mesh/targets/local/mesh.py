@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.errors import MeshError, TargetError
+from mesh.observability.envoyconfig import add_to_bootstrap
+from mesh.observability.layout import TelemetryLayout
+from mesh.observability.stack import ObservabilityOptions, TelemetryStack
 from mesh.runtime import (
     SIDECAR_OUTBOUND_PORT,
     Pod,
@@ -51,6 +54,7 @@ class LocalOptions:
     start_timeout: float = 30.0
     envoy_log_level: str = "warning"
     access_log: bool = False
+    observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)
 
 
 def gateway_listen(config: MeshConfig, host: str, port: int, https_port: int) -> dict[int, tuple[str, int]]:
@@ -90,6 +94,7 @@ class LocalMesh:
         self.xds: XdsServer | None = None
         self.run_dir = self.options.state_dir / "run"
         self.started_at = 0.0
+        self.telemetry: TelemetryStack | None = None
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -126,6 +131,8 @@ class LocalMesh:
         self.gateway = gateway_proxy(block.gateway_ip, listen)
         self.registry.add_proxy(self.gateway)
 
+        if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
+            self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
         self.xds = XdsServer(self.pilot.cache, "127.0.0.1", 0, max_proxies=2 * len(pods) + 16).start()
         self.pilot.push(self.config, wait=0)
         self.progress(f"control plane: xDS on 127.0.0.1:{self.xds.port}, {len(pods)} pods on 127.{block.b}.0.0/16")
@@ -155,6 +162,17 @@ class LocalMesh:
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
+
+    def _start_telemetry(self, options: ObservabilityOptions, ip: str) -> None:
+        self.telemetry = TelemetryStack(TelemetryLayout(self.options.state_dir), ip, options)
+        self.telemetry.prepare(self.registry.proxies)
+        self.pilot.options = replace(self.pilot.options, telemetry=self.telemetry.telemetry())
+        try:
+            self.supervisor.start(self.telemetry.specs(self.run_dir), timeout=self.options.start_timeout)
+        except StartupFailed as e:
+            self.stop()
+            raise TargetError(str(e), hint="the log named above says why") from None
+        self.progress(f"telemetry: collector on {ip}, Prometheus at {self.telemetry.prometheus.url}")
 
     def _on_health(self, process: str, ready: bool) -> None:
         """An app that exits leaves EDS (UNHEALTHY) until it is ready again, like a failing readiness probe."""
@@ -197,9 +215,9 @@ class LocalMesh:
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
         assert self.xds is not None
-        path = envoy.write_bootstrap(
-            self.run_dir / f"envoy-{proxy.name}.json", envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
-        )
+        config = envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
+        config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
+        path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = envoy.Admin(proxy.ip)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
@@ -304,6 +322,7 @@ class LocalMesh:
                 for p in self.registry.pods
             ],
             "processes": self.supervisor.status(),
+            "observability": self.telemetry.layout.read_endpoints().model_dump() if self.telemetry else None,
         }
 
     def stop(self) -> None:

@@ -46,7 +46,7 @@ def test_string_match_is_one_of(fields: dict[str, str]) -> None:
 
 
 def test_abort_needs_exactly_one_status() -> None:
-    with pytest.raises(ValidationError, match="exactly one of httpStatus or grpcStatus"):
+    with pytest.raises(ValidationError, match="exactly one of httpStatus, grpcStatus or http2Error"):
         Abort()
 
 

@@ -11,7 +11,18 @@ from hypothesis import reject
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from mesh.api import Abort, HTTPFaultInjection, HTTPRoute, Resource, StringMatch
+from mesh.api import (
+    Abort,
+    Delay,
+    EnvoyConfigObjectMatch,
+    EnvoyConfigObjectPatch,
+    HTTPFaultInjection,
+    HTTPRoute,
+    Patch,
+    Percent,
+    Resource,
+    StringMatch,
+)
 
 DURATION_FIELDS = {
     "timeout",
@@ -22,6 +33,13 @@ DURATION_FIELDS = {
     "idle_timeout",
     "interval",
     "base_ejection_time",
+    "backoff",
+    "ttl",
+    "duration",
+    "time",
+    "max_connection_duration",
+    "reporting_interval",
+    "warmup_duration_secs",
 }
 durations = st.builds(lambda n, u: f"{n}{u}", st.integers(1, 999), st.sampled_from(["ms", "s", "m", "h"]))
 names = st.from_regex(r"[a-z][a-z0-9-]{0,6}[a-z0-9]", fullmatch=True)
@@ -36,6 +54,31 @@ OVERRIDES: dict[type, st.SearchStrategy[Any]] = {
     Abort: st.one_of(
         st.builds(Abort, http_status=st.integers(400, 599)),
         st.builds(Abort, grpc_status=st.sampled_from(["UNAVAILABLE"])),
+        st.builds(Abort, http2_error=st.sampled_from(["REFUSED_STREAM"])),
+    ),
+    Delay: st.builds(
+        lambda d, p: Delay(fixed_delay=d, percentage=p),
+        durations,
+        st.none() | st.integers(0, 100).map(lambda v: Percent(value=float(v))),
+    ),
+    # patch values are Envoy messages: a few real ones, checked against Envoy's protos on the way in
+    EnvoyConfigObjectPatch: st.sampled_from(
+        [
+            EnvoyConfigObjectPatch(
+                apply_to="CLUSTER",
+                match=EnvoyConfigObjectMatch(context="SIDECAR_OUTBOUND"),
+                patch=Patch(operation="MERGE", value={"connect_timeout": "2s", "lb_policy": "LEAST_REQUEST"}),
+            ),
+            EnvoyConfigObjectPatch(
+                apply_to="HTTP_FILTER",
+                patch=Patch(
+                    operation="INSERT_BEFORE",
+                    value={"name": "envoy.filters.http.buffer"},
+                    filter_class="AUTHZ",
+                ),
+            ),
+            EnvoyConfigObjectPatch(apply_to="HTTP_ROUTE", patch=Patch(operation="REMOVE")),
+        ]
     ),
 }
 

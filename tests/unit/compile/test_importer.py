@@ -82,8 +82,8 @@ def test_import_then_python_then_build_is_the_same_config(tmp_path: Path) -> Non
             "x.yaml:9: VirtualService default/a: spec.http[0].route[0].weight: Input should be greater than or equal to 0",
         ),
         (
-            "kind: ServiceEntry\napiVersion: networking.istio.io/v1\nmetadata: {name: a}\nspec: {}\n",
-            "x.yaml:1: unsupported kind 'ServiceEntry'",
+            "kind: ProxyConfig\napiVersion: networking.istio.io/v1beta1\nmetadata: {name: a}\nspec: {}\n",
+            "x.yaml:1: unsupported kind 'ProxyConfig'",
         ),
         (
             "kind: VirtualService\napiVersion: networking.istio.io/v1\nmetadata: {name: a}\nspec:\n  hosts: [a\n",

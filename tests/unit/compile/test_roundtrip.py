@@ -9,17 +9,35 @@ from hypothesis import strategies as st
 from mesh.api import (
     AuthorizationPolicy,
     DestinationRule,
+    EnvoyFilter,
     Gateway,
     MeshConfig,
     PeerAuthentication,
+    RequestAuthentication,
     Resource,
+    ServiceEntry,
+    Sidecar,
+    Telemetry,
     VirtualService,
+    WorkloadEntry,
 )
 from mesh.compile import dump_yaml, load_yaml, render
 
 from .strategies import model
 
-KINDS = [Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy]
+KINDS = [
+    Gateway,
+    VirtualService,
+    DestinationRule,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    ServiceEntry,
+    WorkloadEntry,
+    Sidecar,
+    EnvoyFilter,
+    RequestAuthentication,
+    Telemetry,
+]
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.kind)
