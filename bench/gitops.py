@@ -31,7 +31,7 @@ from mesh.gitops.triggers import WebhookConfig, install_hook
 from mesh.verify.stats import SequentialSplit, required_sample_size
 from tests.unit.gitops.gitrepo import PolicyRepo
 
-PUSHES = 30
+PUSHES = int(os.environ.get("BENCH_GITOPS_PUSHES", "30"))
 SECRET = b"bench"
 
 
