@@ -7,32 +7,44 @@ analyzers alike).
 
 from mesh.istio.constants import DEFAULT_MTLS_MODE, DOMAIN_SUFFIX, MESH_GATEWAY, ROOT_NAMESPACE
 from mesh.istio.destinations import destination_rule_for, pick_destination_rule, rule_host
+from mesh.istio.faults import FaultShare, fault_share, fires
 from mesh.istio.gateways import (
     binds_gateway,
     binds_mesh,
     gateway_hosts,
     gateway_key,
     gateway_ref,
+    host_within,
+    intersect_hosts,
     served_hosts,
     server_hosts,
     visible_hosts,
 )
 from mesh.istio.hosts import host_matches, resolve_host
 from mesh.istio.peerauth import effective_peer_authentication, mtls_mode
+from mesh.istio.routing import destination_port, is_wildcard, mesh_virtual_services
 
 __all__ = [
     "DEFAULT_MTLS_MODE",
     "DOMAIN_SUFFIX",
     "MESH_GATEWAY",
     "ROOT_NAMESPACE",
+    "FaultShare",
     "binds_gateway",
     "binds_mesh",
+    "destination_port",
     "destination_rule_for",
     "effective_peer_authentication",
+    "fault_share",
+    "fires",
     "gateway_hosts",
     "gateway_key",
     "gateway_ref",
     "host_matches",
+    "host_within",
+    "intersect_hosts",
+    "is_wildcard",
+    "mesh_virtual_services",
     "mtls_mode",
     "pick_destination_rule",
     "resolve_host",

@@ -53,3 +53,25 @@ def server_hosts(server: Server, gw: Gateway, vs_namespace: str) -> list[str]:
 def served_hosts(vs_hosts: Sequence[str], visible: Sequence[str]) -> list[str]:
     """The VirtualService hosts that some visible gateway host matches, in the VirtualService's order."""
     return [h for h in vs_hosts if any(host_matches(p, h) for p in visible)]
+
+
+def host_within(host: str, other: str) -> bool:
+    """Whether every name `host` stands for is also named by `other` (Istio's SubsetOf)."""
+    if other == "*":
+        return True
+    if other.startswith("*."):
+        return host.endswith(other[1:]) and host != other[1:]
+    return host == other
+
+
+def intersect_hosts(server: Sequence[str], vs_hosts: Sequence[str]) -> list[str]:
+    """The virtual hosts a gateway server gets for a VirtualService: each overlap of a server host and a
+    VirtualService host, as the more specific of the two (a VirtualService for `*` on a server for `foo.bar`
+    serves `foo.bar` only; hosts the server does not name get no virtual host, so a 404)."""
+    out: list[str] = []
+    for s in server:
+        for v in vs_hosts:
+            h = s if host_within(s, v) else v if host_within(v, s) else None
+            if h is not None and h not in out:
+                out.append(h)
+    return out
