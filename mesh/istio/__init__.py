@@ -17,6 +17,8 @@ from mesh.istio.gateways import (
     host_within,
     intersect_hosts,
     served_hosts,
+    server_host,
+    server_host_names,
     server_hosts,
     visible_hosts,
 )
@@ -50,6 +52,8 @@ __all__ = [
     "resolve_host",
     "rule_host",
     "served_hosts",
+    "server_host",
+    "server_host_names",
     "server_hosts",
     "visible_hosts",
 ]

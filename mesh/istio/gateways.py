@@ -30,6 +30,16 @@ def binds_gateway(vs: VirtualService, gw: Gateway) -> bool:
     return gateway_key(gw) in {gateway_ref(g, vs.namespace) for g in vs.gateways}
 
 
+def server_host(h: str) -> str:
+    """A Gateway server host without its namespace part: `ns/host`, `*/host`, `./host` -> `host`."""
+    return h.rpartition("/")[2]
+
+
+def server_host_names(server: Server) -> list[str]:
+    """A server's hosts without namespace parts, sorted and unique (what its certificate must name)."""
+    return sorted({server_host(h) for h in server.hosts})
+
+
 def visible_hosts(hosts: Iterable[str], gateway_namespace: str, vs_namespace: str) -> list[str]:
     """The hosts (`ns/host`, `*/host`, `./host`, bare `host`) a VirtualService in `vs_namespace` may bind."""
     out = []

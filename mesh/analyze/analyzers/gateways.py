@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 from mesh.api.networking import Gateway
-from mesh.istio import MESH_GATEWAY, gateway_hosts, host_matches
+from mesh.istio import MESH_GATEWAY, gateway_hosts, host_matches, server_host
 
 
 @analyzer("gateway.hosts", "VirtualService hosts are served by their gateways", ("IST0132",))
@@ -37,7 +37,7 @@ def conflicting_gateways(ctx: Context) -> Iterator[Finding]:
         selector = tuple(sorted(gw.selector.items()))
         for i, server in enumerate(gw.servers):
             for host in server.hosts:
-                key = (selector, server.port.number, host.rpartition("/")[2])
+                key = (selector, server.port.number, server_host(host))
                 other = seen.setdefault(key, gw)
                 if other is not gw:
                     yield finding(

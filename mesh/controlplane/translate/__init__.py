@@ -25,6 +25,7 @@ from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
 from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
+from mesh.istio import server_host_names
 from mesh.runtime import Proxy
 
 
@@ -42,7 +43,7 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
     out: dict[str, tuple[str, ...]] = {}
     for gw, server in gateway_servers(push, proxy):
         if terminates_tls(server):
-            out.setdefault(credential_name(gw, server), tuple(sorted({h.rpartition("/")[2] for h in server.hosts})))
+            out.setdefault(credential_name(gw, server), tuple(server_host_names(server)))
     return list(out.items())
 
 

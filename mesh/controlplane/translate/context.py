@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
@@ -25,8 +25,6 @@ from mesh.istio import (
     served_hosts,
 )
 from mesh.runtime import Pod, Proxy
-
-T = TypeVar("T")
 
 
 def outbound_cluster(port: int, subset: str, fqdn: str) -> str:

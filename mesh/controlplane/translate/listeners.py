@@ -26,6 +26,7 @@ from mesh.controlplane.translate.protos import ads, duration, packed
 from mesh.controlplane.translate.route import CORS_FILTER, FAULT_FILTER
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG
 from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
+from mesh.istio import server_host_names
 from mesh.runtime import SIDECAR_OUTBOUND_PORT, Proxy
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -189,7 +190,7 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
             )
             if terminates_tls(server):
                 assert server.tls is not None
-                names = sorted({h.rpartition("/")[2] for h in server.hosts} - {"*"})
+                names = [h for h in server_host_names(server) if h != "*"]
                 chains.append(
                     lc.FilterChain(
                         name=server_route_name(gw, server),

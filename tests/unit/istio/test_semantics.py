@@ -21,6 +21,7 @@ from mesh.istio import (
     mtls_mode,
     resolve_host,
     served_hosts,
+    server_host,
     visible_hosts,
 )
 
@@ -197,3 +198,16 @@ def test_destination_rule_choice(host: str, client_namespace: str, expected: str
     ]
     rule = destination_rule_for(rules, host, client_namespace)
     assert (rule.name if rule else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("ref", "host"),
+    [
+        ("shop.example.com", "shop.example.com"),
+        ("*/shop.example.com", "shop.example.com"),
+        ("./*", "*"),
+        ("ns/a.b", "a.b"),
+    ],
+)
+def test_server_host_drops_the_namespace_part(ref: str, host: str) -> None:
+    assert server_host(ref) == host
