@@ -35,10 +35,11 @@ up: $(STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(E
 test: lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests
 	$(BIN)/python -m pytest tests
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy
+lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check mesh policies tests bench
 	$(BIN)/ruff format --check mesh policies tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: $(STAMP) $(ACTIONLINT)  ## unit and property tests only (no Envoy)
 	$(BIN)/python -m pytest tests/unit

@@ -11,7 +11,7 @@ import requests
 
 from bench.common import StaticEnvoy, free_port, median, row
 from mesh.compile import build_policies
-from mesh.harness.targets import LocalMeshUnderTest
+from mesh.harness.under_test import LocalMeshUnderTest
 
 RUNS = 5
 

@@ -11,7 +11,7 @@ import time
 from bench.common import median, pct, row
 from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.compile import build_policies
-from mesh.harness.targets import LocalMeshUnderTest
+from mesh.harness.under_test import LocalMeshUnderTest
 
 PUSHES = 60
 

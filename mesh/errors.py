@@ -4,8 +4,10 @@ MeshError
 ├── PolicyError            a policy module or YAML document is malformed (exit 65)
 │   └── ImportFailed       YAML that cannot become typed objects
 ├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
-├── TargetError            a target cannot do what was asked (missing tool, not running)
+├── TargetError            a target cannot do what was asked (missing tool, not running) (exit 69)
 │   ├── MeshNotRunning
+│   ├── UnknownTarget      --target names no implementation (exit 64)
+│   ├── AddressesExhausted no free loopback block for another local mesh
 │   └── DeploymentFailed   a Pulumi operation failed; names each failing resource and its message
 ├── PushRejected           an Envoy NACKed a push; the previous config keeps serving
 └── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+EXIT_USAGE = 64
 EXIT_BAD_INPUT = 65
 EXIT_ANALYSIS = 79
 EXIT_TARGET = 69
@@ -71,6 +74,17 @@ class TargetError(MeshError):
 
 
 class MeshNotRunning(TargetError):
+    pass
+
+
+class UnknownTarget(TargetError):
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown target {name!r}", hint=f"choose one of: {', '.join(known)}")
+
+
+class AddressesExhausted(TargetError):
     pass
 
 

@@ -11,14 +11,14 @@ from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
-from mesh.compile import Observed, build_policies, dump_json, dump_yaml, load_file, load_yaml, render, to_python
+from mesh.compile import Observed, build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
 from mesh.errors import EXIT_ANALYSIS
 
 
 def load_config(env: str, policies: str, file: str | None) -> MeshConfig:
     """Typed policies by default; imported YAML with -f (`-` reads stdin)."""
     if file == "-":
-        return load_yaml(sys.stdin.read(), "<stdin>")
+        return load_stream(sys.stdin.buffer, "<stdin>")
     if file:
         return load_file(file)
     return build_policies(env, policies)
@@ -103,7 +103,7 @@ def analysis_input(env: str, policies: str, file: str | None, isolated: bool) ->
         return build_policies(env, policies), analysis.Inventory()
     observed = Observed()
     if file == "-":
-        top = load_yaml(sys.stdin.read(), "<stdin>", observed=observed)
+        top = load_stream(sys.stdin.buffer, "<stdin>", observed=observed)
     else:
         top = load_file(file, observed=observed)
     config = top if isolated else overlay(build_policies(env, policies), top)

@@ -17,14 +17,13 @@ def _proxy_status(state_dir: Path) -> Any:
         from mesh.targets.local.control import ControlClient
 
         rows = []
-        for p in ControlClient(state_dir).get("/proxy-status"):
-            versions = p.get("versions", {})
+        for p in ControlClient(state_dir).proxy_status():
             rows.append(
                 {
-                    "proxy": p["proxy"],
-                    "type": p.get("kind", ""),
-                    "status": p["state"],
-                    **{t: str(versions.get(t, "")) for t in ("CDS", "LDS", "EDS", "RDS", "SDS")},
+                    "proxy": p.proxy,
+                    "type": p.kind,
+                    "status": p.state,
+                    **{t: p.versions.get(t, "") for t in ("CDS", "LDS", "EDS", "RDS", "SDS")},
                 }
             )
         return rows
@@ -90,7 +89,7 @@ def dashboard_cmd(port: int, refresh: int, state_dir: Path) -> None:
     state = read_state(state_dir)
     sources = local_sources(state_dir, proxy_status=_proxy_status(state_dir))
     sources.refresh_seconds = refresh
-    dash = Dashboard(sources, token=str(state.get("token", "")), port=port)
+    dash = Dashboard(sources, token=state.token, port=port)
     click.echo(f"dashboard: {dash.url}", err=True)
     try:
         dash.serve_forever()

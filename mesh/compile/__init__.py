@@ -1,6 +1,6 @@
 """Compile: typed policies <-> Istio/Kubernetes manifests (render, import, Python generation)."""
 
-from mesh.compile.importer import Observed, load_file, load_yaml
+from mesh.compile.importer import Observed, load_file, load_stream, load_yaml
 from mesh.compile.policies import (
     PolicyCrashed,
     PolicyExit,
@@ -23,6 +23,7 @@ __all__ = [
     "dump_yaml",
     "evaluate_policies",
     "load_file",
+    "load_stream",
     "load_yaml",
     "render",
     "render_istio",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
@@ -18,7 +18,7 @@ from mesh.api.security import AuthorizationPolicy, PeerAuthentication, RequestAu
 from mesh.api.sidecar import Sidecar
 from mesh.api.telemetry import Telemetry
 from mesh.compile.workloads import WORKLOAD_KINDS, workloads
-from mesh.compile.yamlsafe import Document, InputLimits, documents, path_text, read_file
+from mesh.compile.yamlsafe import Document, InputLimits, decode, documents, path_text, read_file
 from mesh.errors import ImportFailed
 
 ISTIO_KINDS: dict[tuple[str, str], type[Resource]] = {}
@@ -197,6 +197,15 @@ def _observe_pods(docs: list[Document], namespace: str, observed: Observed) -> l
         if (ns, labels.get("app")) in services:
             kept.append(d)
     return kept
+
+
+def load_stream(
+    stream: BinaryIO, name: str = "<stdin>", *, namespace: str = "default", observed: Observed | None = None
+) -> MeshConfig:
+    """YAML from a byte stream (stdin): read no more than the size limit, decode strictly, then as load_yaml."""
+    limits = InputLimits.from_env()
+    text = decode(stream.read(limits.max_bytes + 1), name, limits)
+    return load_yaml(text, name, namespace=namespace, limits=limits, observed=observed)
 
 
 def load_file(

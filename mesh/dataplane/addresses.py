@@ -10,6 +10,8 @@ import random
 import socket
 from dataclasses import dataclass, field
 
+from mesh.errors import AddressesExhausted
+
 _PROBE_PORT = 15000
 
 
@@ -25,7 +27,9 @@ class LoopbackBlock:
     def next_pod(self) -> tuple[str, str]:
         k = self._next
         if k > 254:
-            raise RuntimeError("a local mesh holds at most 254 pods")
+            raise AddressesExhausted(
+                "a local mesh holds at most 254 pods", hint="lower the replicas, or run this config on Kubernetes"
+            )
         self._next += 1
         return f"127.{self.b}.{k}.1", f"127.{self.b}.{k}.2"
 
@@ -48,7 +52,10 @@ def allocate_block(preferred: int | None = None, rng: random.Random | None = Non
         assert b is not None
         if _free(f"127.{b}.0.1", _PROBE_PORT) and _free(f"127.{b}.1.1", _PROBE_PORT):
             return LoopbackBlock(b)
-    raise RuntimeError(f"no free loopback block among {candidates}: is another mesh using them?")
+    raise AddressesExhausted(
+        f"no free loopback block among {candidates}",
+        hint="other meshes hold them: `mesh down` the ones you no longer need (or pass another block)",
+    )
 
 
 def port_free(ip: str, port: int) -> bool:

@@ -178,8 +178,3 @@ class Admin:
         r = self._session.get(f"{self.base}/clusters", params={"format": "json"}, timeout=self.timeout)
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
-
-    def certs(self) -> dict[str, Any]:
-        r = self._session.get(f"{self.base}/certs", timeout=self.timeout)
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]

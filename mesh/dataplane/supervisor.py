@@ -17,6 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 log = logging.getLogger("mesh.supervisor")
 
@@ -39,6 +42,23 @@ class Managed:
     ready: bool = False
     last_exit: int | None = None
     next_start: float = 0.0
+
+
+class ProcessStatus(BaseModel):
+    """One supervised process as `mesh status` and `mesh logs` see it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: str
+    pid: int | None
+    running: bool
+    restarts: int
+    log: str
+
+    def __getitem__(self, field: str) -> Any:
+        """`status["restarts"]`: callers written against the dict this used to be keep working."""
+        return getattr(self, field)
 
 
 class StartupFailed(RuntimeError):
@@ -123,18 +143,24 @@ class Supervisor:
             self._monitor.start()
 
     def _watch(self) -> None:
-        """Restart crashed processes with exponential backoff (0.2 s doubling to 5 s)."""
+        """Restart crashed processes with exponential backoff (0.2 s doubling to 5 s).
+
+        Readiness probes are HTTP calls that may take their full timeout: they run outside the lock, so
+        `status()` (the control API's `mesh status`) never waits behind one."""
         while not self._stopping.wait(0.1):
+            for m in self._recovering():
+                if m.spec.ready():
+                    with self._lock:
+                        if m.proc is not None and m.proc.poll() is None and not m.ready:
+                            m.ready = True
+                            self.on_health(m.spec.name, True)
             with self._lock:
                 for m in self._procs.values():
                     if m.proc is None or self._stopping.is_set():
                         continue
                     code = m.proc.poll()
                     now = time.monotonic()
-                    if code is None and not m.ready and m.spec.ready():
-                        m.ready = True
-                        self.on_health(m.spec.name, True)
-                    elif code is not None and m.next_start == 0.0:
+                    if code is not None and m.next_start == 0.0:
                         m.last_exit, m.ready = code, False
                         m.next_start = now + min(5.0, 0.2 * 2 ** min(m.restarts, 5))
                         self._on_event(f"{m.spec.name} exited ({code}); restarting")
@@ -144,6 +170,13 @@ class Supervisor:
                         m.next_start = 0.0
                         self._spawn(m)
                         self.on_restart(m.spec.name)
+
+    def _recovering(self) -> list[Managed]:
+        """Running processes not yet ready again (restarted ones): the ones whose readiness to probe."""
+        with self._lock:
+            if self._stopping.is_set():
+                return []
+            return [m for m in self._procs.values() if m.proc is not None and m.proc.poll() is None and not m.ready]
 
     def stop(self, grace: float = 3.0) -> None:
         self._stopping.set()
@@ -166,17 +199,17 @@ class Supervisor:
 
     # --- inspection -------------------------------------------------------------------------------
 
-    def status(self) -> list[dict[str, object]]:
+    def status(self) -> list[ProcessStatus]:
         with self._lock:
             return [
-                {
-                    "name": m.spec.name,
-                    "kind": m.spec.kind,
-                    "pid": m.proc.pid if m.proc else None,
-                    "running": bool(m.proc and m.proc.poll() is None),
-                    "restarts": m.restarts,
-                    "log": str(m.spec.log_path),
-                }
+                ProcessStatus(
+                    name=m.spec.name,
+                    kind=m.spec.kind,
+                    pid=m.proc.pid if m.proc else None,
+                    running=bool(m.proc and m.proc.poll() is None),
+                    restarts=m.restarts,
+                    log=str(m.spec.log_path),
+                )
                 for m in sorted(self._procs.values(), key=lambda m: m.spec.name)
             ]
 

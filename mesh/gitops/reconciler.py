@@ -66,11 +66,12 @@ class Result(BaseModel):
 
 
 def _capabilities(name: str) -> Any:
+    from mesh.errors import UnknownTarget
     from mesh.targets import capabilities
 
     try:
         return capabilities(name)
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, UnknownTarget):
         return None
 
 

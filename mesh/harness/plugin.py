@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from mesh.api.config import MeshConfig
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,13 +57,13 @@ def mesh(pytestconfig: pytest.Config, mesh_config: MeshConfig) -> Iterator[MeshU
     target = pytestconfig.getoption("--mesh")
     m: MeshUnderTest
     if target == "local":
-        from mesh.harness.targets import LocalMeshUnderTest
+        from mesh.harness.under_test import LocalMeshUnderTest
 
         m = LocalMeshUnderTest(mesh_config)
     else:
-        from mesh.harness.kind import KindMeshUnderTest
+        from mesh.targets.kubernetes.target import KubernetesTarget
 
-        m = KindMeshUnderTest.from_environment(mesh_config)
+        m = MeshUnderTest(KubernetesTarget.from_environment(), mesh_config)
     try:
         yield m
     finally:

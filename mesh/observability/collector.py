@@ -19,7 +19,8 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as ts
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as ts_grpc
 
-from mesh.observability.metrics import MeshMetrics, Reporter
+from mesh.observability.envoyconfig import Reporter
+from mesh.observability.metrics import MeshMetrics
 from mesh.observability.traces import TraceStore
 from mesh.observability.workloads import Workload, WorkloadDirectory
 

@@ -75,7 +75,8 @@ def graph(prom: PrometheusClient) -> list[Edge]:
         key = (m.get("source_workload", "unknown"), m.get("destination_workload", "unknown"))
         return edges.setdefault(key, Edge(*key))
 
-    for m, v in prom.query(f'sum by ({EDGE_BY}) (istio_requests_total{{reporter="source"}})'):
+    # last_over_time: a missed scrape (stale markers) must not blank the totals for a moment
+    for m, v in prom.query(f'sum by ({EDGE_BY}) (last_over_time(istio_requests_total{{reporter="source"}}[5m]))'):
         edge(m).total = v
     for m, v in prom.query(f'sum by ({EDGE_BY}) (rate(istio_requests_total{{reporter="source"}}[{WINDOW}]))'):
         edge(m).rate = v
@@ -91,7 +92,8 @@ def graph(prom: PrometheusClient) -> list[Edge]:
             edge(m).p99 = v
     seen: dict[tuple[str, str], set[str]] = defaultdict(set)
     for m, v in prom.query(
-        f'sum by ({EDGE_BY}, connection_security_policy) (istio_requests_total{{reporter="destination"}})'
+        f"sum by ({EDGE_BY}, connection_security_policy) "
+        f'(last_over_time(istio_requests_total{{reporter="destination"}}[5m]))'
     ):
         if v > 0:
             seen[(m.get("source_workload", ""), m.get("destination_workload", ""))].add(
@@ -147,7 +149,8 @@ def golden_signals(prom: PrometheusClient) -> list[Golden]:
 def observed_split(prom: PrometheusClient, service: str) -> dict[str, float]:
     """Requests per destination version since the mesh started, as the callers saw them."""
     return prom.by(
-        f'sum by (destination_version) (istio_requests_total{{reporter="source",destination_service="{service}"}})',
+        "sum by (destination_version) "
+        f'(last_over_time(istio_requests_total{{reporter="source",destination_service="{service}"}}[5m]))',
         "destination_version",
     )
 
@@ -177,7 +180,7 @@ def layout(edges: Sequence[Edge]) -> dict[str, tuple[float, float]]:
     pos: dict[str, tuple[float, float]] = {}
     for col, names in columns.items():
         for i, n in enumerate(sorted(names)):
-            pos[n] = (90 + col * 250, 60 + i * 110)
+            pos[n] = (100 + col * 330, 60 + i * 110)
     return pos
 
 
@@ -185,7 +188,7 @@ def graph_svg(edges: Sequence[Edge]) -> str:
     if not edges:
         return '<p class="empty">No traffic yet: the graph draws the edges requests take.</p>'
     pos = layout(edges)
-    width = max(x for x, _ in pos.values()) + 120
+    width = max(x for x, _ in pos.values()) + 140
     height = max(y for _, y in pos.values()) + 70
     parts = [
         f'<svg class="graph" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
@@ -197,19 +200,22 @@ def graph_svg(edges: Sequence[Edge]) -> str:
         ratio = e.errors / e.rate if e.rate else 0.0
         color = "#c62828" if ratio > 0.05 else ("#ef6c00" if ratio > 0 else "#2e7d32")
         dash = "" if e.mtls == "mutual_tls" else ' stroke-dasharray="6 4"'
-        lock = "🔒 mTLS" if e.mtls == "mutual_tls" else ("plaintext" if e.mtls == "none" else e.mtls)
-        label = f"{e.total:.0f} req · {e.rate:.2f} rps · {ratio:.0%} err · p99 {_ms(e.p99)} · {lock}"
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 8
+        lock = "mTLS" if e.mtls == "mutual_tls" else ("plaintext" if e.mtls == "none" else f"mTLS {e.mtls}")
+        first = f"{e.total:.0f} req · {e.rate:.2f} rps · {ratio:.0%} err"
+        second = f"p99 {_ms(e.p99)} · {lock}"
+        label = f"{first} · {second}"
+        mx, my = (x1 + x2) / 2, (y1 + y2) / 2 - 14
         parts.append(
             f'<g class="edge" data-source="{esc(e.source)}" data-target="{esc(e.target)}" '
             f'data-mtls="{esc(e.mtls)}" data-total="{e.total:.0f}"><title>{esc(e.source)} → {esc(e.target)}: '
-            f'{esc(label)}</title><line x1="{x1 + 60}" y1="{y1}" x2="{x2 - 60}" y2="{y2}" stroke="{color}" '
+            f'{esc(label)}</title><line x1="{x1 + 75}" y1="{y1}" x2="{x2 - 75}" y2="{y2}" stroke="{color}" '
             f'stroke-width="2"{dash} marker-end="url(#arrow)"/><text x="{mx}" y="{my}" text-anchor="middle" '
-            f'class="edge-label">{esc(label)}</text></g>'
+            f'class="edge-label"><tspan x="{mx}">{esc(first)} · </tspan><tspan x="{mx}" dy="12">{esc(second)}</tspan>'
+            "</text></g>"
         )
     for n, (x, y) in sorted(pos.items()):
         parts.append(
-            f'<g class="node" data-name="{esc(n)}"><rect x="{x - 60}" y="{y - 18}" width="120" height="36" rx="8"/>'
+            f'<g class="node" data-name="{esc(n)}"><rect x="{x - 75}" y="{y - 18}" width="150" height="36" rx="8"/>'
             f'<text x="{x}" y="{y + 5}" text-anchor="middle">{esc(n)}</text></g>'
         )
     parts.append("</svg>")

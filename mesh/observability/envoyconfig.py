@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 TELEMETRY_CLUSTER = "mesh-telemetry"
 ALS = "envoy.access_loggers.http_grpc"
 OTEL = "envoy.tracers.opentelemetry"
+Reporter = Literal["source", "destination"]  # which end of a request the reporting proxy is
 
 
 class TelemetryOptions(BaseModel):
@@ -48,7 +49,7 @@ def _grpc() -> grpc_service_pb2.GrpcService:
     )
 
 
-def http_access_log(options: TelemetryOptions, reporter: Literal["source", "destination"]) -> accesslog_pb2.AccessLog:
+def http_access_log(options: TelemetryOptions, reporter: Reporter) -> accesslog_pb2.AccessLog:
     """gRPC ALS: one entry per request, batched for `flush_interval_ms`; the collector turns them into metrics."""
     flush = duration_pb2.Duration()
     flush.FromMilliseconds(options.flush_interval_ms)
@@ -78,7 +79,7 @@ def http_tracing(options: TelemetryOptions, service_name: str) -> hcm.HttpConnec
 def instrument(
     m: hcm.HttpConnectionManager,
     options: TelemetryOptions | None,
-    reporter: Literal["source", "destination"],
+    reporter: Reporter,
     service_name: str,
 ) -> hcm.HttpConnectionManager:
     """A copy of `m` with the access logger and tracer the options ask for (the input is shared, never mutated)."""
@@ -148,7 +149,7 @@ def add_to_bootstrap(bootstrap: dict[str, Any], options: TelemetryOptions | None
 def instrument_static(
     bootstrap: dict[str, Any],
     options: TelemetryOptions,
-    reporter: Literal["source", "destination"],
+    reporter: Reporter,
     service_name: str,
     node_id: str,
 ) -> dict[str, Any]:

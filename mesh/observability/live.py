@@ -3,6 +3,7 @@ weighted routes as the proxies really run them (their admin `config_dump`), prox
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,33 @@ def routes_from_proxies(admins: Callable[[], Iterable[str]]) -> Callable[[], lis
     return read
 
 
+def reconcile_history(db: Path, limit: int = 15) -> Callable[[], list[dict[str, str]]]:
+    """The GitOps reconciler's attempts (its SQLite state), newest first; empty until it has run."""
+
+    def read() -> list[dict[str, str]]:
+        if not db.exists():
+            return []
+        from mesh.gitops.state import StateStore
+
+        store = StateStore(db)
+        try:
+            attempts = store.attempts(limit=limit)
+        finally:
+            store.close()
+        return [
+            {
+                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
+                "env": a.env,
+                "commit": a.sha[:10],
+                "outcome": a.outcome,
+                "reason": a.reason,
+            }
+            for a in attempts
+        ]
+
+    return read
+
+
 def local_sources(state_dir: Path, proxy_status: Callable[[], list[dict[str, str]]] | None = None) -> Sources:
     layout = TelemetryLayout(state_dir)
     endpoints = layout.read_endpoints()
@@ -71,4 +99,5 @@ def local_sources(state_dir: Path, proxy_status: Callable[[], list[dict[str, str
         traces=TraceStore(layout.traces),
         proxy_status=proxy_status,
         weighted_routes=routes_from_proxies(admins),
+        reconcile_history=reconcile_history(state_dir / "gitops" / "state.db"),
     )

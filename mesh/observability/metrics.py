@@ -11,13 +11,11 @@ import bisect
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from envoy.data.accesslog.v3 import accesslog_pb2 as al
 
+from mesh.observability.envoyconfig import Reporter
 from mesh.observability.workloads import Workload, WorkloadDirectory
-
-Reporter = Literal["source", "destination"]
 
 # Envoy's default histogram buckets, which Istio's proxies use for every istio_* histogram
 BUCKETS: tuple[float, ...] = (
@@ -154,12 +152,30 @@ class Peers:
     service: str  # destination_service FQDN, or the authority when no service matched
 
 
-def peers(entry: al.AccessLogCommon, reporter: Reporter, me: Workload | None, directory: WorkloadDirectory) -> Peers:
+def service_of_authority(authority: str, me: Workload | None, directory: WorkloadDirectory) -> str:
+    """`reviews:9080` -> `reviews.default.svc.cluster.local` when the mesh has that service (the caller's namespace
+    first), as Istio resolves short hosts; the bare host otherwise."""
+    host = authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+    known = {w.service for w in directory.all()}
+    for candidate in (f"{host}.{me.namespace}.svc.cluster.local" if me else "", f"{host}.svc.cluster.local", host):
+        if candidate in known:
+            return candidate
+    return host or UNKNOWN
+
+
+def peers(
+    entry: al.AccessLogCommon,
+    reporter: Reporter,
+    me: Workload | None,
+    directory: WorkloadDirectory,
+    authority: str = "",
+) -> Peers:
     """The reporter is one end; the other is looked up by address (see `workloads`), never guessed from names."""
     if reporter == "source":
         dest = directory.get(_ip(entry.upstream_remote_address))
         parsed = parse_cluster(entry.upstream_cluster)
-        service = parsed[2] if parsed else (dest.service if dest else UNKNOWN)
+        # no cluster when no upstream was picked (a fault abort, no route): the request's host names the service
+        service = parsed[2] if parsed else (dest.service if dest else service_of_authority(authority, me, directory))
         # like Istio: the source reporter cannot see the handshake's outcome, it reports "unknown"
         dest_principal = dest.principal if dest is not None and parsed is not None else UNKNOWN
         return Peers(reporter, me, dest, me.principal if me else UNKNOWN, dest_principal, UNKNOWN, service or UNKNOWN)
@@ -231,7 +247,7 @@ class MeshMetrics:
         code = str(entry.response.response_code.value) if entry.response.HasField("response_code") else "0"
         grpc_status = entry.response.response_trailers.get("grpc-status", "") if grpc else ""
         labels = labels_for(
-            peers(c, reporter, me, self.directory),
+            peers(c, reporter, me, self.directory, entry.request.authority),
             code=code,
             flags=response_flags(c.response_flags),
             protocol="grpc" if grpc else "http",

@@ -76,12 +76,12 @@ def scrape_config(layout: PrometheusLayout, interval: float = 5.0) -> dict[str, 
             {
                 "job_name": MESH_JOB,
                 "honor_labels": True,  # the collector's labels are the workloads', as Istio's are the pod's
-                "file_sd_configs": [{"files": [str(layout.mesh_targets)], "refresh_interval": refresh}],
+                "file_sd_configs": [{"files": [str(layout.mesh_targets.resolve())], "refresh_interval": refresh}],
             },
             {
                 "job_name": ENVOY_JOB,
                 "metrics_path": "/stats/prometheus",
-                "file_sd_configs": [{"files": [str(layout.envoy_targets)], "refresh_interval": refresh}],
+                "file_sd_configs": [{"files": [str(layout.envoy_targets.resolve())], "refresh_interval": refresh}],
             },
         ],
     }
@@ -107,8 +107,11 @@ def write_targets(layout: PrometheusLayout, collector: str, proxies: Iterable[Wo
 
 
 def prepare(layout: PrometheusLayout, collector: str, proxies: Iterable[Workload], interval: float = 5.0) -> None:
+    """A fresh TSDB per mesh: the collector's counters start at zero with the mesh, and series of a previous run
+    under the same labels would read as one counter that reset."""
     layout.root.mkdir(parents=True, exist_ok=True)
-    layout.data.mkdir(exist_ok=True)
+    shutil.rmtree(layout.data, ignore_errors=True)
+    layout.data.mkdir()
     write_targets(layout, collector, proxies)
     layout.config.write_text(yaml.safe_dump(scrape_config(layout, interval), sort_keys=False))
 

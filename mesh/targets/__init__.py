@@ -14,6 +14,7 @@ from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import RequestAuthentication
 from mesh.api.sidecar import Sidecar
 from mesh.api.telemetry import Telemetry
+from mesh.errors import UnknownTarget
 
 
 def _only(allowed: set[str], what: str) -> Callable[[object], str | None]:
@@ -146,4 +147,4 @@ def capabilities(target: str) -> TargetCapabilities:
         return LOCAL
     if target == "kubernetes":
         return KUBERNETES
-    raise ValueError(f"unknown target {target!r}: choose local or kubernetes")
+    raise UnknownTarget(target, ["kubernetes", "local"])

@@ -8,7 +8,7 @@ boundary (control API, `-o json`, the reconciler's state) is the same shape ever
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,7 @@ from mesh.targets.traffic import Reply
 
 Progress = Callable[[str], None]
 
-SyncState = Literal["SYNCED", "STALE", "NACK", "NOT SENT", "DISCONNECTED"]
+SyncState = Literal["SYNCED", "STALE", "NACK", "NOT SENT", "NOT_CONNECTED", "DISCONNECTED"]
 
 
 class _Model(BaseModel):
@@ -54,6 +54,7 @@ class ApplyResult(_Model):
     diff: list[ChangeModel] = Field(default_factory=list)
     findings: list[FindingModel] = Field(default_factory=list)  # warnings (errors raise AnalysisFailed)
     proxies: dict[str, SyncState] = Field(default_factory=dict)  # proxy -> state after the push
+    changed_proxies: list[str] = Field(default_factory=list)  # the proxies whose config this push changed
     translate_ms: float = 0.0
     sync_ms: float = 0.0
 
@@ -71,6 +72,10 @@ class ProxyStatus(_Model):
     state: SyncState
     errors: dict[str, str] = Field(default_factory=dict)  # xDS type -> Envoy's NACK text
     versions: dict[str, str] = Field(default_factory=dict)  # CDS/LDS/EDS/RDS/SDS -> ACKed version (short)
+
+    def __getitem__(self, field: str) -> Any:
+        """`status["state"]`: callers written against the dict this used to be keep working."""
+        return getattr(self, field)
 
 
 class TargetStatus(_Model):

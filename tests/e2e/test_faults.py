@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from mesh.api import HTTPRoute, MeshConfig, VirtualService, helpers
 from mesh.harness.stats import assert_fraction
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 
 def test_jason_always_sees_reviews_v2(mesh: MeshUnderTest) -> None:

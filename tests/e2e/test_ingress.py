@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 HOST = "bookinfo.local"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from mesh.api import MeshConfig, VirtualService
 from mesh.compile import load_yaml
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from mesh.api import ConsistentHashLB, DestinationRule, LoadBalancerSettings, MeshConfig, Subset, TrafficPolicy
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from mesh.api import MeshConfig, PeerAuthentication, PeerAuthenticationMTLS, WorkloadSelector
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.harness.stats import assert_split
-from mesh.harness.targets import MeshUnderTest
+from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 

@@ -24,6 +24,7 @@ from mesh.istio import (
     rule_host,
     served_hosts,
 )
+from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
 
 
@@ -54,6 +55,7 @@ class MeshOptions:
     """Mesh-wide settings (Istio keeps these in meshConfig)."""
 
     access_log: bool = False  # meshConfig.accessLogFile=/dev/stdout: every proxy logs each request to its log
+    telemetry: TelemetryOptions | None = None  # metrics over ALS and tracing to the collector (--observability)
 
 
 class PushContext:

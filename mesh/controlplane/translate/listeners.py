@@ -27,6 +27,7 @@ from mesh.controlplane.translate.route import CORS_FILTER, FAULT_FILTER
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG
 from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
 from mesh.istio import server_host_names
+from mesh.observability.envoyconfig import Reporter, instrument
 from mesh.runtime import SIDECAR_OUTBOUND_PORT, Proxy
 
 HCM = "envoy.filters.network.http_connection_manager"
@@ -68,7 +69,12 @@ def _access_log() -> accesslog_pb2.AccessLog:
     return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=packed(fmt))
 
 
-def _hcm_filter(m: hcm.HttpConnectionManager, push: PushContext | None = None) -> lc.Filter:
+def _hcm_filter(
+    m: hcm.HttpConnectionManager, push: PushContext | None = None, telemetry: tuple[Proxy, Reporter] | None = None
+) -> lc.Filter:
+    if push is not None and telemetry is not None:  # Istio's metrics (ALS) and traces: mesh.observability
+        proxy, reporter = telemetry
+        m = instrument(m, push.options.telemetry, reporter, f"{proxy.labels.get('app', proxy.name)}.{proxy.namespace}")
     if push is not None and push.options.access_log:
         logged = hcm.HttpConnectionManager()
         logged.CopyFrom(m)
@@ -95,7 +101,7 @@ def outbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
     return listener_pb2.Listener(
         name=f"{proxy.ip}_{SIDECAR_OUTBOUND_PORT}",
         address=_address(proxy.ip, SIDECAR_OUTBOUND_PORT),
-        filter_chains=[lc.FilterChain(filters=[_hcm_filter(m, push)])],
+        filter_chains=[lc.FilterChain(filters=[_hcm_filter(m, push, (proxy, "source"))])],
         traffic_direction=2,  # OUTBOUND
     )
 
@@ -141,7 +147,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                     name=f"inbound_{port.number}_mtls",
                     filter_chain_match=lc.FilterChainMatch(transport_protocol="tls"),
                     transport_socket=istio_mutual_downstream(),
-                    filters=[_hcm_filter(m, push)],
+                    filters=[_hcm_filter(m, push, (proxy, "destination"))],
                 )
             )
         if mode in ("PERMISSIVE", "DISABLE"):
@@ -149,7 +155,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                 lc.FilterChain(
                     name=f"inbound_{port.number}_plaintext",
                     filter_chain_match=lc.FilterChainMatch(transport_protocol="raw_buffer"),
-                    filters=[_hcm_filter(m, push)],
+                    filters=[_hcm_filter(m, push, (proxy, "destination"))],
                 )
             )
         out.append(
@@ -200,11 +206,11 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                             mutual=server.tls.mode == "MUTUAL",
                             min_version=server.tls.min_protocol_version,
                         ),
-                        filters=[_hcm_filter(m, push)],
+                        filters=[_hcm_filter(m, push, (proxy, "source"))],
                     )
                 )
             elif not any(c.name == f"http.{port}" for c in chains):
-                chains.append(lc.FilterChain(name=f"http.{port}", filters=[_hcm_filter(m, push)]))
+                chains.append(lc.FilterChain(name=f"http.{port}", filters=[_hcm_filter(m, push, (proxy, "source"))]))
         tls = any(terminates_tls(s) for _, s in servers)
         out.append(
             listener_pb2.Listener(

@@ -1,29 +1,42 @@
-"""The running mesh's control API (loopback HTTP, JSON) and the state file that tells other `mesh` commands where
-it is. `mesh status | apply | proxy-status | down` talk to it; `mesh proxy-config` goes to Envoy's admin directly."""
+"""The running mesh's control API (loopback HTTP, JSON bodies that are the models in `api.py`) and the state file
+that tells other `mesh` commands where it is. `LocalTarget` is its client; `mesh proxy-config` reads Envoy's admin
+directly."""
 
 from __future__ import annotations
 
 import hmac
-import json
 import os
 import secrets
 import threading
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
+from pydantic import BaseModel, ValidationError
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
-from mesh.compile import load_yaml
 from mesh.compile.diff import diff_configs
-from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, PolicyError, PushRejected
+from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, PolicyError, PushRejected, TargetError
 from mesh.targets import capabilities
+from mesh.targets.base import ApplyResult, ChangeModel, ProxyStatus
+from mesh.targets.local.api import (
+    ApplyRequest,
+    ErrorReply,
+    MeshDescription,
+    ProxyStatusReply,
+    StateFile,
+    WireConfig,
+    finding_model,
+    finding_of,
+)
 from mesh.targets.local.mesh import LocalMesh
 
 STATE_FILE = "state.json"
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def state_path(state_dir: Path) -> Path:
@@ -40,26 +53,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def read_state(state_dir: Path) -> dict[str, Any]:
+def read_state(state_dir: Path) -> StateFile:
     path = state_path(state_dir)
     try:
-        state: dict[str, Any] = json.loads(path.read_text())
+        state = StateFile.model_validate_json(path.read_text())
     except FileNotFoundError:
         raise MeshNotRunning(
             f"no local mesh is running from {state_dir}", hint="start one with `mesh up` (or pass --state-dir)"
         ) from None
-    if not _pid_alive(int(state.get("pid", 0))):
+    except ValidationError:
+        raise MeshNotRunning(
+            f"{path} is not a state file this version of meshops wrote",
+            hint="stop that mesh with the meshops that started it, or remove the file",
+        ) from None
+    if not _pid_alive(state.pid):
         path.unlink(missing_ok=True)
         raise MeshNotRunning(f"the mesh recorded in {path} is no longer running", hint="start it again with `mesh up`")
     return state
 
 
-def write_state(state_dir: Path, state: dict[str, Any]) -> None:
+def write_state(state_dir: Path, state: StateFile) -> None:
     """Owner-only (0600): it holds the control API's token."""
     tmp = state_path(state_dir).with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(state, indent=2))
+        f.write(state.model_dump_json(indent=2))
     tmp.replace(state_path(state_dir))
 
 
@@ -83,29 +101,65 @@ class ControlServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        config = load_yaml(body["manifests"], body.get("origin", "<apply>"))
+    def state(self, env: str = "", policies: str = "") -> StateFile:
+        desc = self.mesh.describe()
+        return StateFile(
+            **desc.model_dump(),
+            api=self.url,
+            token=self.token,
+            env=env,
+            policies=policies,
+            state_dir=str(self.mesh.options.state_dir),
+        )
+
+    def apply(self, request: ApplyRequest) -> ApplyResult:
+        config = request.config.to_config()
         resources = config.resources
-        if body.get("merge"):
+        if request.merge:
             # kubectl-apply semantics: objects in the file replace their namesakes, the rest stay
             incoming = {r.key for r in resources}
             resources = [r for r in self.mesh.config.resources if r.key not in incoming] + resources
         if not config.services:
             config = MeshConfig(services=list(self.mesh.config.services), resources=resources)
         with self._lock:
-            changes = [c.to_dict() for c in diff_configs(self.mesh.config, config)]
-            if body.get("dry_run"):
-                findings = analysis.check(config, capabilities("local")) if body.get("analyze", True) else []
-                return {"dry_run": True, "diff": changes, "findings": [f.to_dict() for f in findings]}
-            result = self.mesh.apply(config, analyze=body.get("analyze", True), wait=float(body.get("wait", 10.0)))
-        return {
-            "diff": changes,
-            "revision": result.revision,
-            "translate_ms": round(result.translate_ms, 2),
-            "sync_ms": round(result.sync_ms, 2),
-            "changed": len(result.changed),
-            "proxies": {n: r.state for n, r in sorted(result.results.items())},
-        }
+            diff = [ChangeModel(op=c.op, ref=c.ref, patch=c.patch) for c in diff_configs(self.mesh.config, config)]
+            if not request.dry_run:
+                self.mesh.check_workloads(config)
+            found = analysis.check(config, capabilities("local")) if request.analyze else []
+            findings = [finding_model(f) for f in found]
+            if request.dry_run:
+                return ApplyResult(
+                    target="local", revision=str(self.mesh.pilot.revision), dry_run=True, diff=diff, findings=findings
+                )
+            result = self.mesh.apply(config, analyze=False, wait=request.wait)
+        return ApplyResult(
+            target="local",
+            revision=str(result.revision),
+            diff=diff,
+            findings=findings,
+            proxies={n: r.state for n, r in sorted(result.results.items())},
+            changed_proxies=sorted(result.changed),
+            translate_ms=round(result.translate_ms, 2),
+            sync_ms=round(result.sync_ms, 2),
+        )
+
+
+def _error_reply(e: Exception) -> tuple[int, ErrorReply]:
+    """Our error tree -> a status and a typed body, so the client raises the same error with the same data."""
+    if isinstance(e, AnalysisFailed):
+        return 422, ErrorReply(kind="analysis", error=str(e), findings=[finding_model(f) for f in e.findings])
+    if isinstance(e, PushRejected):
+        return 409, ErrorReply(kind="rejected", error=str(e), rejections=e.rejections)
+    if isinstance(e, PolicyError):
+        return 400, ErrorReply(kind="policy", error=e.args[0], hint=e.hint)
+    if isinstance(e, TargetError):
+        return 503, ErrorReply(kind="target", error=e.args[0], hint=e.hint)
+    if isinstance(e, MeshError):
+        return 400, ErrorReply(kind="mesh", error=e.args[0], hint=e.hint)
+    if isinstance(e, ValidationError):
+        return 400, ErrorReply(kind="policy", error=f"malformed request: {e}")
+    # reported to the client, never crashes the mesh
+    return 500, ErrorReply(kind="internal", error=f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -115,8 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args: Any) -> None:
         pass
 
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
+    def _send(self, status: int, payload: BaseModel) -> None:
+        data = payload.model_dump_json().encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
@@ -126,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorized(self) -> bool:
         if hmac.compare_digest(self.headers.get("authorization", ""), f"Bearer {self.control.token}"):
             return True
-        self._send(401, {"kind": "auth", "error": "missing or wrong token (read from the mesh's state file)"})
+        self._send(401, ErrorReply(kind="auth", error="missing or wrong token (read from the mesh's state file)"))
         return False
 
     def do_GET(self) -> None:
@@ -136,79 +190,69 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/status":
             self._send(200, mesh.describe())
         elif self.path == "/proxy-status":
-            self._send(200, mesh.proxy_status())
+            self._send(200, ProxyStatusReply(proxies=mesh.proxy_status()))
+        elif self.path == "/config":
+            self._send(200, WireConfig.of(mesh.config))
         else:
-            self._send(404, {"error": f"no such endpoint {self.path}"})
+            self._send(404, ErrorReply(kind="not-found", error=f"no such endpoint {self.path}"))
 
     def do_POST(self) -> None:
         if not self._authorized():
             return
         if self.path != "/apply":
-            self._send(404, {"error": f"no such endpoint {self.path}"})
+            self._send(404, ErrorReply(kind="not-found", error=f"no such endpoint {self.path}"))
             return
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
         try:
-            self._send(200, self.control.apply(body))
-        except AnalysisFailed as e:
-            self._send(422, {"kind": "analysis", "findings": [f.to_dict() for f in e.findings]})
-        except PushRejected as e:
-            self._send(409, {"kind": "rejected", "rejections": e.rejections})
-        except PolicyError as e:
-            self._send(400, {"kind": "policy", "error": str(e)})
-        except MeshError as e:
-            self._send(400, {"kind": "mesh", "error": str(e)})
-        except Exception as e:  # pragma: no cover - reported to the client, never crashes the mesh
-            self._send(500, {"kind": "internal", "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()})
+            self._send(200, self.control.apply(ApplyRequest.model_validate_json(body)))
+        except Exception as e:
+            self._send(*_error_reply(e))
 
 
 class ControlClient:
+    """The control API from another process (or thread): typed requests in, typed replies or our errors out."""
+
     def __init__(self, state_dir: Path) -> None:
         self.state = read_state(state_dir)
-        self.url = self.state["api"]
+        self.url = self.state.api
         self._s = requests.Session()
         self._s.trust_env = False
-        self._s.headers["authorization"] = f"Bearer {self.state.get('token', '')}"
+        self._s.headers["authorization"] = f"Bearer {self.state.token}"
 
-    def get(self, path: str) -> Any:
-        return self._s.get(self.url + path, timeout=10).json()
+    def _get(self, path: str, model: type[M]) -> M:
+        try:
+            r = self._s.get(self.url + path, timeout=10)
+        except requests.ConnectionError as e:
+            raise MeshNotRunning(f"the mesh's control API at {self.url} does not answer: {e}") from None
+        return self._reply(r, model)
 
-    def apply(
-        self,
-        manifests: str,
-        *,
-        origin: str,
-        analyze: bool = True,
-        wait: float = 10.0,
-        merge: bool = False,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        from mesh.analyze.findings import Finding
+    def status(self) -> MeshDescription:
+        return self._get("/status", MeshDescription)
 
-        r = self._s.post(
-            self.url + "/apply",
-            json={
-                "manifests": manifests,
-                "origin": origin,
-                "analyze": analyze,
-                "wait": wait,
-                "merge": merge,
-                "dry_run": dry_run,
-            },
-            timeout=wait + 30,
-        )
-        payload: dict[str, Any] = r.json()
+    def proxy_status(self) -> list[ProxyStatus]:
+        return self._get("/proxy-status", ProxyStatusReply).proxies
+
+    def config(self) -> MeshConfig:
+        return self._get("/config", WireConfig).to_config()
+
+    def apply(self, request: ApplyRequest) -> ApplyResult:
+        r = self._s.post(self.url + "/apply", data=request.model_dump_json(), timeout=request.wait + 30)
+        return self._reply(r, ApplyResult)
+
+    @staticmethod
+    def _reply(r: requests.Response, model: type[M]) -> M:
         if r.status_code == 200:
-            return payload
-        kind = payload.get("kind")
-        if kind == "analysis":
-            raise AnalysisFailed(
-                [
-                    Finding(code=f["code"], message=f["message"], resource=f["resource"], path=f["path"])
-                    for f in payload["findings"]
-                ]
-            )
-        if kind == "rejected":
-            raise PushRejected(payload["rejections"])
-        if kind == "policy":
-            raise PolicyError(payload["error"])
-        raise MeshError(payload.get("error", f"control API answered {r.status_code}"))
+            return model.model_validate_json(r.content)
+        try:
+            err = ErrorReply.model_validate_json(r.content)
+        except ValidationError:
+            raise MeshError(f"control API answered {r.status_code}: {r.text[:300]}") from None
+        if err.kind == "analysis":
+            raise AnalysisFailed([finding_of(f) for f in err.findings])
+        if err.kind == "rejected":
+            raise PushRejected(err.rejections)
+        if err.kind == "policy":
+            raise PolicyError(err.error, hint=err.hint)
+        if err.kind == "target":
+            raise TargetError(err.error, hint=err.hint)
+        raise MeshError(err.error, hint=err.hint)

@@ -8,9 +8,8 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
+from typing import Any, cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
@@ -25,6 +24,9 @@ from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.errors import MeshError, TargetError
+from mesh.observability.envoyconfig import add_to_bootstrap
+from mesh.observability.layout import TelemetryLayout
+from mesh.observability.stack import ObservabilityOptions, TelemetryStack
 from mesh.runtime import (
     SIDECAR_OUTBOUND_PORT,
     Pod,
@@ -35,22 +37,13 @@ from mesh.runtime import (
     sidecar_for,
 )
 from mesh.targets import capabilities
+from mesh.targets.base import ProxyStatus, SyncState
+from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
+from mesh.targets.local.options import LocalOptions
 
 log = logging.getLogger("mesh.local")
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class LocalOptions:
-    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("MESH_STATE_DIR", ".meshops")))
-    ingress_host: str = "127.0.0.1"
-    ingress_port: int = 8080
-    ingress_https_port: int = 8443
-    loopback_block: int | None = None  # 127.B.0.0/16; random free block when None
-    start_timeout: float = 30.0
-    envoy_log_level: str = "warning"
-    access_log: bool = False
 
 
 def gateway_listen(config: MeshConfig, host: str, port: int, https_port: int) -> dict[int, tuple[str, int]]:
@@ -90,6 +83,7 @@ class LocalMesh:
         self.xds: XdsServer | None = None
         self.run_dir = self.options.state_dir / "run"
         self.started_at = 0.0
+        self.telemetry: TelemetryStack | None = None
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -126,6 +120,8 @@ class LocalMesh:
         self.gateway = gateway_proxy(block.gateway_ip, listen)
         self.registry.add_proxy(self.gateway)
 
+        if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
+            self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
         self.xds = XdsServer(self.pilot.cache, "127.0.0.1", 0, max_proxies=2 * len(pods) + 16).start()
         self.pilot.push(self.config, wait=0)
         self.progress(f"control plane: xDS on 127.0.0.1:{self.xds.port}, {len(pods)} pods on 127.{block.b}.0.0/16")
@@ -155,6 +151,17 @@ class LocalMesh:
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
+
+    def _start_telemetry(self, options: ObservabilityOptions, ip: str) -> None:
+        self.telemetry = TelemetryStack(TelemetryLayout(self.options.state_dir), ip, options)
+        self.telemetry.prepare(self.registry.proxies)
+        self.pilot.options = replace(self.pilot.options, telemetry=self.telemetry.telemetry())
+        try:
+            self.supervisor.start(self.telemetry.specs(self.run_dir), timeout=self.options.start_timeout)
+        except StartupFailed as e:
+            self.stop()
+            raise TargetError(str(e), hint="the log named above says why") from None
+        self.progress(f"telemetry: collector on {ip}, Prometheus at {self.telemetry.prometheus.url}")
 
     def _on_health(self, process: str, ready: bool) -> None:
         """An app that exits leaves EDS (UNHEALTHY) until it is ready again, like a failing readiness probe."""
@@ -197,9 +204,9 @@ class LocalMesh:
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
         assert self.xds is not None
-        path = envoy.write_bootstrap(
-            self.run_dir / f"envoy-{proxy.name}.json", envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
-        )
+        config = envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
+        config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
+        path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = envoy.Admin(proxy.ip)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
@@ -216,17 +223,20 @@ class LocalMesh:
 
     def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
         """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
-        if _workloads(config) != _workloads(self.config):
-            raise MeshError(
-                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
-                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
-            )
+        self.check_workloads(config)
         if analyze:
             analysis.check(config, capabilities("local"))
         result = self.pilot.push(config, wait=wait)
         self._wait_warm(result.changed, timeout=wait)
         self.config = config
         return result
+
+    def check_workloads(self, config: MeshConfig) -> None:
+        if _workloads(config) != _workloads(self.config):
+            raise MeshError(
+                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
+                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
+            )
 
     def _wait_warm(self, node_ids: list[str], timeout: float) -> None:
         """An ACK is not yet service: a listener that needs a new secret, or a cluster its endpoints, warms until
@@ -258,53 +268,53 @@ class LocalMesh:
         host, port = self.gateway.listen.get(80) or next(iter(self.gateway.listen.values()))
         return f"http://{host}:{port}"
 
-    def proxy_status(self) -> list[dict[str, Any]]:
+    def proxy_status(self) -> list[ProxyStatus]:
         out = []
         for p in self.registry.proxies:
             sync = self.pilot.cache.sync_state(p.id)
             st = self.pilot.cache.status(p.id)
             out.append(
-                {
-                    "proxy": p.short,
-                    "id": p.id,
-                    "kind": p.kind,
-                    "state": sync.state,
-                    "errors": sync.errors,
-                    "versions": {
-                        short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()
-                    },
-                }
+                ProxyStatus(
+                    proxy=p.short,
+                    id=p.id,
+                    kind=p.kind,
+                    state=cast(SyncState, sync.state),
+                    errors=sync.errors,
+                    versions={short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()},
+                )
             )
         return out
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> MeshDescription:
         """What `mesh status` shows and what the state file records."""
-        return {
-            "pid": os.getpid(),
-            "ingress": self.ingress_url,
-            "ingress_https": self.ingress_https_url if self.gateway else None,
-            "ca": str((self.options.state_dir / "ca.crt").resolve()),
-            "xds": f"127.0.0.1:{self.xds.port}" if self.xds else None,
-            "revision": self.pilot.revision,
-            "started_at": self.started_at,
-            "block": self.block.b if self.block else None,
-            "proxies": [
-                {"name": p.short, "id": p.id, "kind": p.kind, "ip": p.ip, "admin": f"http://{p.ip}:15000"}
+        return MeshDescription(
+            pid=os.getpid(),
+            ingress=self.ingress_url,
+            ingress_https=self.ingress_https_url if self.gateway else None,
+            ca=str((self.options.state_dir / "ca.crt").resolve()),
+            xds=f"127.0.0.1:{self.xds.port}" if self.xds else None,
+            revision=self.pilot.revision,
+            started_at=self.started_at,
+            block=self.block.b if self.block else None,
+            proxies=[
+                ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=f"http://{p.ip}:15000")
                 for p in self.registry.proxies
             ],
-            "pods": [
-                {
-                    "name": p.name,
-                    "namespace": p.namespace,
-                    "service": p.service,
-                    "version": p.version,
-                    "ip": p.ip,
-                    "app": f"{p.app_ip}",
-                }
+            pods=[
+                PodInfo(
+                    name=p.name,
+                    namespace=p.namespace,
+                    service=p.service,
+                    version=p.version,
+                    ip=p.ip,
+                    app=p.app_ip,
+                    port=p.ports[0].number,
+                )
                 for p in self.registry.pods
             ],
-            "processes": self.supervisor.status(),
-        }
+            processes=self.supervisor.status(),
+            observability=self.telemetry.layout.read_endpoints() if self.telemetry else None,
+        )
 
     def stop(self) -> None:
         self.supervisor.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from mesh.controlplane.xds.server import XdsServer
-from mesh.harness.targets import LocalMeshUnderTest
+from mesh.harness.under_test import LocalMeshUnderTest
 
 
 def _ok(mesh: LocalMeshUnderTest) -> int:

@@ -13,7 +13,7 @@ import urllib3
 from cryptography.hazmat.primitives import serialization
 
 from mesh.api import Gateway, MeshConfig, Port, Server, ServerTLSSettings, VirtualService
-from mesh.harness.targets import LocalMeshUnderTest
+from mesh.harness.under_test import LocalMeshUnderTest
 
 from ..conftest import replace
 

@@ -150,3 +150,17 @@ def test_import_help_does_not_suggest_overwriting_the_shipped_policies() -> None
     out = mesh("import", "--help")
     assert out.returncode == 0
     assert "> policies/" not in out.stdout
+
+
+def test_non_utf8_on_stdin_is_a_clear_65() -> None:
+    full = {**os.environ, "COLUMNS": "120"}
+    full.pop("MESH_DEBUG", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "mesh", "analyze", "-f", "-"],
+        input=b"a: \xff\n",
+        capture_output=True,
+        env=full,
+        timeout=60,
+    )
+    assert out.returncode == 65
+    assert b"<stdin>:1: not UTF-8" in out.stderr and b"Traceback" not in out.stderr

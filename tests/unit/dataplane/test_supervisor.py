@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,10 +46,10 @@ def test_start_restart_stop_leaves_nothing(tmp_path: Path) -> None:
     assert len(pids) == 2 and all(alive(p) for p in pids)
     sup.kill("a")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and next(s for s in sup.status() if s["name"] == "a")["restarts"] == 0:
+    while time.monotonic() < deadline and next(s for s in sup.status() if s.name == "a").restarts == 0:
         time.sleep(0.05)
-    status = {s["name"]: s for s in sup.status()}
-    assert status["a"]["restarts"] == 1
+    status = {s.name: s for s in sup.status()}
+    assert status["a"].restarts == 1
     assert sup.wait_ready("a", lambda: True, timeout=10)
     everything = sup.pids()
     sup.stop()
@@ -101,3 +102,30 @@ def test_children_die_with_the_supervisor_even_on_sigkill(tmp_path: Path) -> Non
         assert not alive(child)
     finally:
         parent.kill()
+
+
+def test_status_answers_while_a_readiness_probe_hangs(tmp_path: Path) -> None:
+    """Probes are HTTP calls that can take their whole timeout; `mesh status` must not wait behind one."""
+    probing, release = threading.Event(), threading.Event()
+    started = threading.Event()
+
+    def ready() -> bool:
+        if not started.is_set():
+            return True  # the first start is ready at once
+        probing.set()
+        release.wait(10)
+        return True
+
+    sup = Supervisor()
+    sup.start([ProcessSpec("a", ["sleep", "30"], tmp_path / "a.log", ready)], timeout=5)
+    try:
+        started.set()
+        sup.kill("a")  # restarted after its backoff, then probed: the probe hangs until released
+        assert probing.wait(10), "the restarted process was never probed"
+        t0 = time.monotonic()
+        statuses = sup.status()
+        assert time.monotonic() - t0 < 5.0  # behind the probe it would take the probe's 10 s
+        assert [s.name for s in statuses] == ["a"] and statuses[0].restarts == 1
+    finally:
+        release.set()
+        sup.stop()

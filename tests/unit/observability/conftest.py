@@ -41,6 +41,7 @@ def http_entry(
     fault: bool = False,
     req_bytes: tuple[int, int] = (100, 0),
     resp_bytes: tuple[int, int] = (80, 120),
+    authority: str = "",
 ) -> al.HTTPAccessLogEntry:
     e = al.HTTPAccessLogEntry()
     c = e.common_properties
@@ -53,6 +54,7 @@ def http_entry(
     c.response_flags.fault_injected = fault
     if peer_uri:
         c.tls_properties.peer_certificate_properties.subject_alt_name.add(uri=peer_uri)
+    e.request.authority = authority
     e.request.request_headers_bytes, e.request.request_body_bytes = req_bytes
     e.response.response_code.value = code
     e.response.response_headers_bytes, e.response.response_body_bytes = resp_bytes

@@ -44,7 +44,7 @@ def test_graph_lays_callers_left_of_callees_and_marks_mtls_edges() -> None:
     pos = layout(edges)
     assert pos["istio-ingressgateway"][0] < pos["productpage-v1"][0] < pos["reviews-v1"][0]
     svg = graph_svg(edges)
-    assert svg.count('class="edge"') == 2 and "🔒 mTLS" in svg and 'data-total="6"' in svg
+    assert svg.count('class="edge"') == 2 and ">p99 - · mTLS<" in svg and 'data-total="6"' in svg
 
 
 def test_waterfall_draws_every_span_with_its_duration() -> None:

@@ -70,7 +70,8 @@ def test_fault_abort_is_its_code_with_flag_fi_and_counts_are_exact() -> None:
             "source",
             PRODUCTPAGE,
         )
-    assert m.counter("istio_requests_total", response_code="503", response_flags="FI") == 3
+    fqdn = "reviews.default.svc.cluster.local"
+    assert m.counter("istio_requests_total", response_code="503", response_flags="FI", destination_service=fqdn) == 3
     assert m.counter("istio_requests_total", response_code="200", response_flags="-") == 7
     assert m.counter("istio_requests_total", reporter="source") == 10
 

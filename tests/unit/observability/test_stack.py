@@ -33,3 +33,11 @@ def test_missing_prometheus_says_how_to_install_it(tmp_path: Path, monkeypatch: 
     with pytest.raises(TargetError, match="prometheus is not installed") as e:
         stack.prepare(_proxies())
     assert "apt-get install prometheus" in str(e.value)
+
+
+def test_file_sd_paths_are_absolute_even_for_a_relative_state_dir() -> None:
+    from mesh.observability.prometheus import PrometheusLayout, scrape_config
+
+    config = scrape_config(PrometheusLayout(Path(".meshops/observability/prometheus"), "127.9.0.3:9090"))
+    files = [f for job in config["scrape_configs"] for sd in job["file_sd_configs"] for f in sd["files"]]
+    assert files and all(Path(f).is_absolute() for f in files)  # Prometheus reads them relative to its config

@@ -1,11 +1,10 @@
-"""The kubernetes target under test: a cluster made by `mesh up --target kubernetes` (the `ci` stack in CI).
+"""The data path on Kubernetes: the ingress over HTTP, and requests sent from inside pods with `kubectl exec`.
 
-Knobs that only this target needs live here: traffic from a pod is `kubectl exec` into its app container (the
-sidecar captures it), a plaintext client is a pod in the uninjected `legacy` namespace, and propagation waits until
-istiod holds the new config and every proxy reports SYNCED for a few consecutive polls.
+Traffic from a pod runs in its app container (the sidecar captures it, as it does the app's own calls); a plaintext
+client is a pod in the uninjected `legacy` namespace. Proxy stats come from the sidecar's `pilot-agent`.
 
-Environment: MESH_KUBECONFIG (kubeconfig file; `pulumi stack output kubeconfig --show-secrets`), MESH_INGRESS_URL
-(default http://localhost:8080), MESH_KUBECTL (default kubectl).
+Environment: MESH_KUBECONFIG (kubeconfig file), MESH_INGRESS_URL (default http://localhost:8080), MESH_KUBECTL
+(default kubectl), MESH_KIND_CLUSTER (the kind cluster to reuse when MESH_KUBECONFIG is unset; default meshops-ci).
 """
 
 from __future__ import annotations
@@ -20,18 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import tenacity
 
 from mesh.api.config import MeshConfig
-from mesh.compile import dump_yaml, render_istio
 from mesh.errors import TargetError
-from mesh.harness.client import HttpClient, Reply
+from mesh.targets.base import Client
+from mesh.targets.kubernetes.cluster import Cluster
+from mesh.targets.traffic import HttpClient, Reply
 
-MANAGED = "app.kubernetes.io/managed-by=meshops"
-ISTIO_KINDS = (
-    "gateways.networking.istio.io,virtualservices.networking.istio.io,destinationrules.networking.istio.io,"
-    "peerauthentications.security.istio.io,authorizationpolicies.security.istio.io"
-)
+# the gateway chart's service account is its release name, in the release namespace
+GATEWAY_IDENTITY = "spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
 
 _EXEC_SCRIPT = r"""
 import json, sys, time, urllib.request, urllib.error
@@ -51,7 +47,7 @@ print(json.dumps(out))
 """
 
 
-def _reuse_kind_cluster(name: str) -> Path:
+def reuse_kind_cluster(name: str) -> Path:
     """The kubeconfig of the kind cluster `mesh up --target kubernetes` made, through pytest-kind (which reuses an
     existing cluster of that name). A missing cluster is an error: a fresh one would have no Istio."""
     from pytest_kind import KindCluster
@@ -130,28 +126,21 @@ class ExecClient:
         return Reply(out["status"], out["headers"], body, out["body"], out["elapsed"])
 
 
-class KindMeshUnderTest:
-    name = "kind"
-    # the gateway chart's service account is its release name, in the release namespace
-    gateway_identity = "spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
+class KubernetesDataPath:
+    """Clients into the cluster's mesh for tests and verification (see the module docstring)."""
 
-    def __init__(self, config: MeshConfig, ingress_url: str) -> None:
+    gateway_identity = GATEWAY_IDENTITY
+
+    def __init__(self, config: MeshConfig, cluster: Cluster, ingress_url: str, kubectl: Kubectl | None = None) -> None:
         self.config = config
-        self.kubectl = Kubectl()
+        self.cluster = cluster
         self.ingress_url = ingress_url
+        self.kubectl = kubectl or Kubectl()
 
-    @classmethod
-    def from_environment(cls, config: MeshConfig) -> KindMeshUnderTest:
-        if not os.environ.get("MESH_KUBECONFIG"):
-            os.environ["MESH_KUBECONFIG"] = str(_reuse_kind_cluster(os.environ.get("MESH_KIND_CLUSTER", "meshops-ci")))
-        m = cls(config, os.environ.get("MESH_INGRESS_URL", "http://localhost:8080"))
-        m.kubectl("get", "pods", "-n", "istio-system", "-l", "app=istiod")  # fail fast with a clear error
-        return m
-
-    def ingress(self, host: str | None = None) -> HttpClient:
+    def ingress(self, host: str | None = None) -> Client:
         return HttpClient(self.ingress_url, host=host)
 
-    def _deployment(self, pod: str) -> str:
+    def deployment(self, pod: str) -> str:
         m = re.match(r"^([a-z0-9-]+?)-(v[0-9a-z]+)(-[0-9]+)?$", pod)
         if m:
             return f"deploy/{m.group(1)}-{m.group(2)}"
@@ -160,28 +149,24 @@ class KindMeshUnderTest:
             raise KeyError(f"no pod or service {pod!r}")
         return f"deploy/{svc.name}-{svc.versions[0].name}"
 
-    def from_pod(self, pod: str) -> HttpClient:
-        return ExecClient(self.kubectl, "default", self._deployment(pod))  # type: ignore[return-value]
+    def from_pod(self, pod: str) -> Client:
+        return ExecClient(self.kubectl, "default", self.deployment(pod))
 
-    def plaintext_to(self, pod: str) -> HttpClient:
+    def plaintext_to(self, pod: str) -> Client:
         svc = pod.split("-")[0]
         return ExecClient(
             self.kubectl, "legacy", "deploy/legacy-client", f"http://{svc}.default.svc.cluster.local:9080"
-        )  # type: ignore[return-value]
+        )
 
     def pods(self, service: str) -> list[str]:
-        out = self.kubectl(
-            "get", "pods", "-n", "default", "-l", f"app={service}", "-o", "jsonpath={.items[*].metadata.name}"
-        )
-        return sorted(out.split())
+        return sorted(p.metadata.name for p in self.cluster.pods("default", f"app={service}"))
 
     def proxy_stats(self, pod: str, pattern: str) -> dict[str, int]:
-        target = self._deployment(pod)
         raw = self.kubectl(
             "exec",
             "-n",
             "default",
-            target,
+            self.deployment(pod),
             "-c",
             "istio-proxy",
             "--",
@@ -198,59 +183,4 @@ class KindMeshUnderTest:
         }
 
     def restarts(self) -> int:
-        data = json.loads(self.kubectl("get", "pods", "-n", "default", "-o", "json"))
-        return sum(
-            c.get("restartCount", 0) for p in data["items"] for c in p.get("status", {}).get("containerStatuses", [])
-        )
-
-    def apply(self, config: MeshConfig) -> None:
-        manifests = render_istio(config)
-        for m in manifests:
-            m["metadata"].setdefault("labels", {})["app.kubernetes.io/managed-by"] = "meshops"
-        applied = json.loads(self.kubectl("apply", "-o", "json", "-f", "-", input=dump_yaml(manifests)))
-        items = applied.get("items", [applied])
-        keep = {(i["kind"], i["metadata"]["namespace"], i["metadata"]["name"]) for i in items}
-        existing = json.loads(self.kubectl("get", ISTIO_KINDS, "-A", "-l", MANAGED, "-o", "json"))["items"]
-        for i in existing:
-            key = (i["kind"], i["metadata"]["namespace"], i["metadata"]["name"])
-            if key not in keep:
-                self.kubectl("delete", i["kind"].lower(), i["metadata"]["name"], "-n", i["metadata"]["namespace"])
-        self._wait_propagated({i["metadata"]["resourceVersion"] for i in items})
-        self.config = config
-
-    def _istiod(self, path: str) -> str:
-        return self.kubectl(
-            "exec", "-n", "istio-system", "deploy/istiod", "--", "pilot-discovery", "request", "GET", path
-        )
-
-    def _wait_propagated(self, versions: set[str], timeout: float = 90.0) -> None:
-        """istiod has every applied resourceVersion, then all proxies report SYNCED on 3 polls in a row."""
-
-        def istiod_has_config() -> bool:
-            configz = self._istiod("/debug/configz").replace(" ", "")
-            return all(f'"resourceVersion":"{v}"' in configz for v in versions)
-
-        synced_polls = 0
-
-        def proxies_synced() -> bool:
-            nonlocal synced_polls
-            syncz = self._istiod("/debug/syncz")
-            synced_polls = synced_polls + 1 if "STALE" not in syncz and "NOT_SENT" not in syncz else 0
-            return synced_polls >= 3
-
-        for check, wait, what in (
-            (istiod_has_config, 0.5, "istiod did not see the applied config"),
-            (proxies_synced, 1.0, "proxies did not sync"),
-        ):
-            poll = tenacity.Retrying(
-                stop=tenacity.stop_after_delay(timeout),
-                wait=tenacity.wait_fixed(wait),
-                retry=tenacity.retry_if_result(lambda ok: not ok),
-            )
-            try:
-                poll(check)
-            except tenacity.RetryError:
-                raise TargetError(f"{what} within {timeout:.0f}s") from None
-
-    def stop(self) -> None:
-        """The cluster belongs to its Pulumi stack (`mesh down --target kubernetes`)."""
+        return self.cluster.restarts("default")

@@ -1,0 +1,27 @@
+"""How the local mesh runs: one model, shared by `mesh up`, the detached mesh process and the harness."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mesh.observability.stack import ObservabilityOptions
+
+
+class LocalOptions(BaseModel):
+    """How `mesh up` runs the local mesh. A new `mesh up` option is a field here (and its click option): the
+    detached mesh receives this model whole, never a rebuilt command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state_dir: Path = Field(default_factory=lambda: Path(os.environ.get("MESH_STATE_DIR", ".meshops")))
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    ingress_https_port: int = 8443
+    loopback_block: int | None = None  # 127.B.0.0/16; random free block when None
+    start_timeout: float = 30.0
+    envoy_log_level: str = "warning"
+    access_log: bool = False
+    observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)

@@ -1,0 +1,244 @@
+"""LocalTarget: the Target protocol for a mesh on this machine, as a client of the running mesh's control API.
+
+The mesh itself (`LocalMesh` + `ControlServer`) runs in another process (`mesh up --detach`, or the foreground of
+another `mesh up`) or, for the pytest harness, in this one (`detach=False`). Either way every operation below goes
+through the control API, so the CLI, the reconciler and the tests drive the same code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from mesh.api.config import MeshConfig
+from mesh.api.workloads import spiffe_id
+from mesh.errors import MeshNotRunning, TargetError
+from mesh.runtime import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, SIDECAR_OUTBOUND_PORT
+from mesh.targets.base import ApplyResult, Client, Progress, ProxyStatus, TargetStatus
+from mesh.targets.local.api import ApplyRequest, MeshDescription, PodInfo, WireConfig
+from mesh.targets.local.control import ControlClient, ControlServer, read_state, state_path, write_state
+from mesh.targets.local.mesh import LocalMesh
+from mesh.targets.local.options import LocalOptions
+from mesh.targets.traffic import HttpClient
+
+DETACHED_START_TIMEOUT = 60.0
+
+
+class ServeRequest(BaseModel):
+    """What a detached mesh process is started with (on its stdin): the options and the config, typed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: LocalOptions
+    config: WireConfig
+    env: str = ""
+    policies: str = ""
+
+
+class LocalTarget:
+    """`detach=True`: `up` starts the mesh as a background process (`python -m mesh.targets.local`).
+    `detach=False`: `up` runs it in this process until `down` (the harness, and the foreground `mesh up`)."""
+
+    name = "local"
+
+    def __init__(
+        self, options: LocalOptions | None = None, *, detach: bool = True, env: str = "", policies: str = ""
+    ) -> None:
+        self.options = options or LocalOptions()
+        self.detach = detach
+        self.env = env
+        self.policies = policies
+        self.mesh: LocalMesh | None = None  # the in-process mesh (detach=False), for tests of its machinery
+        self._server: ControlServer | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+
+    def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
+        state_dir = self.options.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(MeshNotRunning):
+            st = read_state(state_dir)
+            raise TargetError(
+                f"a mesh is already running from {state_dir} (pid {st.pid}, ingress {st.ingress})",
+                hint="use it, or stop it first with `mesh down`",
+            )
+        if self.detach:
+            self._start_detached(config, progress or (lambda msg: None))
+        else:
+            self._start_here(config, progress)
+        return self.status()
+
+    def _start_here(self, config: MeshConfig, progress: Progress | None) -> None:
+        mesh = LocalMesh(config, self.options, progress=progress)
+        mesh.start()
+        try:
+            server = ControlServer(mesh).start()
+        except BaseException:
+            mesh.stop()
+            raise
+        self.mesh, self._server = mesh, server
+        write_state(self.options.state_dir, server.state(self.env, self.policies))
+
+    def _start_detached(self, config: MeshConfig, progress: Progress) -> None:
+        log_path = self.options.state_dir / "mesh.log"
+        request = ServeRequest(options=self.options, config=WireConfig.of(config), env=self.env, policies=self.policies)
+        with open(log_path, "wb") as logf:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mesh.targets.local"],
+                stdin=subprocess.PIPE,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        assert proc.stdin is not None
+        proc.stdin.write(request.model_dump_json().encode())
+        proc.stdin.close()
+        progress(f"starting the mesh in the background (pid {proc.pid}, log {log_path}) ...")
+        deadline = time.monotonic() + DETACHED_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise TargetError(f"the mesh exited while starting:\n{log_path.read_text(errors='replace')[-3000:]}")
+            with contextlib.suppress(MeshNotRunning):
+                if read_state(self.options.state_dir).pid == proc.pid:
+                    return
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
+
+    def down(self) -> None:
+        if self._server is not None or self.mesh is not None:
+            self._stop_here()
+            return
+        try:
+            pid = read_state(self.options.state_dir).pid
+        except MeshNotRunning:
+            return
+        _terminate(pid)
+
+    def _stop_here(self) -> None:
+        try:
+            if self._server is not None:
+                self._server.stop()
+        finally:
+            if self.mesh is not None:
+                self.mesh.stop()
+            state_path(self.options.state_dir).unlink(missing_ok=True)
+            self._server, self.mesh = None, None
+
+    # --- operate ------------------------------------------------------------------------------------------
+
+    def client(self) -> ControlClient:
+        return ControlClient(self.options.state_dir)
+
+    def apply(
+        self, config: MeshConfig, *, dry_run: bool = False, prune: bool = True, wait: float = 10.0, analyze: bool = True
+    ) -> ApplyResult:
+        """`prune=False` merges like `kubectl apply -f`: the config's objects replace their namesakes, the rest stay."""
+        request = ApplyRequest(
+            config=WireConfig.of(config), merge=not prune, dry_run=dry_run, analyze=analyze, wait=wait
+        )
+        return self.client().apply(request)
+
+    def live_config(self) -> MeshConfig:
+        return self.client().config()
+
+    def describe(self) -> MeshDescription:
+        return self.client().status()
+
+    def status(self) -> TargetStatus:
+        try:
+            state = read_state(self.options.state_dir)
+            desc = self.describe()
+        except MeshNotRunning as e:
+            return TargetStatus(target=self.name, running=False, detail=str(e))
+        return TargetStatus(
+            target=self.name,
+            env=state.env,
+            running=True,
+            revision=str(desc.revision),
+            ingress_url=desc.ingress,
+            ingress_https_url=desc.ingress_https,
+        )
+
+    def proxy_status(self) -> list[ProxyStatus]:
+        return self.client().proxy_status()
+
+    def data_path(self) -> LocalDataPath:
+        return LocalDataPath(self)
+
+
+class LocalDataPath:
+    """Clients into the local mesh: the ingress address, pods' sidecars (their HTTP proxy port), Envoy admin."""
+
+    gateway_identity = spiffe_id(GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT)
+
+    def __init__(self, target: LocalTarget) -> None:
+        self.target = target
+        self._desc = target.describe()  # pods and addresses do not change under a running mesh
+
+    def ingress(self, host: str | None = None) -> Client:
+        return HttpClient(self._desc.ingress, host=host)
+
+    def _pod(self, pod: str) -> PodInfo:
+        for p in self._desc.pods:
+            if pod in (p.name, p.service):
+                return p
+        raise KeyError(f"no pod {pod!r}; pods: {[p.name for p in self._desc.pods]}")
+
+    def from_pod(self, pod: str) -> Client:
+        return HttpClient("", proxy=f"http://{self._pod(pod).ip}:{SIDECAR_OUTBOUND_PORT}")
+
+    def plaintext_to(self, pod: str) -> Client:
+        p = self._pod(pod)
+        return HttpClient(f"http://{p.ip}:{p.port}")
+
+    def pods(self, service: str) -> list[str]:
+        return [p.name for p in self._desc.pods if p.service == service]
+
+    def proxy_stats(self, pod: str, pattern: str) -> dict[str, int]:
+        from mesh.dataplane.envoy import Admin
+
+        return Admin(self._pod(pod).ip).stats(pattern)
+
+    def restarts(self) -> int:
+        return sum(p.restarts for p in self.target.describe().processes)
+
+
+def _terminate(pid: int, grace: float = 15.0) -> None:
+    """SIGTERM the mesh process (it stops everything it started), SIGKILL after `grace` seconds."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def serve(
+    request: ServeRequest,
+    progress: Progress | None = None,
+    on_ready: Callable[[LocalTarget], None] = lambda target: None,
+) -> None:
+    """Run a mesh in this process until SIGTERM or SIGINT (the foreground `mesh up` and the detached child)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    target = LocalTarget(request.options, detach=False, env=request.env, policies=request.policies)
+    target.up(request.config.to_config(), progress)
+    try:
+        on_ready(target)
+        stop.wait()
+    finally:
+        target.down()

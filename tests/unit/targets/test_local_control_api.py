@@ -1,0 +1,148 @@
+"""The local control API over real loopback HTTP, with a LocalMesh whose proxies are not started (no Envoy): the
+typed wire models, source locations surviving the trip, our error tree on the client side, and the token."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+
+from mesh.api import MeshConfig, VirtualService, helpers
+from mesh.compile import build_policies, render_istio
+from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning
+from mesh.runtime import gateway_proxy
+from mesh.targets.base import Target
+from mesh.targets.local import LocalMesh, LocalOptions, LocalTarget
+from mesh.targets.local.api import ApplyRequest, StateFile, WireConfig
+from mesh.targets.local.control import ControlServer, read_state, write_state
+from mesh.targets.registry import TargetSettings, create
+
+HERE = os.path.relpath(__file__)
+
+
+def lopsided(config: MeshConfig) -> MeshConfig:
+    """Weights 50/40: a Warning (MSH0001) located on the next line of this file."""
+    vs = VirtualService(name="reviews", hosts=["reviews"], http=[helpers.split("reviews", {"v1": 50, "v2": 40})])
+    return MeshConfig(services=config.services, resources=[r for r in config.resources if r.key != vs.key] + [vs])
+
+
+LOPSIDED_LINE = lopsided.__code__.co_firstlineno + 2
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[LocalTarget]:
+    """A control server over an unstarted LocalMesh, recorded in a state file as `mesh up` records it."""
+    mesh = LocalMesh(build_policies("dev"), LocalOptions(state_dir=tmp_path), progress=lambda m: None)
+    mesh.gateway = gateway_proxy("127.0.0.1", {80: ("127.0.0.1", 8080), 443: ("127.0.0.1", 8443)})
+    server = ControlServer(mesh).start()
+    write_state(tmp_path, server.state("dev", "policies"))
+    try:
+        yield LocalTarget(LocalOptions(state_dir=tmp_path))
+    finally:
+        server.stop()
+
+
+def test_the_wire_config_round_trips_objects_and_their_source_locations() -> None:
+    config = lopsided(build_policies("dev"))
+    back = WireConfig.model_validate_json(WireConfig.of(config).model_dump_json()).to_config()
+    assert render_istio(back) == render_istio(config)
+    assert [str(r.source) for r in back.resources] == [str(r.source) for r in config.resources]
+    assert [s.model_dump() for s in back.services] == [s.model_dump() for s in config.services]
+    assert next(str(r.source) for r in back.virtual_services if r.name == "reviews") == f"{HERE}:{LOPSIDED_LINE}"
+
+
+def test_models_refuse_unknown_fields() -> None:
+    with pytest.raises(ValueError):
+        ApplyRequest.model_validate({"config": {}, "manifests": "kind: Gateway"})
+
+
+def test_local_target_is_a_target(tmp_path: Path) -> None:
+    assert isinstance(LocalTarget(LocalOptions(state_dir=tmp_path)), Target)
+    assert isinstance(create("local", TargetSettings(local=LocalOptions(state_dir=tmp_path))), LocalTarget)
+
+
+def test_status_proxy_status_and_live_config_through_the_api(served: LocalTarget) -> None:
+    st = served.status()
+    assert st.running and st.env == "dev" and st.ingress_url == "http://127.0.0.1:8080"
+    assert served.proxy_status() == []  # no proxy registered in this mesh
+    live = served.live_config()
+    assert render_istio(live) == render_istio(build_policies("dev"))
+
+
+def test_a_dry_run_returns_the_diff_and_warnings_located_in_python_and_pushes_nothing(served: LocalTarget) -> None:
+    before = served.status().revision
+    res = served.apply(lopsided(build_policies("dev")), dry_run=True)
+    assert res.dry_run and [f"{c.op} {c.ref}" for c in res.diff] == ["~ VirtualService default/reviews"]
+    assert [(f.code, f.source) for f in res.findings] == [("MSH0001", f"{HERE}:{LOPSIDED_LINE}")]
+    assert served.status().revision == before
+
+
+def test_apply_pushes_and_reports_the_new_revision(served: LocalTarget) -> None:
+    res = served.apply(lopsided(build_policies("dev")))
+    assert not res.dry_run and int(res.revision) >= 1 and res.changed
+    assert served.status().revision == res.revision
+    assert any(r.name == "reviews" and "v2" in json.dumps(r.model_dump()) for r in served.live_config().resources)
+
+
+def test_analysis_errors_come_back_as_analysis_failed_with_python_locations(served: LocalTarget) -> None:
+    config = build_policies("dev")
+    bad = VirtualService(name="nowhere", hosts=["reviews"], http=[helpers.split("reviews", {"nope": 100})])
+    bad_line = sys._getframe().f_lineno - 1
+    with pytest.raises(AnalysisFailed) as e:
+        served.apply(MeshConfig(services=config.services, resources=[*config.resources, bad]))
+    located = [f for f in e.value.findings if f.resource == "VirtualService default/nowhere" and f.level == "Error"]
+    assert located and all(str(f.source) == f"{HERE}:{bad_line}" for f in located), located
+
+
+def test_workload_changes_are_refused_with_the_mesh_error(served: LocalTarget) -> None:
+    config = build_policies("dev")
+    with pytest.raises(MeshError, match="changes workloads"):
+        served.apply(MeshConfig(services=config.services[:1], resources=config.resources))
+
+
+def test_the_api_refuses_callers_without_the_token(served: LocalTarget) -> None:
+    state = read_state(served.options.state_dir)
+    assert requests.get(state.api + "/status", timeout=5).status_code == 401
+    assert oct((served.options.state_dir / "state.json").stat().st_mode & 0o777) == "0o600"
+    assert isinstance(state, StateFile) and state.token
+
+
+def test_a_target_with_no_mesh_reports_not_running_and_down_is_a_no_op(tmp_path: Path) -> None:
+    target = LocalTarget(LocalOptions(state_dir=tmp_path))
+    st = target.status()
+    assert not st.running and "no local mesh is running" in st.detail
+    target.down()
+    with pytest.raises(MeshNotRunning):
+        target.proxy_status()
+
+
+def test_mesh_apply_prints_every_warning_at_its_python_line_then_applies(served: LocalTarget, tmp_path: Path) -> None:
+    """The same location `mesh analyze` prints: the policy's file and line, not a line of re-rendered YAML."""
+    from mesh.cli import cli, commands, meshcmds  # noqa: F401  (registers commands)
+
+    pkg = tmp_path / "pols"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from mesh.api import MeshConfig, VirtualService, helpers\n"
+        "from mesh.compile import build_policies\n\n\n"
+        "def build(env: str) -> MeshConfig:\n"
+        "    base = build_policies('dev')\n"
+        "    vs = VirtualService(name='reviews', hosts=['reviews'], http=[helpers.split('reviews', {'v1': 50, 'v2': 40})])\n"
+        "    return MeshConfig(services=base.services, resources=[r for r in base.resources if r.key != vs.key] + [vs])\n"
+    )
+    runner = CliRunner()
+    state_dir = str(served.options.state_dir)
+    analyzed = runner.invoke(cli, ["analyze", "--policies", str(pkg)])
+    applied = runner.invoke(cli, ["apply", "--policies", str(pkg), "--state-dir", state_dir])
+    assert applied.exit_code == 0, applied.output
+    where = f"{os.path.relpath(pkg / '__init__.py')}:7"
+    assert where in analyzed.output and "MSH0001" in analyzed.output, analyzed.output
+    warning = next(line for line in applied.output.splitlines() if "MSH0001" in line)
+    assert where in warning and "Warning" in warning
+    assert "applied" in applied.output.splitlines()[-1]
