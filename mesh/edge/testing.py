@@ -73,9 +73,15 @@ def tcp_ready(host: str, port: int) -> Callable[[], bool]:
     return check
 
 
-def gateway_bootstrap(ip: str, port: int, admin_port: int, upstream: tuple[str, int]) -> dict[str, Any]:
+def gateway_bootstrap(ip: str, port: int, admin_port: int, upstream: tuple[str, int] | None) -> dict[str, Any]:
     """A gateway Envoy as the mesh's ingress gateway is at the edge's side: an HTTP listener that trusts one hop
-    of X-Forwarded-For (the edge), a readiness route, everything else to the upstream."""
+    of X-Forwarded-For (the edge), a readiness route, everything else to the upstream (a direct 200 when there is
+    none: what a benchmark of the proxies alone wants)."""
+    rest: dict[str, Any] = (
+        {"route": {"cluster": "upstream", "timeout": "10s"}}
+        if upstream
+        else {"direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    )
     route_config = {
         "virtual_hosts": [
             {
@@ -86,7 +92,7 @@ def gateway_bootstrap(ip: str, port: int, admin_port: int, upstream: tuple[str, 
                         "match": {"path": HEALTH_PATH},
                         "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
                     },
-                    {"match": {"prefix": "/"}, "route": {"cluster": "upstream", "timeout": "10s"}},
+                    {"match": {"prefix": "/"}, **rest},
                 ],
             }
         ]
@@ -117,7 +123,9 @@ def gateway_bootstrap(ip: str, port: int, admin_port: int, upstream: tuple[str, 
                     ],
                 }
             ],
-            "clusters": [
+            "clusters": []
+            if upstream is None
+            else [
                 {
                     "name": "upstream",
                     "type": "STATIC",
@@ -157,33 +165,33 @@ class Gateways:
 
 
 @contextmanager
-def gateways(run_dir: Path, n: int, block: int) -> Iterator[Gateways]:
-    """Replica k listens on 127.<block>.0.<k+1>:8080 (admin :15000); the upstream on 127.<block>.1.1."""
+def gateways(run_dir: Path, n: int, block: int, *, echo: bool = True, concurrency: int = 1) -> Iterator[Gateways]:
+    """Replica k listens on 127.<block>.0.<k+1>:8080 (admin :15000); the echo upstream on 127.<block>.1.1
+    (without `echo` the gateways answer 200 themselves)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     upstream = (f"127.{block}.1.1", 9080)
-    specs = [
-        ProcessSpec(
-            name="echo",
-            argv=[
-                sys.executable,
-                "-c",
-                f"from mesh.edge.testing import serve_echo; serve_echo({upstream[0]!r}, {upstream[1]})",
-            ],
-            log_path=run_dir / "echo.log",
-            ready=tcp_ready(*upstream),
+    specs = []
+    if echo:
+        code = f"from mesh.edge.testing import serve_echo; serve_echo({upstream[0]!r}, {upstream[1]})"
+        specs.append(
+            ProcessSpec(
+                name="echo",
+                argv=[sys.executable, "-c", code],
+                log_path=run_dir / "echo.log",
+                ready=tcp_ready(*upstream),
+            )
         )
-    ]
     replicas = []
     for k in range(n):
         ip = f"127.{block}.0.{k + 1}"
         replica = Replica(name=f"gw{k}", host=ip, port=8080)
         path = envoy.write_bootstrap(
-            run_dir / f"envoy-{replica.name}.json", gateway_bootstrap(ip, 8080, 15000, upstream)
+            run_dir / f"envoy-{replica.name}.json", gateway_bootstrap(ip, 8080, 15000, upstream if echo else None)
         )
         specs.append(
             ProcessSpec(
                 name=f"envoy/{replica.name}",
-                argv=envoy.command(path),
+                argv=envoy.command(path, concurrency=concurrency),
                 log_path=run_dir / f"envoy-{replica.name}.log",
                 ready=envoy.Admin(ip, 15000).ready,
                 kind="envoy",

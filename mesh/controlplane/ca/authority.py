@@ -204,6 +204,9 @@ class CertificateAuthority:
                 self._issued[spiffe_id] = svid
         return svid
 
+    def _life(self, svid: SVID) -> dt.timedelta:
+        return svid.not_after - (svid.not_before or (svid.not_after - self.workload_ttl))
+
     def renew_at(self, svid: SVID) -> dt.datetime:
         """When an SVID falls due: past `grace` of its life."""
         start = svid.not_before or (svid.not_after - self.workload_ttl)
@@ -213,7 +216,8 @@ class CertificateAuthority:
         """The current SVID for an identity, issuing anew when it is past its grace or older than a trust change."""
         with self._lock:
             cur, epoch = self._issued.get(spiffe_id), self._epoch
-        if cur is not None and cur.epoch == epoch and _now() < self.renew_at(cur):
+        # renewals close to each other share one push: renew anything within a tenth of its life of falling due
+        if cur is not None and cur.epoch == epoch and _now() < self.renew_at(cur) - self._life(cur) * 0.1:
             return cur
         return self.issue(spiffe_id, dns_names=dns_names)
 
