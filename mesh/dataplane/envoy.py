@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,17 @@ class Admin:
         r = self._session.get(f"{self.base}/stats", params=params, timeout=self.timeout)
         r.raise_for_status()
         return {s["name"]: s.get("value", 0) for s in r.json().get("stats", []) if "value" in s}
+
+    def histogram(self, name: str) -> list[tuple[float, int]]:
+        """One histogram's cumulative buckets (upper bound in its unit, count), as of Envoy's last stats flush."""
+        params = {"format": "json", "filter": f"^{re.escape(name)}$", "histogram_buckets": "cumulative"}
+        r = self._session.get(f"{self.base}/stats", params=params, timeout=self.timeout)
+        r.raise_for_status()
+        for s in r.json().get("stats", []):
+            for h in s.get("histograms", []) if isinstance(s.get("histograms"), list) else []:
+                if h.get("name") == name:
+                    return [(float(b["upper_bound"]), int(b["cumulative"])) for b in h.get("buckets", [])]
+        return []
 
     def clusters(self) -> dict[str, Any]:
         r = self._session.get(f"{self.base}/clusters", params={"format": "json"}, timeout=self.timeout)

@@ -208,6 +208,11 @@ class LocalDataPath:
 
         return Admin(self._pod(pod).ip).stats(pattern)
 
+    def proxy_histogram(self, pod: str, name: str) -> list[tuple[float, int]]:
+        from mesh.dataplane.envoy import Admin
+
+        return Admin(self._pod(pod).ip).histogram(name)
+
     def restarts(self) -> int:
         return sum(p.restarts for p in self.target.describe().processes)
 

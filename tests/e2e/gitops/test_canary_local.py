@@ -36,7 +36,8 @@ ROLLOUTS = """
 def rollouts(env: str) -> list[object]:
     from mesh.gitops.rollout import Rollout
 
-    return [Rollout(service="reviews", stable="v1", canary=CANARY, steps=[10, 25, 50, 100], min_success_rate=0.99)]
+    return [Rollout(service="reviews", stable="v1", canary=CANARY, steps=[10, 25, 50, 100], min_success_rate=0.99,
+                    max_p99_ms=2000)]
 """
 
 
@@ -111,6 +112,7 @@ def test_a_staged_canary_advances_to_100(target: Any, tmp_path: Path) -> None:
         assert s["ok"], s
         assert s["canary_success_rate"] is not None and s["canary_success_rate"] >= 0.99, s
         assert s["envoy_canary_rq"].get("upstream_rq_2xx", 0) > 0, s  # measured from Envoy's own counters
+        assert s["latency_source"] == "envoy" and 0 < s["canary_p99_ms"] <= 2000, s  # and its own histogram
     assert final_weight(target.live_config(), _rollout(r)) == 100
     assert r.store.env(ENV).last_applied == sha
 
@@ -133,6 +135,7 @@ def test_a_bad_canary_rolls_back_at_its_first_failing_step(
     # ~50 canary requests of a 90/10 step, passing would need no 500 at all, probability 0.7^50 < 1e-7)
     assert step["envoy_canary_rq"].get("upstream_rq_5xx", 0) > 0 and step["canary_success_rate"] < 0.99, step
     assert step["requests"] > 0 and step["observed"], step
+    assert step["latency_source"] == "envoy" and step["canary_p99_ms"] is not None, step
     live = target.live_config()
     assert _reviews_vs(live) == _reviews_vs(before)  # the last good routing serves again
     assert r.reconcile().action == "skipped"  # never retried blindly
