@@ -8,11 +8,13 @@ the cause; the reconciler itself keeps running.
 
 from __future__ import annotations
 
+import atexit
 import json
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,13 +62,107 @@ def _clean_env(home: str) -> dict[str, str]:
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def render(root: Path, path: str, env: str, limits: Limits = Limits()) -> Rendered:
-    """Evaluate the policies at `root/path` for `env` in the sandbox; raise RenderFailed with the cause."""
+class ForkServer:
+    """The pre-started sandbox (mesh.gitops.forkserver): started once with `python -I` and a clean environment,
+    restarted when it died; one evaluation at a time."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        self._home = tempfile.TemporaryDirectory(prefix="meshops-sandbox-")
+        self._lock = threading.Lock()
+
+    def _start(self) -> subprocess.Popen[str]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-m", "mesh.gitops.forkserver"],
+            cwd=self._home.name,
+            env=_clean_env(self._home.name),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None
+        if "ready" not in json.loads(proc.stdout.readline() or "{}"):
+            proc.kill()
+            proc.wait()
+            raise OSError("the sandbox fork server did not start")
+        self._proc = proc
+        return proc
+
+    def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(request) + "\n")
+            proc.stdin.flush()
+            reply = proc.stdout.readline()
+            if not reply:
+                proc.wait()
+                raise OSError("the sandbox fork server exited")
+            return dict(json.loads(reply))
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._home.cleanup()
+
+
+_server: ForkServer | None = None
+_server_lock = threading.Lock()
+
+
+def fork_server() -> ForkServer:
+    global _server
+    with _server_lock:
+        if _server is None:
+            _server = ForkServer()
+            atexit.register(_server.close)
+        return _server
+
+
+def _timed_out(path: str, env: str, limits: Limits) -> RenderFailed:
+    return RenderFailed(
+        f"{path}: build({env!r}) did not finish within {limits.timeout:g}s (killed)",
+        hint="a loop that never ends, or a network call at import time; policies must be pure",
+    )
+
+
+def render(root: Path, path: str, env: str, limits: Limits = Limits(), *, fork: bool = True) -> Rendered:
+    """Evaluate the policies at `root/path` for `env` in the sandbox; raise RenderFailed with the cause.
+
+    `fork`: a child of the pre-started fork server (fast); otherwise a fresh interpreter (the same limits)."""
     import time
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="meshops-render-") as tmp:
         out = Path(tmp, "out.json")
+        if fork:
+            err = Path(tmp, "stderr")
+            request: dict[str, Any] = {
+                "root": str(root.resolve()),
+                "out": str(out),
+                "env": env,
+                "path": path,
+                "home": tmp,
+            }
+            request |= {"stderr": str(err), "timeout": limits.timeout, "memory": limits.memory}
+            reply = fork_server().evaluate(request)
+            if reply["timed_out"]:
+                raise _timed_out(path, env, limits)
+            stderr = err.read_text(errors="replace") if err.exists() else ""
+            proc = subprocess.CompletedProcess(["fork"], int(reply["returncode"]), "", stderr)
+            payload = _payload(out, proc, path, env, limits)
+            rendered = _typed(payload, path)
+            rendered.ms = (time.perf_counter() - t0) * 1000
+            return rendered
         cmd = [sys.executable, "-I", "-m", "mesh.gitops.evaluate", str(out), env, path]
         try:
             proc = subprocess.run(
@@ -80,10 +176,7 @@ def render(root: Path, path: str, env: str, limits: Limits = Limits()) -> Render
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise RenderFailed(
-                f"{path}: build({env!r}) did not finish within {limits.timeout:g}s (killed)",
-                hint="a loop that never ends, or a network call at import time; policies must be pure",
-            ) from None
+            raise _timed_out(path, env, limits) from None
         payload = _payload(out, proc, path, env, limits)
     rendered = _typed(payload, path)
     rendered.ms = (time.perf_counter() - t0) * 1000
