@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.gitops.reconciler import Reconciler, Result
+from mesh.gitops.render import fork_server
 from mesh.gitops.triggers import HookListener, TriggerServer, WebhookConfig, _ref_matches
 
 DEFAULT_POLL = 15.0
@@ -57,6 +58,8 @@ class Daemon:
 
     def start(self) -> None:
         metrics = next(iter(self.reconcilers.values())).metrics
+        if any(r.settings.fork_sandbox for r in self.reconcilers.values()):
+            fork_server().warm()  # the first push does not pay for the sandbox's imports
         if self.settings.listen is not None:
             self.server = TriggerServer(self.settings.listen, self.trigger, metrics, self.settings.webhook)
             threading.Thread(target=self.server.serve_forever, name="webhook", daemon=True).start()

@@ -49,6 +49,7 @@ class Settings:
     backoff_max: float = 5.0
     github: GitHubStatus | None = None
     apply_wait: float = 10.0
+    fork_sandbox: bool = True  # render in a child of the pre-started fork server; False: a fresh interpreter each time
 
 
 class Result(BaseModel):
@@ -226,7 +227,9 @@ class Reconciler:
         self.progress(f"{self.env}: reconciling {sha[:12]} ({revision.ref}) {msg.splitlines()[0] if msg else ''}")
         try:
             root = timed("fetch", lambda: self.source.materialise(sha))
-            rendered = timed("render", lambda: render(root, ".", self.env, self.settings.limits))
+            rendered = timed(
+                "render", lambda: render(root, ".", self.env, self.settings.limits, fork=self.settings.fork_sandbox)
+            )
         except (RenderFailed, SourceError) as e:
             return finish("failed render", str(e))
         live = self._retrying(self.target.live_config)

@@ -91,6 +91,10 @@ class ForkServer:
         self._proc = proc
         return proc
 
+    def warm(self) -> None:
+        with self._lock:
+            self._start()
+
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             proc = self._start()
