@@ -220,6 +220,9 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
     if processes:
         rows = [[p.name, p.kind, str(p.pid), "running" if p.running else "DOWN", str(p.restarts)] for p in processes]
         click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
+    for p in target.proxy_status():  # ACKed is not serving: a NACK or a draining proxy is said here too
+        for what, err in p.errors.items():
+            click.echo(f"warning: {p.proxy} {what}: {err}")
 
 
 @cli.command("apply")
@@ -331,7 +334,7 @@ def proxy_config_cmd(kind: str, proxy: str, output: str, state_dir: Path) -> Non
     if not match:
         names = ", ".join(p.name for p in st.proxies)
         raise TargetError(f"no proxy {proxy!r} in the running mesh", hint=f"proxies: {names}")
-    click.echo(show(kind, match[0].ip, output), nl=False)
+    click.echo(show(kind, match[0].admin, output), nl=False)
 
 
 @cli.command("logs")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 from mesh import analyze as analysis
@@ -19,7 +22,7 @@ from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds import resources as rt
-from mesh.controlplane.xds.server import XdsServer
+from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
@@ -81,7 +84,11 @@ class LocalMesh:
         self.block: LoopbackBlock | None = None
         self.gateway: Proxy | None = None
         self.xds: XdsServer | None = None
+        self.credentials = NodeCredentials()
         self.run_dir = self.options.state_dir / "run"
+        # owner-only (mkdtemp: 0700, unpredictable name) and short (Unix socket paths are limited to 107 bytes):
+        # the xDS socket and every Envoy's admin socket live here, so no other local user can connect to them
+        self.private_dir = Path(tempfile.mkdtemp(prefix="meshops-"))
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
 
@@ -103,7 +110,9 @@ class LocalMesh:
                     "(is a mesh already up? `mesh status`)",
                 )
         self.block = allocate_block(opts.loopback_block)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in (self.options.state_dir, self.run_dir):  # logs and bootstraps name ports, node ids and credentials
+            d.chmod(0o700)
         # clients of HTTPS gateway servers trust this root (certificates the mesh CA issued for credentialNames)
         (self.options.state_dir / "ca.crt").write_bytes(self.ca.root_pem)
         for old in self.run_dir.glob("*.log"):
@@ -122,9 +131,9 @@ class LocalMesh:
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
             self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
-        self.xds = XdsServer(self.pilot.cache, "127.0.0.1", 0, max_proxies=2 * len(pods) + 16).start()
+        self.xds = self.serve_xds()
         self.pilot.push(self.config, wait=0)
-        self.progress(f"control plane: xDS on 127.0.0.1:{self.xds.port}, {len(pods)} pods on 127.{block.b}.0.0/16")
+        self.progress(f"control plane: xDS on {self.xds.address}, {len(pods)} pods on 127.{block.b}.0.0/16")
 
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
@@ -151,6 +160,22 @@ class LocalMesh:
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
+
+    def serve_xds(self) -> XdsServer:
+        """The ADS server on the owner-only socket, serving only proxies that present their own credential."""
+        return XdsServer(
+            self.pilot.cache,
+            max_proxies=2 * len(self.registry.proxies) + 16,
+            unix_socket=self.private_dir / "xds.sock",
+            credentials=self.credentials,
+        ).start()
+
+    def admin(self, proxy: Proxy | Pod) -> envoy.Admin:
+        """The full admin API of a proxy (or a pod's sidecar), on its owner-only socket."""
+        return envoy.Admin.at(self.admin_address(proxy))
+
+    def admin_address(self, proxy: Proxy | Pod) -> str:
+        return f"unix:{self.private_dir / f'admin-{proxy.name}.sock'}"
 
     def _start_telemetry(self, options: ObservabilityOptions, ip: str) -> None:
         self.telemetry = TelemetryStack(TelemetryLayout(self.options.state_dir), ip, options)
@@ -204,10 +229,17 @@ class LocalMesh:
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
         assert self.xds is not None
-        config = envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
+        config = envoy.bootstrap(
+            proxy,
+            "",
+            0,
+            xds_socket=self.private_dir / "xds.sock",
+            admin_socket=Path(self.admin_address(proxy).removeprefix("unix:")),
+            node_metadata={NodeCredentials.KEY: self.credentials.token(proxy.id)},
+        )
         config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
-        admin = envoy.Admin(proxy.ip)
+        admin = self.admin(proxy)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
             argv=envoy.command(path, log_level=self.options.envoy_log_level),
@@ -243,7 +275,7 @@ class LocalMesh:
         they arrive. Wait until no changed proxy has anything warming (read from each Envoy's admin)."""
         proxies = [p for p in self.registry.proxies if p.id in set(node_ids)]
         deadline = time.monotonic() + timeout
-        pending = {p.id: envoy.Admin(p.ip) for p in proxies}
+        pending = {p.id: self.admin(p) for p in proxies}
         while pending and time.monotonic() < deadline:
             for node, admin in list(pending.items()):
                 if not admin.warming():
@@ -273,13 +305,16 @@ class LocalMesh:
         for p in self.registry.proxies:
             sync = self.pilot.cache.sync_state(p.id)
             st = self.pilot.cache.status(p.id)
+            errors = dict(sync.errors)
+            if self.admin(p).state() == "DRAINING":  # ACKed but not serving: its listeners were told to drain
+                errors["admin"] = "listeners are draining: the proxy refuses new connections"
             out.append(
                 ProxyStatus(
                     proxy=p.short,
                     id=p.id,
                     kind=p.kind,
                     state=cast(SyncState, sync.state),
-                    errors=sync.errors,
+                    errors=errors,
                     versions={short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()},
                 )
             )
@@ -292,12 +327,12 @@ class LocalMesh:
             ingress=self.ingress_url,
             ingress_https=self.ingress_https_url if self.gateway else None,
             ca=str((self.options.state_dir / "ca.crt").resolve()),
-            xds=f"127.0.0.1:{self.xds.port}" if self.xds else None,
+            xds=self.xds.address if self.xds else None,
             revision=self.pilot.revision,
             started_at=self.started_at,
             block=self.block.b if self.block else None,
             proxies=[
-                ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=f"http://{p.ip}:15000")
+                ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=self.admin_address(p))
                 for p in self.registry.proxies
             ],
             pods=[
@@ -321,6 +356,7 @@ class LocalMesh:
         if self.xds is not None:
             self.xds.stop()
             self.xds = None
+        shutil.rmtree(self.private_dir, ignore_errors=True)
 
 
 def _workloads(config: MeshConfig) -> list[dict[str, Any]]:

@@ -63,7 +63,8 @@ class LocalTarget:
 
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
         state_dir = self.options.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state_dir.chmod(0o700)  # owner-only: the state file, logs, bootstraps and credentials live here
         with contextlib.suppress(MeshNotRunning):
             st = read_state(state_dir)
             raise TargetError(
@@ -90,7 +91,7 @@ class LocalTarget:
     def _start_detached(self, config: MeshConfig, progress: Progress) -> None:
         log_path = self.options.state_dir / "mesh.log"
         request = ServeRequest(options=self.options, config=WireConfig.of(config), env=self.env, policies=self.policies)
-        with open(log_path, "wb") as logf:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mesh.targets.local"],
                 stdin=subprocess.PIPE,
@@ -206,7 +207,9 @@ class LocalDataPath:
     def proxy_stats(self, pod: str, pattern: str) -> dict[str, int]:
         from mesh.dataplane.envoy import Admin
 
-        return Admin(self._pod(pod).ip).stats(pattern)
+        ip = self._pod(pod).ip
+        proxy = next(p for p in self._desc.proxies if p.ip == ip)
+        return Admin.at(proxy.admin).stats(pattern)
 
     def restarts(self) -> int:
         return sum(p.restarts for p in self.target.describe().processes)
