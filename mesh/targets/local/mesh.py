@@ -46,6 +46,8 @@ from mesh.targets.local.options import LocalOptions
 
 log = logging.getLogger("mesh.local")
 
+SAMPLE_APP = "mesh.sampleapp"  # the app that can listen on a Unix socket (UNIX_SOCKET) and trusts XFCC only there
+
 Progress = Callable[[str], None]
 
 
@@ -120,7 +122,7 @@ class LocalMesh:
 
         block = self.block
         pods = [
-            p
+            self._private_app(p)
             for s in sorted(self.config.services, key=lambda s: (s.namespace, s.name))
             for p in pods_for(s, block.next_pod)
         ]
@@ -196,6 +198,14 @@ class LocalMesh:
             if pod is not None:
                 self.registry.set_health(pod.name, pod.namespace, ready)
 
+    def _private_app(self, pod: Pod) -> Pod:
+        """The sample app listens on a Unix socket in the owner-only dir: no other local user can reach it around
+        its sidecar, forge XFCC to it, or take its address over while it restarts. Other apps keep `app_ip`."""
+        version = next(v for v in self._service(pod).versions if v.name == pod.version)
+        if SAMPLE_APP not in " ".join(version.command) or len(pod.ports) != 1:
+            return pod
+        return replace(pod, app_socket=str(self.private_dir / f"app-{pod.name}.sock"))
+
     def _app_spec(self, pod: Pod) -> ProcessSpec:
         svc = self._service(pod)
         version = next(v for v in svc.versions if v.name == pod.version)
@@ -217,13 +227,19 @@ class LocalMesh:
             "no_proxy": "",
             "PYTHONUNBUFFERED": "1",
         }
+        if pod.app_socket:
+            env["UNIX_SOCKET"] = pod.app_socket
         target = (pod.app_ip, port.target_port or port.number)
+
+        def ready() -> bool:  # a socket in our 0700 dir can only be our own app's
+            return _unix_ready(pod.app_socket) if pod.app_socket else _tcp_ready(*target)
+
         return ProcessSpec(
             name=f"app/{pod.name}",
             argv=argv,
             env=env,
             log_path=self.run_dir / f"app-{pod.name}.log",
-            ready=lambda: _tcp_ready(*target),
+            ready=ready,
             kind="app",
         )
 
@@ -342,7 +358,7 @@ class LocalMesh:
                     service=p.service,
                     version=p.version,
                     ip=p.ip,
-                    app=p.app_ip,
+                    app=f"unix:{p.app_socket}" if p.app_socket else p.app_ip,
                     port=p.ports[0].number,
                 )
                 for p in self.registry.pods
@@ -361,6 +377,18 @@ class LocalMesh:
 
 def _workloads(config: MeshConfig) -> list[dict[str, Any]]:
     return sorted((s.model_dump() for s in config.services), key=lambda d: json.dumps(d, sort_keys=True))
+
+
+def _unix_ready(path: str) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+        return True
 
 
 def _tcp_ready(host: str, port: int) -> bool:

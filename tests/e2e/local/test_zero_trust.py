@@ -105,3 +105,20 @@ def test_status_notices_a_draining_proxy(mesh: LocalMeshUnderTest) -> None:
         assert local.supervisor.wait_ready(f"envoy/{gateway.name}", local.admin(gateway).ready, timeout=20)
         ids = [p.id for p in local.registry.proxies]
         local.pilot.cache.wait_synced(ids, timeout=15)
+
+
+def test_apps_are_reachable_only_through_their_sidecar(mesh: LocalMeshUnderTest) -> None:
+    """Items 4-5: the sample app listens on an owner-only Unix socket, so no local user can call it around its
+    sidecar (with a forged XFCC) or take its address while it restarts; its old TCP address answers nothing."""
+    local = mesh.mesh
+    pod = next(p for p in local.registry.pods if p.service == "reviews")
+    assert pod.app_socket and Path(pod.app_socket).parent == local.private_dir
+    assert _mode(Path(pod.app_socket)) == 0o600
+    try:
+        http.client.HTTPConnection(pod.app_ip, pod.ports[0].number, timeout=2).request("GET", "/")
+        reached = True
+    except OSError:
+        reached = False
+    assert not reached
+    r = mesh.from_pod("productpage").get("http://reviews:9080/")
+    assert r.status == 200 and r.json["peer"].endswith("/sa/productpage")

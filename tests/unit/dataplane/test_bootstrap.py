@@ -39,3 +39,16 @@ def test_admin_and_xds_are_on_owner_only_sockets_with_the_credential(tmp_path: P
 def test_bootstrap_files_are_owner_only(tmp_path: Path) -> None:
     path = envoy.write_bootstrap(tmp_path / "b.json", {"node": {"id": "x"}})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_inbound_cluster_of_an_app_on_a_socket_points_at_the_socket() -> None:
+    from dataclasses import replace
+
+    from mesh.api.workloads import ServicePort
+    from mesh.controlplane.translate.clusters import inbound_clusters
+
+    pod = Pod("r-0", "default", "r", "v1", {"app": "r"}, "127.9.0.2", "127.9.0.3", "r", (ServicePort(number=9080),))
+    (tcp,) = inbound_clusters(sidecar_for(pod))
+    assert tcp.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "127.9.0.3"
+    (unix,) = inbound_clusters(sidecar_for(replace(pod, app_socket="/run/x/app.sock")))
+    assert unix.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path == "/run/x/app.sock"
