@@ -6,6 +6,7 @@ MeshError
 ├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
 ├── TargetError            a target cannot do what was asked (missing tool, not running) (exit 69)
 │   ├── MeshNotRunning
+│   │   └── StateCorrupt   the state file is damaged: `mesh down --force` recovers
 │   ├── UnknownTarget      --target names no implementation (exit 64)
 │   ├── AddressesExhausted no free loopback block for another local mesh
 │   └── DeploymentFailed   a Pulumi operation failed; names each failing resource and its message
@@ -75,6 +76,10 @@ class TargetError(MeshError):
 
 class MeshNotRunning(TargetError):
     pass
+
+
+class StateCorrupt(MeshNotRunning):
+    """The state file cannot be read: whether a mesh still runs from it is unknown."""
 
 
 class UnknownTarget(TargetError):

@@ -182,14 +182,28 @@ def _print_ready(target: Target, status: TargetStatus, config: MeshConfig) -> No
 @target_option
 @env_option
 @state_dir_option
-def down_cmd(target_name: str, env: str, state_dir: Path) -> None:
+@click.option(
+    "--force", is_flag=True, help="Also when the state file is damaged: stop what it provably names, remove it."
+)
+def down_cmd(target_name: str, env: str, state_dir: Path, force: bool) -> None:
     """Stop the mesh started with `mesh up --detach` (every Envoy and app with it).
+
+    Nothing running is not an error: it says so and exits 0.
 
     \b
     Example:
       mesh down
+      mesh down --force     # the state file is damaged
     """
     target = _target(target_name, env, state_dir)
+    force_down = getattr(target, "force_down", None)
+    if force and force_down is not None:
+        click.echo(f"✔ {force_down()}")
+        return
+    st = target.status()  # a damaged state file raises here (exit 69), naming `--force`
+    if not st.running:
+        click.echo(f"nothing to stop: {(st.detail or f'the {target.name} mesh is not running').splitlines()[0]}")
+        return
     target.down()
     click.echo(f"✔ {target.name} mesh stopped")
 

@@ -132,6 +132,7 @@ class StateFile(MeshDescription):
 
     api: str
     token: str
+    pid_start: int = 0  # the mesh process's start time (/proc/PID/stat): a reused pid is never taken for it
     env: str = ""
     policies: str = ""
     state_dir: str = ""

@@ -19,7 +19,15 @@ from pydantic import BaseModel, ValidationError
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.compile.diff import diff_configs
-from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, PolicyError, PushRejected, TargetError
+from mesh.errors import (
+    AnalysisFailed,
+    MeshError,
+    MeshNotRunning,
+    PolicyError,
+    PushRejected,
+    StateCorrupt,
+    TargetError,
+)
 from mesh.targets import capabilities
 from mesh.targets.base import ApplyResult, ChangeModel, ProxyStatus
 from mesh.targets.local.api import (
@@ -43,33 +51,68 @@ def state_path(state_dir: Path) -> Path:
     return state_dir / STATE_FILE
 
 
-def _pid_alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None if there is no such
+    process. With the pid it names one process for good: a reused pid has another start time."""
+    if pid <= 1:
+        return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
+    return int(fields[19])
+
+
+def is_our_mesh(state: StateFile) -> bool:
+    """The pid is the mesh process that wrote this file (same start time, same user), never pid 0/1/-1 or an
+    unrelated process that reused the pid."""
+    if state.pid <= 1 or not state.pid_start:
         return False
-    except PermissionError:
-        return True
-    return True
+    if process_start(state.pid) != state.pid_start:
+        return False
+    try:
+        return Path(f"/proc/{state.pid}").stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def read_state(state_dir: Path) -> StateFile:
+    """The running mesh's state. A state file whose process is gone (or is another process now) is removed."""
     path = state_path(state_dir)
     try:
-        state = StateFile.model_validate_json(path.read_text())
+        state = StateFile.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise MeshNotRunning(
             f"no local mesh is running from {state_dir}", hint="start one with `mesh up` (or pass --state-dir)"
         ) from None
-    except ValidationError:
-        raise MeshNotRunning(
-            f"{path} is not a state file this version of meshops wrote",
-            hint="stop that mesh with the meshops that started it, or remove the file",
+    except (ValidationError, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise StateCorrupt(
+            f"{path} is damaged or not a state file this version of meshops wrote ({reason})",
+            hint="`mesh down --force` stops the mesh it names if it can tell, and removes the file",
         ) from None
-    if not _pid_alive(state.pid):
+    if not is_our_mesh(state):
         path.unlink(missing_ok=True)
-        raise MeshNotRunning(f"the mesh recorded in {path} is no longer running", hint="start it again with `mesh up`")
+        raise MeshNotRunning(
+            f"the mesh recorded in {path} is no longer running (pid {state.pid} is gone or another process); "
+            "removed the stale state file",
+            hint="start it again with `mesh up`",
+        )
     return state
+
+
+def discard_state(state_dir: Path) -> int | None:
+    """`mesh down --force`: the pid of a mesh we can prove is ours (to stop), and the state file removed either way."""
+    path = state_path(state_dir)
+    pid = None
+    try:
+        state = StateFile.model_validate_json(path.read_bytes())
+        pid = state.pid if is_our_mesh(state) else None
+    except (ValidationError, ValueError, OSError):
+        pass
+    path.unlink(missing_ok=True)
+    return pid
 
 
 def write_state(state_dir: Path, state: StateFile) -> None:
@@ -105,6 +148,7 @@ class ControlServer:
         desc = self.mesh.describe()
         return StateFile(
             **desc.model_dump(),
+            pid_start=process_start(desc.pid) or 0,
             api=self.url,
             token=self.token,
             env=env,
