@@ -213,7 +213,9 @@ class AdminError(OSError):
     """Envoy's admin did not answer, or answered with an error status."""
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (Envoy's admin pipe, the local mesh's control API)."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -254,7 +256,7 @@ class Admin:
             path += "?" + urllib.parse.urlencode(params)
         t = self.timeout if timeout is None else timeout
         conn: http.client.HTTPConnection = (
-            _UnixConnection(self.socket_path, t)
+            UnixHTTPConnection(self.socket_path, t)
             if self.socket_path
             else http.client.HTTPConnection(self.ip, self.port, timeout=t)
         )

@@ -85,7 +85,7 @@ class ApplyRequest(_Model):
 class ErrorReply(_Model):
     """Every non-200 answer: which error of the tree it was, so the client raises the same one."""
 
-    kind: Literal["auth", "analysis", "rejected", "policy", "mesh", "target", "internal", "not-found"]
+    kind: Literal["auth", "analysis", "rejected", "policy", "mesh", "target", "internal", "not-found", "bad-request"]
     error: str = ""
     hint: str | None = None
     findings: list[FindingModel] = Field(default_factory=list)
