@@ -1,10 +1,10 @@
-"""python -m bench [coldstart|push|scale|hop|observability|edge ...]  (default: all)."""
+"""python -m bench [coldstart|push|scale|hop|observability|edge|gitops ...]  (default: all)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import coldstart, edge, hop, observability, push, scale
+from bench import coldstart, edge, gitops, hop, observability, push, scale
 
 SUITES = {
     "coldstart": coldstart.main,
@@ -12,6 +12,7 @@ SUITES = {
     "scale": scale.main,
     "hop": hop.main,
     "observability": observability.main,
+    "gitops": gitops.main,
     "edge": edge.main,
 }
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from mesh.api._base import _DNS_LABEL, _DNS_SUBDOMAIN, IstioModel, SourceLocation, _caller_location
+from mesh.api._base import _DNS_LABEL, _DNS_SUBDOMAIN, Int, IstioModel, SourceLocation, _caller_location
 
 CLUSTER_DOMAIN = "cluster.local"
 
@@ -19,17 +19,17 @@ AppProtocol = Literal["http", "http2", "grpc", "tcp", "tls", "https"]
 
 
 class ServicePort(IstioModel):
-    number: int = Field(ge=1, le=65535)
+    number: Int = Field(ge=1, le=65535)
     name: str = "http"
     protocol: AppProtocol = "http"
-    target_port: int | None = Field(default=None, ge=1, le=65535)
+    target_port: Int | None = Field(default=None, ge=1, le=65535)
 
 
 class Version(IstioModel):
     """One Deployment of a service. Its pods carry `app=<service>`, `version=<name>` plus `labels`."""
 
     name: str
-    replicas: int = Field(default=1, ge=0, le=64)
+    replicas: Int = Field(default=1, ge=0, le=64)
     labels: dict[str, str] = {}
     command: list[str] = []
     image: str | None = None

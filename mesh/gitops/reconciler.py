@@ -239,9 +239,11 @@ class Reconciler:
         changes = [c.to_dict() for c in diff_configs(live, config)]
         last_good = self.desired_last_good() or live
         rollouts = [r for r in rendered.rollouts if self._needs_steps(r, live, config)]
+        steps: list[dict[str, Any]] = []
         try:
             if rollouts:
                 evidence, ok = timed("rollout", lambda: self._progressive(rollouts, live, config))
+                steps = evidence
                 if not ok:
                     timed("rollback", lambda: self.target.apply(last_good, wait=self.settings.apply_wait))
                     failing: dict[str, Any] = next((e for e in evidence if not e.get("ok", True)), {})
@@ -257,7 +259,7 @@ class Reconciler:
             self.store.finish_attempt(attempt, "interrupted", "target unreachable", phases=phases)
             raise
         verification = timed("verify", lambda: self._verify(config, rendered.probes))
-        evidence_rows = [r.model_dump() for r in verification.results] if verification else []
+        evidence_rows = steps + ([r.model_dump() for r in verification.results] if verification else [])
         if verification is not None and not verification.ok:
             self.progress(f"{self.env}: verification failed: {verification.summary()}; rolling back")
             timed(

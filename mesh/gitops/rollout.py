@@ -9,6 +9,7 @@ evidence is recorded.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -72,7 +73,8 @@ def at_weight(config: MeshConfig, rollout: Rollout, weight: int) -> MeshConfig:
     for r in config.resources:
         if isinstance(r, VirtualService) and rollout.service in r.hosts:
             split = h.split(rollout.service, {rollout.stable: 100 - weight, rollout.canary: weight})
-            r = r.model_copy(update={"http": [*r.http[:-1], split]})
+            default = r.http[-1].model_copy(update={"route": split.route})  # keep the rule's name, retries, ...
+            r = r.model_copy(update={"http": [*r.http[:-1], default]})
         out.resources.append(r)
     return out
 
@@ -86,7 +88,7 @@ def _version(config: MeshConfig, rollout: Rollout, subset: str) -> str:
 
 
 def _envoy_counts(dp: DataPath, pod: str, cluster: str) -> dict[str, int]:
-    stats = dp.proxy_stats(pod, f"cluster.{cluster}.upstream_rq_")
+    stats = dp.proxy_stats(pod, "^" + re.escape(f"cluster.{cluster}.upstream_rq_") + r"[2345]xx$")
     return {k.rsplit(".", 1)[-1]: v for k, v in stats.items()}
 
 

@@ -35,6 +35,9 @@ class TelemetryOptions(BaseModel):
     tracing: bool = True
     sampling: float = Field(default=100.0, ge=0.0, le=100.0)  # percent of requests that start a trace
     flush_interval_ms: int = Field(default=200, ge=10)  # how long Envoy may batch access-log entries
+    # Envoy also flushes when this many bytes are buffered (its default, 16 KiB, is ~30 entries: at thousands of
+    # requests per second that is a gRPC message every few milliseconds per proxy)
+    buffer_bytes: int = Field(default=1 << 20, ge=1024)
 
 
 def _pack(m: Message) -> any_pb2.Any:
@@ -59,6 +62,7 @@ def http_access_log(options: TelemetryOptions, reporter: Reporter) -> accesslog_
             grpc_service=_grpc(),
             transport_api_version=2,  # V3
             buffer_flush_interval=flush,
+            buffer_size_bytes={"value": options.buffer_bytes},
         ),
         additional_request_headers_to_log=["content-type"],  # request_protocol: grpc or http
         additional_response_trailers_to_log=["grpc-status"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -70,6 +71,23 @@ def _call(url: str, headers: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _misbehaviour() -> tuple[float, int]:
+    """A version told to misbehave (its env: MISBEHAVE_ERROR_RATE 0..1, MISBEHAVE_LATENCY_MS) for canary tests."""
+    return float(os.environ.get("MISBEHAVE_ERROR_RATE", "0") or 0), int(
+        os.environ.get("MISBEHAVE_LATENCY_MS", "0") or 0
+    )
+
+
+def _misbehave(status: int, path: str) -> int:
+    """Sleep and fail as configured (never on /health, so the pod stays ready while it answers badly)."""
+    error_rate, latency_ms = _misbehaviour()
+    if path == "/health":
+        return status
+    if latency_ms:
+        time.sleep(latency_ms / 1000)
+    return 500 if error_rate and random.random() < error_rate else status
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"meshops-sampleapp/{SERVICE}-{VERSION}"
@@ -109,6 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         status = int(h.get("x-status", "200") or 200)
         if h.get("x-fail-pod") in (POD, "*") or attempt <= int(h.get("x-fail-times", "0") or 0):
             status = 503
+        status = _misbehave(status, self.path)
         body: dict[str, Any] = {
             "service": SERVICE,
             "version": VERSION,

@@ -55,6 +55,9 @@ def test_round_robin_spreads_evenly(mesh: MeshUnderTest) -> None:
     assert max(pods.values()) - min(pods.values()) <= 2, pods
 
 
+USERS = 40
+
+
 def test_consistent_hash_pins_a_user_to_one_pod(
     mesh: MeshUnderTest, mesh_policies: Callable[[MeshConfig], None]
 ) -> None:
@@ -72,9 +75,16 @@ def test_consistent_hash_pins_a_user_to_one_pod(
     )
     mesh_policies(replace(mesh.config, dr))
     client = mesh.from_pod("productpage")
-    for user in ("ann", "bob", "cyd", "dee"):
-        pods = {client.get(f"{ECHO}/lb", {"x-user": user}).json["pod"] for _ in range(15)}
+    pinned: dict[str, str] = {}
+    for i in range(USERS):
+        user = f"user-{i}"
+        pods = {client.get(f"{ECHO}/lb", {"x-user": user}).json["pod"] for _ in range(4)}
         assert len(pods) == 1, (user, pods)
+        pinned[user] = pods.pop()
+    # and the hash spreads users: with 40 users hashed uniformly over k <= 3 pods, some pod gets none with
+    # probability <= 3 * (2/3)^40 < 1e-6; a ring that sent everyone to one pod fails every time
+    v1_pods = {p for p in mesh.pods("echo") if "-v2-" not in p}
+    assert set(pinned.values()) == v1_pods, Counter(pinned.values())
 
 
 def test_outlier_detection_ejects_a_failing_replica(mesh: MeshUnderTest) -> None:

@@ -1,4 +1,7 @@
-"""Canary weights: observed splits match the VirtualService weights (exact binomial tests, alpha 1e-6)."""
+"""Canary weights: observed splits match the VirtualService weights.
+
+Sequential tests (mesh.verify.stats): a correct mesh fails with probability <= 1e-6, a split off by 5 points or
+more passes with probability <= 0.01; each stops as soon as the evidence is decisive."""
 
 from __future__ import annotations
 
@@ -6,12 +9,15 @@ from collections import Counter
 from collections.abc import Callable
 
 from mesh.api import MeshConfig, VirtualService, helpers
-from mesh.harness.stats import assert_split
+from mesh.harness.stats import assert_sequential_split
 from mesh.harness.under_test import MeshUnderTest
 
 from .conftest import replace
 
-N = 400
+
+def reviews_version(mesh: MeshUnderTest, headers: dict[str, str] | None = None) -> Callable[[], str]:
+    client = mesh.ingress("bookinfo.local")
+    return lambda: str(client.get("/productpage", headers).call("reviews")["body"]["version"])
 
 
 def reviews_versions(mesh: MeshUnderTest, n: int, headers: dict[str, str] | None = None) -> Counter[str]:
@@ -20,13 +26,12 @@ def reviews_versions(mesh: MeshUnderTest, n: int, headers: dict[str, str] | None
 
 
 def test_reviews_canary_50_50(mesh: MeshUnderTest) -> None:
-    assert_split(reviews_versions(mesh, N), {"v1": 50, "v3": 50})
+    assert_sequential_split(reviews_version(mesh), {"v1": 50, "v3": 50})
 
 
 def test_echo_split_90_10_from_inside_the_mesh(mesh: MeshUnderTest) -> None:
     client = mesh.from_pod("productpage")
-    counts = Counter(client.get("http://echo:9080/split").json["version"] for _ in range(N))
-    assert_split(counts, {"v1": 90, "v2": 10})
+    assert_sequential_split(lambda: str(client.get("http://echo:9080/split").json["version"]), {"v1": 90, "v2": 10})
 
 
 def test_live_reweighting_takes_effect_without_restarts(
@@ -43,8 +48,7 @@ def test_live_reweighting_takes_effect_without_restarts(
             default=helpers.split("reviews", {"v1": 100 - weight, "v3": weight}, name="canary"),
         )
         mesh_policies(replace(base, canary))
-        counts = reviews_versions(mesh, 200)
-        assert_split(counts, {"v1": 100 - weight, "v3": weight})
+        assert_sequential_split(reviews_version(mesh), {"v1": 100 - weight, "v3": weight})
     assert mesh.restarts() == restarts_before  # config moved, no process did
 
 

@@ -80,25 +80,27 @@ def _applies(m: HTTPMatchRequest, scope: RouteScope) -> bool:
 
 def http_route(scope: RouteScope, rule: HTTPRoute, m: HTTPMatchRequest | None, name: str) -> rc.Route:
     """One Envoy route: a redirect or a forwarding action, then the rule's headers, fault and CORS."""
-    headers: list[Headers] = []
-    fields: dict[str, Any] = {}
+    route = rc.Route(name=name, match=route_match(m))
     if rule.redirect is not None:
-        fields["redirect"] = redirect_action(rule.redirect)
+        route.redirect.CopyFrom(redirect_action(rule.redirect))
     else:
         action, dest_headers = route_action(scope, rule)
-        fields["route"] = action
+        route.route.CopyFrom(action)
         if dest_headers is not None:
-            headers.append(dest_headers)
+            _add_headers(route, dest_headers)
     if rule.headers:
-        headers.append(rule.headers)
-    per_filter = {}
+        _add_headers(route, rule.headers)
     if rule.fault is not None:
-        per_filter[FAULT_FILTER] = packed(fault_filter(rule.fault))
+        route.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(fault_filter(rule.fault)))
     if rule.cors_policy is not None:
-        per_filter[CORS_FILTER] = packed(cors_policy(rule.cors_policy))
-    return rc.Route(
-        name=name, match=route_match(m), typed_per_filter_config=per_filter, **fields, **header_fields(*headers)
-    )
+        route.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(rule.cors_policy)))
+    return route
+
+
+def _add_headers(route: rc.Route, headers: Headers) -> None:
+    """Header operations onto a route this module is building (a destination's first, then the rule's)."""
+    for field_name, options in header_fields(headers).items():
+        getattr(route, field_name).extend(options)
 
 
 def string_matcher(sm: StringMatch, ignore_case: bool = False) -> string_pb2.StringMatcher:
@@ -177,7 +179,9 @@ def route_action(scope: RouteScope, rule: HTTPRoute) -> tuple[rc.RouteAction, He
     else:
         wc = rc.WeightedCluster(
             clusters=[
-                rc.WeightedCluster.ClusterWeight(name=cluster, weight=u32(d.weight), **header_fields(d.headers))
+                rc.WeightedCluster.ClusterWeight(
+                    name=cluster, weight=u32(d.weight), **(header_fields(d.headers) if d.headers else {})
+                )
                 for d, cluster in dests
                 if d.weight  # Istio drops weight-0 destinations
             ]
@@ -233,25 +237,21 @@ def _header_option(k: str, v: str, action: Any) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, value=v), append_action=action)
 
 
-def header_fields(*all_headers: Headers | None) -> dict[str, list[Any]]:
-    """Header operations as the four Route/ClusterWeight fields, in the order given (set, then add, then remove)."""
+def header_fields(headers: Headers) -> dict[str, list[Any]]:
+    """Header operations as the Route/ClusterWeight fields they fill: set, then add, then remove."""
     out: dict[str, list[Any]] = {}
-    for headers in all_headers:
-        if headers is None:
+    for ops, side in ((headers.request, "request"), (headers.response, "response")):
+        if ops is None:
             continue
-        for ops, side in ((headers.request, "request"), (headers.response, "response")):
-            if ops is None:
-                continue
-            add = out.setdefault(f"{side}_headers_to_add", [])
-            add += [
-                _header_option(k, v, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
-                for k, v in sorted(ops.set.items())
-            ]
-            add += [
-                _header_option(k, v, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
-                for k, v in sorted(ops.add.items())
-            ]
-            out.setdefault(f"{side}_headers_to_remove", []).extend(ops.remove)
+        add = out.setdefault(f"{side}_headers_to_add", [])
+        add += [
+            _header_option(k, v, base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD)
+            for k, v in sorted(ops.set.items())
+        ]
+        add += [
+            _header_option(k, v, base_pb2.HeaderValueOption.APPEND_IF_EXISTS_OR_ADD) for k, v in sorted(ops.add.items())
+        ]
+        out.setdefault(f"{side}_headers_to_remove", []).extend(ops.remove)
     return out
 
 

@@ -11,14 +11,32 @@ def _ok(mesh: LocalMeshUnderTest) -> int:
     return mesh.ingress("bookinfo.local").get("/productpage").status
 
 
+def _connected(mesh: LocalMeshUnderTest, pods: list[str], want: int, timeout: float) -> dict[str, int]:
+    """Each sidecar's `control_plane.connected_state` (1: ADS stream up), polled until all equal `want`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = {
+            p: mesh.proxy_stats(p, r"^control_plane\.connected_state$").get("control_plane.connected_state", -1)
+            for p in pods
+        }
+        if all(v == want for v in state.values()) or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
 def test_traffic_flows_while_the_control_plane_is_down_and_proxies_resync_after(mesh: LocalMeshUnderTest) -> None:
     local = mesh.mesh
     assert local.xds is not None
+    pods = [p.name for p in local.registry.pods]
+    assert _connected(mesh, pods, 1, timeout=5) == dict.fromkeys(pods, 1)
     local.xds.stop(0)
     try:
+        # every Envoy really lost its ADS stream (its own control_plane.connected_state), and traffic still flows
+        assert _connected(mesh, pods, 0, timeout=15) == dict.fromkeys(pods, 0)
         assert [_ok(mesh) for _ in range(20)] == [200] * 20
     finally:
         local.xds = local.serve_xds()
+    assert _connected(mesh, pods, 1, timeout=30) == dict.fromkeys(pods, 1)  # and every one reconnected
     ids = [p.id for p in local.registry.proxies]
     results = local.pilot.cache.wait_synced(ids, timeout=15)
     deadline = time.monotonic() + 15

@@ -48,15 +48,12 @@ class PolicyRepo:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
 
-    def set_dev_weight(self, weight: int) -> str:
+    def set_dev_weight(self, weight: int, env: str = "dev") -> str:
         init = self.work / "policies" / "__init__.py"
-        text = re.sub(
-            r'"dev": Values\(reviews_canary_weight=\d+',
-            f'"dev": Values(reviews_canary_weight={weight}',
-            init.read_text(),
-        )
+        pattern = rf'"{env}": Values\(reviews_canary_weight=\d+'
+        text = re.sub(pattern, f'"{env}": Values(reviews_canary_weight={weight}', init.read_text())
         init.write_text(text)
-        return self.commit(f"dev: reviews canary at {weight}%")
+        return self.commit(f"{env}: reviews canary at {weight}%")
 
     def commit(self, message: str, push: bool = True) -> str:
         git(self.work, "add", "-A")

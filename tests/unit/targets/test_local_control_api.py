@@ -100,8 +100,9 @@ def test_analysis_errors_come_back_as_analysis_failed_with_python_locations(serv
     bad_line = sys._getframe().f_lineno - 1
     with pytest.raises(AnalysisFailed) as e:
         served.apply(MeshConfig(services=config.services, resources=[*config.resources, bad]))
-    located = [f for f in e.value.findings if f.resource == "VirtualService default/nowhere" and f.level == "Error"]
-    assert located and all(str(f.source) == f"{HERE}:{bad_line}" for f in located), located
+    found = [f.to_dict() for f in e.value.findings]
+    located = [f for f in found if f["resource"] == "VirtualService default/nowhere" and f["level"] == "Error"]
+    assert located and all(f["source"] == f"{HERE}:{bad_line}" for f in located), located
 
 
 def test_workload_changes_are_refused_with_the_mesh_error(served: LocalTarget) -> None:

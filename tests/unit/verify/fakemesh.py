@@ -139,7 +139,7 @@ class FakeTarget:
             dest = self.rng.choices(rule.route, weights)[0]
             version = dest.destination.subset or "v1"
             if version in self.broken:
-                return Reply(500, {}, {"error": "broken"}, "broken", 0.001)
+                return Reply(500, {}, {"version": version, "error": "broken"}, "broken", 0.001)
             body = {"service": dest.destination.host, "version": version, "calls": []}
             return Reply(200, {}, body, str(body), 0.001)
         return Reply(404, {}, None, "no rule", 0.001)
