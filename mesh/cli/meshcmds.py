@@ -247,6 +247,12 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
 @click.option("--no-analyze", is_flag=True, help="Skip analysis (Envoy may then reject the push; it is rolled back).")
 @click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for every proxy to ACK.")
 @click.option("--dry-run", is_flag=True, help="Show what would change and what analysis says; push nothing.")
+@click.option(
+    "--base-revision",
+    type=int,
+    default=None,
+    help="Apply only if the mesh still runs this revision (`mesh status`); otherwise exit 75 and change nothing.",
+)
 @state_dir_option
 def apply_cmd(
     env: str,
@@ -256,6 +262,7 @@ def apply_cmd(
     no_analyze: bool,
     wait: float,
     dry_run: bool,
+    base_revision: int | None,
     state_dir: Path,
 ) -> None:
     """Push policies to the running mesh and report every proxy's ACK or NACK.
@@ -263,8 +270,10 @@ def apply_cmd(
     With --env the policies replace the whole running set (declarative, as git would have it); with -f the
     objects in the file replace their namesakes and everything else stays (like `kubectl apply -f`).
     Analysis runs first (errors block, nothing is applied; warnings are printed with file:line). If any Envoy
-    rejects the push, every proxy is rolled back to the previous config and the Envoy error is printed.
-    Workloads cannot change here.
+    rejects the push, or does not confirm it within --wait, every proxy is rolled back to the previous config and the
+    command exits 76. Applies are serialized; --base-revision makes one conditional on the revision it was computed
+    against (exit 75 if the mesh moved on). An apply that changes nothing keeps the revision. Workload changes
+    (services, versions, replicas) are refused (exit 69): they need `mesh up`.
 
     \b
     Examples:
@@ -278,12 +287,17 @@ def apply_cmd(
     config = load_config(env, policies, file)
     t0 = time.perf_counter()
     kwargs: dict[str, Any] = {"analyze": False} if no_analyze else {}
+    if base_revision is not None:
+        kwargs["base_revision"] = base_revision
     res = target.apply(config, dry_run=dry_run, prune=not file, wait=wait, **kwargs)
     _print_diff(res.diff)
     for f in res.findings:
         click.echo(f"{f.level} [{f.code}] ({f.resource}{' ' + f.source if f.source else ''}) {f.path}: {f.message}")
     if dry_run:
         click.echo(f"dry run: {len(res.diff)} change(s), analysis clean of errors; nothing was pushed")
+        return
+    if not res.diff:
+        click.echo(f"✔ nothing to apply: revision {res.revision} keeps serving")
         return
     took = (time.perf_counter() - t0) * 1000
     rows = [[n.split("~")[2] if n.count("~") >= 2 else n, s] for n, s in res.proxies.items()]

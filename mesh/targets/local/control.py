@@ -31,8 +31,11 @@ from mesh.errors import (
     MeshNotRunning,
     PolicyError,
     PushRejected,
+    PushTimedOut,
+    StaleRevision,
     StateCorrupt,
     TargetError,
+    WorkloadChange,
 )
 from mesh.targets import capabilities
 from mesh.targets.base import ApplyResult, ChangeModel, ProxyStatus
@@ -197,23 +200,27 @@ class ControlServer:
         )
 
     def apply(self, request: ApplyRequest) -> ApplyResult:
-        config = request.config.to_config()
-        resources = config.resources
-        if request.merge:
-            # kubectl-apply semantics: objects in the file replace their namesakes, the rest stay
-            incoming = {r.key for r in resources}
-            resources = [r for r in self.mesh.config.resources if r.key not in incoming] + resources
-        if not config.services:
-            config = MeshConfig(services=list(self.mesh.config.services), resources=resources)
+        """Applies are serialized, and each is merged against the config running when it takes the lock: two
+        concurrent `apply -f` of different objects both land. A stated base revision that is no longer current is
+        refused (never silently overwritten); an apply that changes nothing keeps the revision."""
+        incoming = request.config.to_config()
         with self._lock:
+            revision = self.mesh.pilot.revision
+            if request.base_revision is not None and request.base_revision != revision:
+                raise StaleRevision(
+                    f"this apply was computed against revision {request.base_revision}, but the mesh is at revision "
+                    f"{revision}: applying it would overwrite what changed since",
+                    hint="look at the change (`mesh status`, `mesh apply --dry-run`), then apply again against "
+                    f"--base-revision {revision}",
+                )
+            config = self._merged(incoming, request.merge)
             diff = [ChangeModel(op=c.op, ref=c.ref, patch=c.patch) for c in diff_configs(self.mesh.config, config)]
-            if not request.dry_run:
-                self.mesh.check_workloads(config)
+            self.mesh.check_workloads(config)
             found = analysis.check(config, capabilities("local")) if request.analyze else []
             findings = [finding_model(f) for f in found]
-            if request.dry_run:
+            if request.dry_run or not diff:
                 return ApplyResult(
-                    target="local", revision=str(self.mesh.pilot.revision), dry_run=True, diff=diff, findings=findings
+                    target="local", revision=str(revision), dry_run=request.dry_run, diff=diff, findings=findings
                 )
             result = self.mesh.apply(config, analyze=False, wait=request.wait)
         return ApplyResult(
@@ -227,15 +234,33 @@ class ControlServer:
             sync_ms=round(result.sync_ms, 2),
         )
 
+    def _merged(self, incoming: MeshConfig, merge: bool) -> MeshConfig:
+        """The config to run. `merge` (kubectl-apply semantics): objects and services in the file replace their
+        namesakes, the rest stay. A file without services keeps the running ones."""
+        running = self.mesh.config
+        resources, services = incoming.resources, incoming.services
+        if merge:
+            keys = {r.key for r in resources}
+            resources = [r for r in running.resources if r.key not in keys] + resources
+            names = {(s.namespace, s.name) for s in services}
+            services = [s for s in running.services if (s.namespace, s.name) not in names] + services
+        return MeshConfig(services=list(services or running.services), resources=resources)
+
 
 def _error_reply(e: Exception) -> tuple[int, ErrorReply]:
     """Our error tree -> a status and a typed body, so the client raises the same error with the same data."""
     if isinstance(e, AnalysisFailed):
         return 422, ErrorReply(kind="analysis", error=str(e), findings=[finding_model(f) for f in e.findings])
+    if isinstance(e, PushTimedOut):
+        return 409, ErrorReply(kind="timed-out", error=e.args[0], rejections=e.rejections)
     if isinstance(e, PushRejected):
         return 409, ErrorReply(kind="rejected", error=str(e), rejections=e.rejections)
+    if isinstance(e, StaleRevision):
+        return 409, ErrorReply(kind="stale", error=e.args[0], hint=e.hint)
     if isinstance(e, PolicyError):
         return 400, ErrorReply(kind="policy", error=e.args[0], hint=e.hint)
+    if isinstance(e, WorkloadChange):
+        return 422, ErrorReply(kind="workload", error=e.args[0], hint=e.hint)
     if isinstance(e, TargetError):
         return 503, ErrorReply(kind="target", error=e.args[0], hint=e.hint)
     if isinstance(e, MeshError):
@@ -380,7 +405,10 @@ class ControlClient:
         return self._get("/config", WireConfig).to_config()
 
     def apply(self, request: ApplyRequest) -> ApplyResult:
-        status, body = self._request("POST", "/apply", request.model_dump_json().encode(), request.wait + 30)
+        # a rollback after a timeout waits up to `wait` again
+        status, body = self._request("POST", "/apply", request.model_dump_json().encode(), 2 * request.wait + 30)
+        if status == 409 and b'"timed-out"' in body:
+            raise PushTimedOut(ErrorReply.model_validate_json(body).rejections, request.wait)
         return self._reply(status, body, ApplyResult)
 
     @staticmethod
@@ -395,8 +423,12 @@ class ControlClient:
             raise AnalysisFailed([finding_of(f) for f in err.findings])
         if err.kind == "rejected":
             raise PushRejected(err.rejections)
+        if err.kind == "stale":
+            raise StaleRevision(err.error, hint=err.hint)
         if err.kind == "policy":
             raise PolicyError(err.error, hint=err.hint)
+        if err.kind == "workload":
+            raise WorkloadChange(err.error, hint=err.hint)
         if err.kind == "target":
             raise TargetError(err.error, hint=err.hint)
         raise MeshError(err.error, hint=err.hint)

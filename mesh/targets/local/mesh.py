@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -12,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
@@ -26,7 +25,7 @@ from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
-from mesh.errors import MeshError, TargetError
+from mesh.errors import TargetError, WorkloadChange
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
 from mesh.observability.stack import ObservabilityOptions, TelemetryStack
@@ -280,10 +279,18 @@ class LocalMesh:
         return result
 
     def check_workloads(self, config: MeshConfig) -> None:
-        if _workloads(config) != _workloads(self.config):
-            raise MeshError(
-                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
-                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
+        """Workloads (services, versions, replicas) are started by `mesh up`: an apply that changes them is refused
+        by name, never reported as applied with the change dropped."""
+        old = {(s.namespace, s.name): s.model_dump() for s in self.config.services}
+        new = {(s.namespace, s.name): s.model_dump() for s in config.services}
+        changed = sorted(
+            f"{ns}/{name}" for ns, name in old.keys() | new.keys() if old.get((ns, name)) != new.get((ns, name))
+        )
+        if changed:
+            raise WorkloadChange(
+                f"the new config changes workloads ({', '.join(changed)}: services, versions or replicas); "
+                "`mesh apply` only changes policies, so nothing was applied",
+                hint="workload changes need `mesh up`: `mesh down && mesh up` with the new workloads",
             )
 
     def _wait_warm(self, node_ids: list[str], timeout: float) -> None:
@@ -373,10 +380,6 @@ class LocalMesh:
             self.xds.stop()
             self.xds = None
         shutil.rmtree(self.private_dir, ignore_errors=True)
-
-
-def _workloads(config: MeshConfig) -> list[dict[str, Any]]:
-    return sorted((s.model_dump() for s in config.services), key=lambda d: json.dumps(d, sort_keys=True))
 
 
 def _unix_ready(path: str) -> bool:

@@ -163,11 +163,24 @@ class LocalTarget:
         return ControlClient(self.options.state_dir)
 
     def apply(
-        self, config: MeshConfig, *, dry_run: bool = False, prune: bool = True, wait: float = 10.0, analyze: bool = True
+        self,
+        config: MeshConfig,
+        *,
+        dry_run: bool = False,
+        prune: bool = True,
+        wait: float = 10.0,
+        analyze: bool = True,
+        base_revision: int | None = None,
     ) -> ApplyResult:
-        """`prune=False` merges like `kubectl apply -f`: the config's objects replace their namesakes, the rest stay."""
+        """`prune=False` merges like `kubectl apply -f`: the config's objects replace their namesakes, the rest stay.
+        `base_revision`: refused (StaleRevision) unless the mesh still runs that revision."""
         request = ApplyRequest(
-            config=WireConfig.of(config), merge=not prune, dry_run=dry_run, analyze=analyze, wait=wait
+            config=WireConfig.of(config),
+            merge=not prune,
+            dry_run=dry_run,
+            analyze=analyze,
+            wait=wait,
+            base_revision=base_revision,
         )
         return self.client().apply(request)
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.compile import build_policies, render_istio
-from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning
+from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, StaleRevision, WorkloadChange
 from mesh.runtime import gateway_proxy
 from mesh.targets.base import Target
 from mesh.targets.local import LocalMesh, LocalOptions, LocalTarget
@@ -276,3 +276,64 @@ def test_a_stopped_mesh_is_reported_with_exit_69_not_a_traceback(tmp_path: Path)
         sleeper.kill()
         sleeper.wait()
         listener.close()
+
+
+def _vs(name: str, subset: str) -> VirtualService:
+    return VirtualService(name=name, hosts=[name], http=[helpers.split(name, {subset: 100})])
+
+
+def test_concurrent_merges_of_different_objects_all_land(served: LocalTarget) -> None:
+    """Item 8: each `apply -f` merges against the config running when it is applied, under one lock."""
+    names = ["details", "ratings", "productpage", "reviews"]
+    for trial in range(5):
+        subset = "v1" if trial % 2 else "v2"
+        objects = [_vs(n, "v1" if n != "reviews" else subset) for n in names]
+        threads = [
+            threading.Thread(target=served.apply, args=(MeshConfig(resources=[vs]),), kwargs={"prune": False})
+            for vs in objects
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        live = {r.key: r for r in served.live_config().resources}
+        for vs in objects:
+            assert live[vs.key].model_dump() == vs.model_dump(), (trial, vs.key)
+
+
+def test_a_stale_base_revision_is_refused_and_changes_nothing(served: LocalTarget) -> None:
+    before = int(served.status().revision or 0)
+    live_before = {r.key: r.model_dump() for r in served.live_config().resources}
+    served.apply(MeshConfig(resources=[_vs("ratings", "v1")]), prune=False, base_revision=before)
+    with pytest.raises(StaleRevision, match=f"against revision {before}") as e:
+        served.apply(MeshConfig(resources=[_vs("details", "v1")]), prune=False, base_revision=before)
+    assert e.value.exit_code == 75
+    assert int(served.status().revision or 0) == before + 1
+    details = _vs("details", "v2")
+    assert {r.key: r.model_dump() for r in served.live_config().resources}.get(details.key) == live_before.get(
+        details.key
+    )
+
+
+def test_an_apply_that_changes_nothing_keeps_the_revision(served: LocalTarget) -> None:
+    """Item 10."""
+    served.apply(build_policies("dev"))
+    before = served.status().revision
+    res = served.apply(build_policies("dev"))
+    assert res.revision == before and not res.diff and served.status().revision == before
+
+
+def test_a_workload_change_in_apply_f_is_refused_by_name(served: LocalTarget) -> None:
+    """Item 10: a Deployment's replicas in `apply -f` is never reported as applied with the change dropped."""
+    config = build_policies("dev")
+    reviews = next(s for s in config.services if s.name == "reviews")
+    more = reviews.model_copy(
+        update={"versions": [v.model_copy(update={"replicas": v.replicas + 1}) for v in reviews.versions]}
+    )
+    before = served.status().revision
+    with pytest.raises(WorkloadChange, match="default/reviews") as e:
+        served.apply(MeshConfig(services=[more], resources=[_vs("ratings", "v1")]), prune=False)
+    assert e.value.exit_code == 69 and "mesh up" in str(e.value)
+    assert served.status().revision == before
+    # the same services unchanged, in a file of their own: a merge, not a workload change
+    served.apply(MeshConfig(services=[reviews], resources=[_vs("ratings", "v1")]), prune=False)
