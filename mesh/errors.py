@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 EXIT_CLI_USAGE = 2  # as click's own usage errors: a bad option, or a name that names nothing
-EXIT_NO_ROUTE = 3  # `mesh simulate`: the request matches no route (a valid answer, like grep's "no match")
+EXIT_NO_ROUTE = 1  # `mesh simulate`: the request matches no route (a valid answer: "no match", as grep exits 1)
 EXIT_USAGE = 64
 EXIT_BAD_INPUT = 65
 EXIT_ANALYSIS = 79

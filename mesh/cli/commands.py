@@ -12,7 +12,7 @@ from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
 from mesh.compile import build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
-from mesh.errors import EXIT_ANALYSIS
+from mesh.errors import EXIT_ANALYSIS, EXIT_NO_ROUTE
 
 
 def load_config(env: str, policies: str, file: str | None) -> MeshConfig:
@@ -134,4 +134,4 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
     for line in explain(sim):
         click.echo(line)
     if sim.hit is None:
-        sys.exit(1)
+        sys.exit(EXIT_NO_ROUTE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
 from mesh.cli.tables import table
-from mesh.errors import MeshNotRunning, TargetError
+from mesh.errors import MeshNotRunning, UsageError
 
 if TYPE_CHECKING:
     from mesh.api.config import MeshConfig
@@ -361,7 +362,7 @@ def proxy_config_cmd(kind: str, proxy: str, output: str, state_dir: Path) -> Non
     match = [p for p in st.proxies if proxy in (p.name, p.name.split(".")[0], p.id)]
     if not match:
         names = ", ".join(p.name for p in st.proxies)
-        raise TargetError(f"no proxy {proxy!r} in the running mesh", hint=f"proxies: {names}")
+        raise UsageError(f"no proxy {proxy!r} in the running mesh", hint=f"proxies: {names}")
     click.echo(show(kind, match[0].admin, output), nl=False)
 
 
@@ -386,7 +387,7 @@ def logs_cmd(name: str, tail: int, follow: bool, state_dir: Path) -> None:
     procs = read_state(state_dir).processes
     chosen = [p for p in procs if name in (p.name, p.name.split("/", 1)[1])]
     if not chosen:
-        raise TargetError(f"no process {name!r} in the running mesh", hint="`mesh status` lists them")
+        raise UsageError(f"no process {name!r} in the running mesh", hint="`mesh status` lists them")
     offsets: dict[str, int] = {}
     for p in chosen:
         path = Path(p.log)
@@ -395,6 +396,11 @@ def logs_cmd(name: str, tail: int, follow: bool, state_dir: Path) -> None:
         for line in lines[-tail:]:
             click.echo(line)
         offsets[p.log] = path.stat().st_size if path.exists() else 0
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how -f ends: quietly, exit 0
+        _follow(offsets, follow)
+
+
+def _follow(offsets: dict[str, int], follow: bool) -> None:
     while follow:
         time.sleep(0.2)
         for log, offset in offsets.items():

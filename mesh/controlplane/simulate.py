@@ -17,7 +17,7 @@ from mesh.api.config import MeshConfig
 from mesh.controlplane.translate.context import PushContext
 from mesh.controlplane.translate.gateway import gateway_route_name
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG, build_routes
-from mesh.errors import MeshError
+from mesh.errors import UsageError
 from mesh.runtime import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
 
 GATEWAY_PORT = 80  # the simulated ingress gateway serves its HTTP port here
@@ -147,7 +147,7 @@ def _proxy(source: str, pods: list[Pod]) -> Proxy:
         return gateway_proxy("10.0.0.254", {GATEWAY_PORT: ("0.0.0.0", GATEWAY_PORT)})
     pod = next((p for p in pods if p.name == source or p.service == source), None)
     if pod is None:
-        raise MeshError(f"no pod {source!r}", hint=f"pods: {', '.join(p.name for p in pods)}")
+        raise UsageError(f"no pod {source!r}", hint=f"pods: {', '.join(p.name for p in pods)}")
     return sidecar_for(pod)
 
 

@@ -67,6 +67,11 @@ class LocalTarget:
         self.mesh: LocalMesh | None = None  # the in-process mesh (detach=False), for tests of its machinery
         self._server: ControlServer | None = None
 
+    @property
+    def foreground(self) -> bool:
+        """`mesh up` without --detach serves in this process until Ctrl-C (the CLI waits on it)."""
+        return not self.detach
+
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
