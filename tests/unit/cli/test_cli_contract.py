@@ -1,0 +1,78 @@
+"""The CLI contract a newcomer relies on: the README agrees with the shipped policies, `make help` lists every
+target, exit codes are the documented ones."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from mesh.compile import build_policies
+from mesh.errors import EXIT_CLI_USAGE
+from mesh.targets.local.api import StateFile
+from mesh.targets.local.control import process_start, write_state
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _canary(env: str) -> dict[str, int]:
+    vs = next(r for r in build_policies(env).virtual_services if r.name == "reviews")
+    route = next(r for r in vs.http if r.name == "canary")
+    return {d.destination.subset or "": d.weight or 0 for d in route.route}
+
+
+def test_the_readme_states_the_canary_weights_the_shipped_policies_run() -> None:
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"runs at (\d+)/(\d+) in `dev` and (\d+)/(\d+) in `prod`", readme)
+    assert m, "the README no longer states the sample's canary weights"
+    dev, prod = (int(m[1]), int(m[2])), (int(m[3]), int(m[4]))
+    assert (_canary("dev")["v1"], _canary("dev")["v3"]) == dev
+    assert (_canary("prod")["v1"], _canary("prod")["v3"]) == prod
+    assert '{"v1": 90, "v3": 10}' not in readme  # the example computes the split from the environment
+
+
+def test_make_help_lists_every_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = {t for t in re.findall(r"^([A-Za-z0-9_-]+):", makefile, re.M) if t != "help"}
+    listed = subprocess.run(["make", "-s", "-C", str(ROOT), "help"], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    names = {line.split("\t")[0] for line in listed.stdout.splitlines()}
+    assert targets <= names, targets - names
+
+
+def _mesh(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESH_STATE_DIR": str(state)}
+    return subprocess.run([sys.executable, "-m", "mesh", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_unknown_proxy_and_process_names_are_usage_errors(tmp_path: Path) -> None:
+    """A state file naming this (live, ours) process stands in for a running mesh: names are checked first."""
+    write_state(
+        tmp_path,
+        StateFile(
+            pid=os.getpid(),
+            pid_start=process_start(os.getpid()) or 0,
+            ingress="http://x",
+            ca="c",
+            revision=1,
+            started_at=0,
+            api="unix:/nonexistent",
+            token="t",
+        ),
+    )
+    for args in (("proxy-config", "routes", "nope-v1-0"), ("logs", "nope-v1-0")):
+        out = _mesh(tmp_path, *args)
+        assert out.returncode == EXIT_CLI_USAGE, (args, out.stderr)
+        assert "nope-v1-0" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_simulate_from_an_unknown_pod_is_a_usage_error() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "mesh", "simulate", "--from", "nope-v1-0", "http://reviews:9080/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == EXIT_CLI_USAGE and "no pod 'nope-v1-0'" in out.stderr
