@@ -76,3 +76,30 @@ def test_simulate_from_an_unknown_pod_is_a_usage_error() -> None:
         timeout=60,
     )
     assert out.returncode == EXIT_CLI_USAGE and "no pod 'nope-v1-0'" in out.stderr
+
+
+def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mesh", "simulate", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_simulate_shows_fault_values_and_accepts_pod_dot_namespace() -> None:
+    out = _simulate("--from", "reviews-v2-0.default", "-H", "x-chaos: abort", "http://ratings:9080/ratings")
+    assert out.returncode == 0, out.stderr
+    assert "fault abort:  HTTP 503 for 100% of requests" in out.stdout
+    delay = _simulate("--from", "reviews.default", "-H", "x-chaos: delay", "http://ratings:9080/ratings")
+    assert "fault delay:  1s for 100% of requests" in delay.stdout
+
+
+def test_simulate_merges_a_file_over_the_environment_and_shows_per_try_timeouts(tmp_path: Path) -> None:
+    f = tmp_path / "reviews-v2.yaml"
+    f.write_text(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n"
+        "  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v2}\n"
+        "    retries: {attempts: 3, perTryTimeout: 2s}\n"
+    )
+    out = _simulate("-f", str(f), "--from", "productpage-v1-0", "http://reviews:9080/reviews")
+    assert out.returncode == 0, out.stderr
+    assert "|v2|reviews" in out.stdout and "per-try timeout 2s" in out.stdout
+    # the rest of the environment is still there: the ratings chaos route
+    chaos = _simulate("-f", str(f), "--from", "reviews-v2-0", "-H", "x-chaos: abort", "http://ratings:9080/ratings")
+    assert "fault abort" in chaos.stdout
