@@ -67,6 +67,7 @@ def _measure(
     target: Any, tmp: Path, name: str, *, verify: bool, poll: float, n: int, webhook: bool = False
 ) -> list[float]:
     root = tmp / name
+    root.mkdir(parents=True)
     repo = PolicyRepo.create(root)
     sock = root / "hook.sock"
     if not webhook and poll > 60:
