@@ -103,3 +103,52 @@ def test_simulate_merges_a_file_over_the_environment_and_shows_per_try_timeouts(
     # the rest of the environment is still there: the ratings chaos route
     chaos = _simulate("-f", str(f), "--from", "reviews-v2-0", "-H", "x-chaos: abort", "http://ratings:9080/ratings")
     assert "fault abort" in chaos.stdout
+
+
+def test_logs_follow_ends_quietly_on_ctrl_c(tmp_path: Path) -> None:
+    """`mesh logs -f` ends with Ctrl-C: exit 0, no traceback, no "Aborted!"."""
+    import signal
+    import time
+
+    from mesh.dataplane.supervisor import ProcessStatus
+
+    log = tmp_path / "app-x.log"
+    log.write_text("x listening on /sock\n")
+    write_state(
+        tmp_path,
+        StateFile(
+            pid=os.getpid(),
+            pid_start=process_start(os.getpid()) or 0,
+            ingress="http://x",
+            ca="c",
+            revision=1,
+            started_at=0,
+            api="unix:/nonexistent",
+            token="t",
+            processes=[ProcessStatus(name="app/x-v1-0", kind="app", pid=1, running=True, restarts=0, log=str(log))],
+        ),
+    )
+    env = {**os.environ, "MESH_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "logs", "x-v1-0", "-f"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    try:
+        assert "listening on" in proc.stdout.readline() + proc.stdout.readline()  # the header, then the line
+        with log.open("a") as f:
+            f.write("a new line\n")
+        deadline = time.monotonic() + 20
+        while "a new line" not in proc.stdout.readline() and time.monotonic() < deadline:
+            pass
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Aborted" not in err
