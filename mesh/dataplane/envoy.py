@@ -330,9 +330,7 @@ class Admin:
     def histogram(self, name: str) -> list[tuple[float, int]]:
         """One histogram's cumulative buckets (upper bound in its unit, count), as of Envoy's last stats flush."""
         params = {"format": "json", "filter": f"^{re.escape(name)}$", "histogram_buckets": "cumulative"}
-        r = self._session.get(f"{self.base}/stats", params=params, timeout=self.timeout)
-        r.raise_for_status()
-        for s in r.json().get("stats", []):
+        for s in json.loads(self._get_ok("/stats", params)).get("stats", []):
             for h in s.get("histograms", []) if isinstance(s.get("histograms"), list) else []:
                 if h.get("name") == name:
                     return [(float(b["upper_bound"]), int(b["cumulative"])) for b in h.get("buckets", [])]
