@@ -257,7 +257,9 @@ class LocalDataPath:
     def proxy_histogram(self, pod: str, name: str) -> list[tuple[float, int]]:
         from mesh.dataplane.envoy import Admin
 
-        return Admin(self._pod(pod).ip).histogram(name)
+        ip = self._pod(pod).ip
+        proxy = next(p for p in self._desc.proxies if p.ip == ip)
+        return Admin.at(proxy.admin).histogram(name)
 
     def restarts(self) -> int:
         return sum(p.restarts for p in self.target.describe().processes)
