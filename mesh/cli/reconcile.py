@@ -42,6 +42,7 @@ Set MESH_DEBUG=1 to see tracebacks."""
 _RESULT_EXIT = {
     "failed analysis": 79,
     "failed render": 65,
+    "failed signature": 65,
     "rolled back": 1,
     "failed verification": 1,
     "failed apply": 1,
@@ -90,6 +91,12 @@ def source_options(f: F) -> F:
         ),
         click.option("--no-heal", is_flag=True, help="Report drift from the last applied commit, do not heal it."),
         click.option("--no-verify", is_flag=True, help="Skip data-path verification (not recommended)."),
+        click.option(
+            "--keyring",
+            default=None,
+            type=click.Path(exists=True, file_okay=False),
+            help="A GNUPGHOME: apply only commits whose signature verifies against its keys (git verify-commit).",
+        ),
         click.option("--timeout", default=20.0, show_default=True, help="Seconds a policies module may run."),
         click.option("--memory-mb", default=1024, show_default=True, help="Address space a policies module may use."),
     ]
@@ -126,6 +133,7 @@ def _reconciler(kw: dict[str, Any], progress: Callable[[str], None]) -> Reconcil
         heal=not kw["no_heal"],
         verify=not kw["no_verify"],
         limits=Limits(timeout=kw["timeout"], memory=kw["memory_mb"] << 20),
+        keyring=Path(kw["keyring"]).resolve() if kw.get("keyring") else None,
         github=GitHubStatus(repo=gh_repo, token=token) if token and gh_repo else None,
     )
     target = _target(kw["target_name"], kw["state_dir"])

@@ -49,6 +49,7 @@ class Settings:
     backoff_max: float = 5.0
     github: GitHubStatus | None = None
     apply_wait: float = 10.0
+    keyring: Path | None = None  # a GNUPGHOME: apply only commits whose signature verifies against it
     fork_sandbox: bool = True  # render in a child of the pre-started fork server; False: a fresh interpreter each time
 
 
@@ -225,6 +226,11 @@ class Reconciler:
                 phases[phase] = round((time.perf_counter() - t) * 1000, 1)
 
         self.progress(f"{self.env}: reconciling {sha[:12]} ({revision.ref}) {msg.splitlines()[0] if msg else ''}")
+        if self.settings.keyring is not None:
+            keyring = self.settings.keyring
+            unsigned = timed("signature", lambda: self.source.verify_signature(sha, keyring))
+            if unsigned:
+                return finish("failed signature", unsigned)
         try:
             root = timed("fetch", lambda: self.source.materialise(sha))
             rendered = timed(

@@ -12,7 +12,9 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import stat
+import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +182,27 @@ class GitSource:
             raise SourceError(
                 f"commit {sha!r} is not in the fetched history of {self.spec.ref}", hint="see `mesh reconcile history`"
             ) from None
+
+    def verify_signature(self, sha: str, gnupghome: Path) -> str | None:
+        """Why `sha` is not signed by a key in `gnupghome` (`git verify-commit`), or None when it is."""
+        if shutil.which("gpg") is None:
+            return "signed commits are required but gpg is not installed (Debian: apt-get install gnupg)"
+        self._repo()
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "GNUPGHOME": str(gnupghome), "LANG": "C"}
+        proc = subprocess.run(
+            ["git", "--git-dir", str(self.git_dir), "verify-commit", "--raw", sha],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if proc.returncode == 0 and "[GNUPG:] VALIDSIG" in proc.stderr:
+            return None
+        if "[GNUPG:]" not in proc.stderr:  # gpg never ran: there is no signature to check
+            return f"{sha[:12]} is not signed {proc.stderr.strip()[:200]}".rstrip()
+        status = [x.split()[1] for x in proc.stderr.splitlines() if x.startswith("[GNUPG:] ")]
+        return f"{sha[:12]} has no valid signature from the keyring ({', '.join(status) or proc.stderr.strip()[:200]})"
 
     def has_commit(self, sha: str) -> bool:
         try:

@@ -22,13 +22,21 @@ Outcome = Literal[
     "applied",
     "failed analysis",
     "failed render",
+    "failed signature",
     "failed verification",
     "rolled back",
     "superseded",
     "failed apply",
     "interrupted",
 ]
-FAILED: tuple[Outcome, ...] = ("failed analysis", "failed render", "failed verification", "rolled back", "failed apply")
+FAILED: tuple[Outcome, ...] = (
+    "failed analysis",
+    "failed render",
+    "failed signature",
+    "failed verification",
+    "rolled back",
+    "failed apply",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS environments (

@@ -12,6 +12,7 @@ from mesh.gitops.state import FAILED, Attempt, EnvState, StateStore
 _REASONS = {
     "failed analysis": "AnalysisFailed",
     "failed render": "RenderFailed",
+    "failed signature": "SignatureInvalid",
     "failed verification": "VerificationFailed",
     "rolled back": "RolledBack",
     "failed apply": "ApplyRejected",
