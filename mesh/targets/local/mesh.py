@@ -38,7 +38,9 @@ from mesh.runtime import (
 )
 from mesh.targets import capabilities
 from mesh.targets.base import ProxyStatus, SyncState
+from mesh.targets.local import interception
 from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
+from mesh.targets.local.interception import CapturedPods
 from mesh.targets.local.options import LocalOptions
 
 log = logging.getLogger("mesh.local")
@@ -84,10 +86,19 @@ class LocalMesh:
         self.run_dir = self.options.state_dir / "run"
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
+        self.capture: CapturedPods | None = None  # the pod network under --interception iptables
+        self.interception = "proxy"
 
     # --- start ------------------------------------------------------------------------------------
 
     def start(self) -> LocalMesh:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalMesh:
         t0 = time.perf_counter()
         opts = self.options
         findings = analysis.check(self.config, capabilities("local"))
@@ -110,11 +121,18 @@ class LocalMesh:
             old.unlink()
 
         block = self.block
+        mode, why = interception.choose(opts.interception)
+        self.interception = mode
+        self.progress(f"interception: {mode} ({why})")
+        if mode == "iptables":
+            self.capture = CapturedPods()
+            self.pilot.options = replace(self.pilot.options, interception="iptables")
+        next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
-            p
-            for s in sorted(self.config.services, key=lambda s: (s.namespace, s.name))
-            for p in pods_for(s, block.next_pod)
+            p for s in sorted(self.config.services, key=lambda s: (s.namespace, s.name)) for p in pods_for(s, next_ips)
         ]
+        if self.capture:
+            self.capture.add_pods(pods, self.config.services)
         for pod in pods:
             self.registry.add_pod(pod)
         self.gateway = gateway_proxy(block.gateway_ip, listen)
@@ -122,9 +140,11 @@ class LocalMesh:
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
             self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
-        self.xds = XdsServer(self.pilot.cache, "127.0.0.1", 0, max_proxies=2 * len(pods) + 16).start()
+        xds_host = self.capture.host_ip if self.capture else "127.0.0.1"
+        self.xds = XdsServer(self.pilot.cache, xds_host, 0, max_proxies=2 * len(pods) + 16).start()
         self.pilot.push(self.config, wait=0)
-        self.progress(f"control plane: xDS on 127.0.0.1:{self.xds.port}, {len(pods)} pods on 127.{block.b}.0.0/16")
+        where = str(self.capture.net.subnet) if self.capture else f"127.{block.b}.0.0/16"
+        self.progress(f"control plane: xDS on {xds_host}:{self.xds.port}, {len(pods)} pods on {where}")
 
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
@@ -138,7 +158,6 @@ class LocalMesh:
         try:
             self.supervisor.start(specs, timeout=opts.start_timeout, progress=step)
         except StartupFailed as e:
-            self.stop()
             raise TargetError(
                 str(e), hint="the log named above says why; `mesh up --log-level debug` for more"
             ) from None
@@ -146,7 +165,6 @@ class LocalMesh:
         results = self.pilot.cache.wait_synced(ids, timeout=opts.start_timeout)
         stale = {n: r.state for n, r in results.items() if r.state != "SYNCED"}
         if stale:
-            self.stop()
             raise TargetError(f"proxies did not sync their config: {stale}")
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
@@ -193,25 +211,36 @@ class LocalMesh:
             "PYTHONUNBUFFERED": "1",
         }
         target = (pod.app_ip, port.target_port or port.number)
+        ready = lambda: _tcp_ready(*target)  # noqa: E731
+        if self.capture is not None:  # transparent: no proxy variables, the app runs inside its pod
+            for k in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+                env.pop(k)
+            argv = self.capture.app_argv(pod, argv)
+            capture, port_number = self.capture, target[1]
+            ready = lambda: capture.app_ready(pod, port_number)  # noqa: E731
         return ProcessSpec(
             name=f"app/{pod.name}",
             argv=argv,
             env=env,
             log_path=self.run_dir / f"app-{pod.name}.log",
-            ready=lambda: _tcp_ready(*target),
+            ready=ready,
             kind="app",
         )
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
         assert self.xds is not None
-        config = envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
+        config = envoy.bootstrap(proxy, self.xds.host, self.xds.port)
         config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = envoy.Admin(proxy.ip)
+        argv = envoy.command(path, log_level=self.options.envoy_log_level)
+        log_path = self.run_dir / f"envoy-{proxy.name}.log"
+        if self.capture is not None and proxy.pod is not None:
+            argv = self.capture.envoy_argv(proxy.pod, argv, config, log_path)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
-            argv=envoy.command(path, log_level=self.options.envoy_log_level),
-            log_path=self.run_dir / f"envoy-{proxy.name}.log",
+            argv=argv,
+            log_path=log_path,
             ready=admin.ready,
             kind="envoy",
         )
@@ -296,6 +325,7 @@ class LocalMesh:
             revision=self.pilot.revision,
             started_at=self.started_at,
             block=self.block.b if self.block else None,
+            interception=self.interception,
             proxies=[
                 ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=f"http://{p.ip}:15000")
                 for p in self.registry.proxies
@@ -309,6 +339,7 @@ class LocalMesh:
                     ip=p.ip,
                     app=p.app_ip,
                     port=p.ports[0].number,
+                    netns=self.capture.net.namespaces.get(p.name) if self.capture else None,
                 )
                 for p in self.registry.pods
             ],
@@ -321,6 +352,9 @@ class LocalMesh:
         if self.xds is not None:
             self.xds.stop()
             self.xds = None
+        if self.capture is not None:  # after the processes: a namespace goes once nothing runs in it
+            self.capture.destroy()
+            self.capture = None
 
 
 def _workloads(config: MeshConfig) -> list[dict[str, Any]]:
