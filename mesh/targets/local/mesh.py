@@ -76,7 +76,9 @@ class LocalMesh:
             self.registry,
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
-            options=MeshOptions(access_log=self.options.access_log),
+            options=MeshOptions(
+                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+            ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
         self.supervisor.on_health = self._on_health

@@ -28,4 +28,6 @@ class LocalOptions(BaseModel):
     # how apps reach their sidecars: HTTP_PROXY (`proxy`), Istio's transparent capture (`iptables`, root), or
     # `auto` (iptables where network namespaces can be made); see mesh/targets/local/interception.py
     interception: Literal["auto", "proxy", "iptables"] = "proxy"
+    # meshConfig.outboundTrafficPolicy: where a captured connection to an unknown destination goes (iptables mode)
+    outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
     observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)
