@@ -9,7 +9,10 @@ median round ratio of mean latencies is reported.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -73,14 +76,21 @@ def main() -> None:
     meshes: dict[str, LocalMesh] = {}
     tmp = tempfile.TemporaryDirectory(prefix="bench-interception-")
     static = None
+    app: subprocess.Popen[bytes] | None = None
     try:
         for mode in config_modes:
             meshes[mode] = _mesh(mode, Path(tmp.name) / mode)
         proxy_mesh = meshes["proxy"]
-        details = next(p for p in proxy_mesh.registry.pods if p.service == "details")
         client = next(p for p in proxy_mesh.registry.pods if p.service == "productpage")
         listen_ip = f"127.{proxy_mesh.block.b if proxy_mesh.block else 1}.0.9"
-        static = StaticEnvoy((listen_ip, free_port(listen_ip)), upstream=(details.app_ip, 9080))
+        # the same sample app on TCP, outside any mesh, behind one static Envoy
+        app_port = free_port(listen_ip)
+        app = subprocess.Popen(
+            [sys.executable, "-m", "mesh.sampleapp"],
+            env={**os.environ, "SERVICE_NAME": "details", "HOST": listen_ip, "PORT": str(app_port)},
+            stderr=subprocess.DEVNULL,
+        )
+        static = StaticEnvoy((listen_ip, free_port(listen_ip)), upstream=(listen_ip, app_port))
         static.wait_ok()
         paths: dict[str, Callable[[], float]] = {
             "static": lambda: mean_latency(lambda: socket.create_connection(static.listen), "/details", "details"),  # type: ignore[union-attr]
@@ -114,6 +124,9 @@ def main() -> None:
     finally:
         if static is not None:
             static.stop()
+        if app is not None:
+            app.kill()
+            app.wait()
         for m in meshes.values():
             m.stop()
         tmp.cleanup()

@@ -88,6 +88,14 @@ class CapturedPods:
         os.chown(log_path, PROXY_UID, PROXY_UID)
         return netns.exec_argv(self.namespace(pod.name), argv, uid=PROXY_UID)
 
+    def share(self, private_dir: Path, xds_socket: Path) -> None:
+        """The owner-only directory, opened to the proxy user's group only: its Envoys reach the xDS socket and
+        create their admin sockets there (Envoy makes those owner-only; the mesh, as root, still reaches them)."""
+        os.chown(private_dir, 0, PROXY_UID)
+        private_dir.chmod(0o770)
+        os.chown(xds_socket, 0, PROXY_UID)
+        xds_socket.chmod(0o660)
+
     def destroy(self) -> None:
         self.net.destroy()
 

@@ -13,7 +13,6 @@ import pytest
 
 from mesh.api import PeerAuthentication, PeerAuthenticationMTLS, WorkloadSelector
 from mesh.dataplane import netns
-from mesh.dataplane.envoy import Admin
 from mesh.harness.under_test import LocalMeshUnderTest
 from mesh.targets.local.podclient import PodClient
 
@@ -29,8 +28,12 @@ def _pod(m: LocalMeshUnderTest, name: str) -> tuple[str, str]:
     return pod.ip, m.mesh.capture.namespace(pod.name)
 
 
-def _stat(ip: str, name: str) -> int:
-    return Admin(ip).stats(name.replace(".", r"\.")).get(name, 0)
+def _stat(m: LocalMeshUnderTest, pod: str, name: str) -> int:
+    return (
+        m.mesh.admin(next(p for p in m.mesh.registry.pods if p.name == pod))
+        .stats(name.replace(".", r"\."))
+        .get(name, 0)
+    )
 
 
 def test_mesh_up_reports_the_mode(captured: LocalMeshUnderTest) -> None:
@@ -43,22 +46,21 @@ def test_apps_use_plain_service_names_through_their_sidecar(captured: LocalMeshU
     page = captured.ingress("bookinfo.local").get("/productpage")
     assert page.status == 200, page.text
     assert page.call("reviews")["body"]["peer"] == "spiffe://cluster.local/ns/default/sa/productpage"
-    ip, _ = _pod(captured, "productpage-v1-0")
     # virtualOutbound handed the captured connections to the per-port listener, which routed them by Host
-    assert _stat(ip, "http.outbound_0.0.0.0_9080.downstream_rq_total") > 0
+    assert _stat(captured, "productpage-v1-0", "http.outbound_0.0.0.0_9080.downstream_rq_total") > 0
 
 
 def test_a_direct_connection_to_an_app_is_captured_and_strict_mtls_refuses_it(captured: LocalMeshUnderTest) -> None:
     """reviews' app dials ratings' pod address itself: its own sidecar takes the connection (passthrough, since no
     service is addressed), and ratings' sidecar refuses the plaintext under STRICT; the ratings app sees nothing."""
     ratings_ip, _ = _pod(captured, "ratings-v1-0")
-    reviews_ip, reviews_ns = _pod(captured, "reviews-v1-0")
-    refused = _stat(ratings_ip, "listener.0.0.0.0_15006.no_filter_chain_match")
-    passed = _stat(reviews_ip, "cluster.PassthroughCluster.upstream_cx_total")
+    _, reviews_ns = _pod(captured, "reviews-v1-0")
+    refused = _stat(captured, "ratings-v1-0", "listener.0.0.0.0_15006.no_filter_chain_match")
+    passed = _stat(captured, "reviews-v1-0", "cluster.PassthroughCluster.upstream_cx_total")
     r = PodClient(reviews_ns).get(f"http://{ratings_ip}:9080/ratings")
     assert r.status == 503, r.text
-    assert _stat(ratings_ip, "listener.0.0.0.0_15006.no_filter_chain_match") > refused
-    assert _stat(reviews_ip, "cluster.PassthroughCluster.upstream_cx_total") > passed
+    assert _stat(captured, "ratings-v1-0", "listener.0.0.0.0_15006.no_filter_chain_match") > refused
+    assert _stat(captured, "reviews-v1-0", "cluster.PassthroughCluster.upstream_cx_total") > passed
 
 
 def test_under_permissive_a_direct_plaintext_call_meets_authorization(captured: LocalMeshUnderTest) -> None:
