@@ -91,13 +91,20 @@ class LocalMesh:
         self.xds: XdsServer | None = None
         self.credentials = NodeCredentials()
         self.run_dir = self.options.state_dir / "run"
-        # owner-only (mkdtemp: 0700, unpredictable name) and short (Unix socket paths are limited to 107 bytes):
-        # the xDS socket and every Envoy's admin socket live here, so no other local user can connect to them
-        self.private_dir = Path(tempfile.mkdtemp(prefix="meshops-"))
+        self._private_dir: Path | None = None
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
         self.capture: CapturedPods | None = None  # the pod network under --interception iptables
         self.interception = "proxy"
+
+    @property
+    def private_dir(self) -> Path:
+        """Owner-only (mkdtemp: 0700, unpredictable name) and short (Unix socket paths are limited to 107 bytes):
+        the xDS socket and every Envoy's admin socket live here, so no other local user can connect to them.
+        Made on first use (by `start`), removed by `stop`: a mesh that is never started leaves nothing behind."""
+        if self._private_dir is None:
+            self._private_dir = Path(tempfile.mkdtemp(prefix="meshops-"))
+        return self._private_dir
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -421,7 +428,9 @@ class LocalMesh:
         if self.capture is not None:  # after the processes: a namespace goes once nothing runs in it
             self.capture.destroy()
             self.capture = None
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
 
 
 def _unix_ready(path: str) -> bool:

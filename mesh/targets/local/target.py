@@ -259,6 +259,11 @@ class LocalDataPath:
         proxy = next(p for p in self._desc.proxies if p.ip == ip)
         return Admin.at(proxy.admin).stats(pattern)
 
+    def proxy_histogram(self, pod: str, name: str) -> list[tuple[float, int]]:
+        from mesh.dataplane.envoy import Admin
+
+        return Admin(self._pod(pod).ip).histogram(name)
+
     def restarts(self) -> int:
         return sum(p.restarts for p in self.target.describe().processes)
 
