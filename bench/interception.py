@@ -64,7 +64,7 @@ def _mesh(mode: str, state: Path) -> LocalMesh:
         ingress_port=free_port(block.gateway_ip),
         ingress_https_port=free_port(block.gateway_ip),
         loopback_block=block.b,
-        interception=mode,  # type: ignore[arg-type]
+        interception=mode,
     )
     return LocalMesh(build_policies("dev"), options, progress=lambda m: None).start()
 
@@ -93,7 +93,7 @@ def main() -> None:
         static = StaticEnvoy((listen_ip, free_port(listen_ip)), upstream=(listen_ip, app_port))
         static.wait_ok()
         paths: dict[str, Callable[[], float]] = {
-            "static": lambda: mean_latency(lambda: socket.create_connection(static.listen), "/details", "details"),  # type: ignore[union-attr]
+            "static": lambda: mean_latency(lambda: socket.create_connection(static.listen), "/details", "details"),
             "proxy": lambda: mean_latency(
                 lambda: socket.create_connection((client.ip, SIDECAR_OUTBOUND_PORT)),
                 "http://details:9080/details",

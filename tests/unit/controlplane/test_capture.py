@@ -70,4 +70,4 @@ def test_inbound_clusters_reach_the_app_from_127_0_0_6(world: World) -> None:
     clusters = snap.resources(rt.CLUSTER).items
     assert {"PassthroughCluster", "InboundPassthroughCluster", "BlackHoleCluster"} <= set(clusters)
     inbound = clusters["inbound|9080||"]
-    assert inbound.upstream_bind_config.source_address.address == "127.0.0.6"  # type: ignore[attr-defined]
+    assert inbound.upstream_bind_config.source_address.address == "127.0.0.6"
