@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import coldstart, edge, gitops, hop, observability, push, scale
+from bench import coldstart, edge, gitops, hop, interception, observability, push, scale
 
 SUITES = {
     "coldstart": coldstart.main,
@@ -14,6 +14,7 @@ SUITES = {
     "observability": observability.main,
     "gitops": gitops.main,
     "edge": edge.main,
+    "interception": interception.main,
 }
 
 

@@ -238,7 +238,12 @@ class LocalDataPath:
         raise KeyError(f"no pod {pod!r}; pods: {[p.name for p in self._desc.pods]}")
 
     def from_pod(self, pod: str) -> Client:
-        return HttpClient("", proxy=f"http://{self._pod(pod).ip}:{SIDECAR_OUTBOUND_PORT}")
+        p = self._pod(pod)
+        if p.netns:  # transparent capture: the request leaves from inside the pod, as its app's would
+            from mesh.targets.local.podclient import PodClient
+
+            return PodClient(p.netns)
+        return HttpClient("", proxy=f"http://{p.ip}:{SIDECAR_OUTBOUND_PORT}")
 
     def plaintext_to(self, pod: str) -> Client:
         p = self._pod(pod)
