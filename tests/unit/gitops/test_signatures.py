@@ -54,7 +54,10 @@ def keys() -> Iterator[dict[str, object]]:
 
 def _signed_commit(repo: PolicyRepo, home: Path, key: str, message: str) -> str:
     env = {**GIT_ENV, "GNUPGHOME": str(home)}
-    run = lambda *a: subprocess.run(["git", *a], cwd=repo.work, env=env, check=True, capture_output=True, text=True)  # noqa: E731
+
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *a], cwd=repo.work, env=env, check=True, capture_output=True, text=True)
+
     run("add", "-A")
     run("-c", f"user.signingkey={key}", "commit", "-q", "-S", "--allow-empty", "-m", message)
     run("push", "-q", "origin", "HEAD")
