@@ -1,12 +1,13 @@
-"""python -m bench [coldstart|push|scale|hop|observability|edge|gitops ...]  (default: all)."""
+"""python -m bench [cli|coldstart|push|scale|hop|observability|edge|gitops ...]  (default: all)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import coldstart, edge, gitops, hop, observability, push, scale
+from bench import cli, coldstart, edge, gitops, hop, observability, push, scale
 
 SUITES = {
+    "cli": cli.main,
     "coldstart": coldstart.main,
     "push": push.main,
     "scale": scale.main,

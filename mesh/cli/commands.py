@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from mesh import analyze as analysis
-from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
-from mesh.compile import build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
 from mesh.errors import EXIT_ANALYSIS
+
+# The typed model, compiler and analyzers load inside the commands, so `mesh --help` never pays for them.
+if TYPE_CHECKING:
+    from mesh.api.config import MeshConfig
 
 
 def load_config(env: str, policies: str, file: str | None) -> MeshConfig:
     """Typed policies by default; imported YAML with -f (`-` reads stdin)."""
+    from mesh.compile import build_policies, load_file, load_stream
+
     if file == "-":
         return load_stream(sys.stdin.buffer, "<stdin>")
     if file:
@@ -38,6 +42,8 @@ def render_cmd(env: str, policies: str, output: str, istio_only: bool) -> None:
     Example:
       mesh render --env prod -o yaml > prod.yaml
     """
+    from mesh.compile import build_policies, dump_json, dump_yaml, render
+
     manifests = render(build_policies(env, policies), workloads=not istio_only)
     click.echo(dump_yaml(manifests) if output == "yaml" else dump_json(manifests), nl=False)
 
@@ -65,6 +71,8 @@ def analyze_cmd(env: str, policies: str, file: str | None, target: str, output: 
       mesh analyze --env dev
       mesh analyze -f samples/bookinfo/networking/virtual-service-all-v1.yaml -o json
     """
+    from mesh import analyze as analysis
+
     config = load_config(env, policies, file)
     caps = None
     if target != "none":
@@ -102,6 +110,8 @@ def import_cmd(file: str | None, namespace: str) -> None:
     """
     if not file:
         raise click.UsageError("say which file to import: mesh import -f FILE (or -f - for stdin)")
+    from mesh.compile import to_python
+
     config = load_config("", "", file)
     click.echo(to_python(config, origin=file if file != "-" else "stdin"), nl=False)
 
@@ -128,6 +138,7 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
       mesh simulate http://bookinfo.local/productpage
       mesh simulate --from productpage-v1-0 -H end-user:jason http://reviews:9080/reviews
     """
+    from mesh.compile import build_policies
     from mesh.controlplane.simulate import explain, simulate
 
     sim = simulate(build_policies(env, policies), source, url, dict(h.split(":", 1) for h in headers), method)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import BaseModel
 
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
@@ -17,6 +16,8 @@ from mesh.cli.tables import table
 from mesh.errors import MeshNotRunning, TargetError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from mesh.api.config import MeshConfig
     from mesh.targets.base import ChangeModel, Target, TargetStatus
     from mesh.targets.local.api import MeshDescription
