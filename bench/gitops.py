@@ -31,7 +31,7 @@ from mesh.gitops.triggers import WebhookConfig, install_hook
 from mesh.verify.stats import SequentialSplit, required_sample_size
 from tests.unit.gitops.gitrepo import PolicyRepo
 
-PUSHES = 30
+PUSHES = int(os.environ.get("BENCH_GITOPS_PUSHES", "30"))
 SECRET = b"bench"
 
 
@@ -67,6 +67,7 @@ def _measure(
     target: Any, tmp: Path, name: str, *, verify: bool, poll: float, n: int, webhook: bool = False
 ) -> list[float]:
     root = tmp / name
+    root.mkdir(parents=True)
     repo = PolicyRepo.create(root)
     sock = root / "hook.sock"
     if not webhook and poll > 60:

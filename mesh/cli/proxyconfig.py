@@ -103,8 +103,17 @@ def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
                 rows.append([f"{sa.get('address')}:{sa.get('port_value')}", state, cs.get("name")])
         return table(["ENDPOINT", "STATUS", "CLUSTER"], rows)
     if kind == "secrets":
+        from mesh.controlplane.ca.inspect import secret_validity
+
         rows = []
         for s in sec.get("dynamic_active_secrets", []):
-            rows.append([s.get("name"), s.get("version_info", "")[:8], s.get("last_updated", "")])
-        return table(["RESOURCE NAME", "VERSION", "LAST UPDATED"], rows)
+            v = secret_validity(s)
+            window = [v.not_before.isoformat() if v.not_before else "", v.not_after.isoformat() if v.not_after else ""]
+            valid = "true" if v.valid() else "false"
+            rows.append(
+                [s.get("name"), v.kind, str(v.certificates), valid, v.serial, *window, s.get("version_info", "")[:8]]
+            )
+        return table(
+            ["RESOURCE NAME", "TYPE", "CERTS", "VALID", "SERIAL NUMBER", "NOT BEFORE", "NOT AFTER", "VERSION"], rows
+        )
     raise ValueError(kind)

@@ -9,6 +9,7 @@ evidence is recorded.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -87,7 +88,7 @@ def _version(config: MeshConfig, rollout: Rollout, subset: str) -> str:
 
 
 def _envoy_counts(dp: DataPath, pod: str, cluster: str) -> dict[str, int]:
-    stats = dp.proxy_stats(pod, f"cluster.{cluster}.upstream_rq_")
+    stats = dp.proxy_stats(pod, "^" + re.escape(f"cluster.{cluster}.upstream_rq_") + r"[2345]xx$")
     return {k.rsplit(".", 1)[-1]: v for k, v in stats.items()}
 
 

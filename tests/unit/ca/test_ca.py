@@ -116,7 +116,8 @@ def test_root_rotation_trusts_both_roots_while_leaves_change_signer() -> None:
     ca.finish_root_rotation()
     assert _chain(ca.root_pem) == [new.root]
     assert not _verifies(before.cert_chain_pem, ca.root_pem)
-    assert ca.next_renewal() is not None and ca.next_renewal() <= dt.datetime.now(dt.UTC)  # due: trust changed
+    due = ca.next_renewal()
+    assert due is not None and due <= dt.datetime.now(dt.UTC)  # due: the trust changed
 
 
 def test_credential_store_rereads_a_renewed_credential(tmp_path: Path) -> None:
