@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TypedDict
 
 from mesh.analyze.findings import Finding
 from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway
+from mesh.api.registry import ServiceEntry
 from mesh.api.workloads import Service, Version
-from mesh.istio import destination_rule_for, gateway_key, gateway_ref, resolve_host
+from mesh.istio import (
+    INGRESS_GATEWAY_LABELS,
+    destination_rule_for,
+    gateway_key,
+    gateway_ref,
+    host_matches,
+    resolve_host,
+)
 
 
 @dataclass(frozen=True)
@@ -25,13 +34,51 @@ class TargetCapabilities:
     needs: str | None = None  # "command" (local) or "image" (kubernetes)
 
 
+@dataclass(frozen=True)
+class Workload:
+    """A running pod as analysis sees it: where it runs and its labels."""
+
+    namespace: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What exists besides the config's own services (as `istioctl analyze` sees the cluster): pods outside them,
+    such as the ingress gateway every target runs or `Pod` objects in the input, and the TLS credentials
+    gateways may name (None: unknown here, so not checked)."""
+
+    workloads: tuple[Workload, ...] = (Workload("istio-system", INGRESS_GATEWAY_LABELS),)
+    credentials: frozenset[str] | None = None
+
+
 @dataclass
 class Context:
     config: MeshConfig
     target: TargetCapabilities | None = None
+    inventory: Inventory = field(default_factory=Inventory)
 
     def __post_init__(self) -> None:
         self.services = {s.fqdn: s for s in self.config.services}
+
+    @cached_property
+    def workloads(self) -> list[Workload]:
+        """Every pod: each running version of each service, then the inventory's."""
+        pods = [
+            Workload(s.namespace, s.pod_labels(v)) for s in self.config.services for v in s.versions if v.replicas > 0
+        ]
+        return pods + list(self.inventory.workloads)
+
+    def selects_any(self, selector: Mapping[str, str], namespace: str | None = None) -> bool:
+        """Whether a label selector (in `namespace`, or anywhere) matches some workload."""
+        return any(selector.items() <= w.labels.items() and namespace in (None, w.namespace) for w in self.workloads)
+
+    def service_entry(self, host: str, namespace: str) -> ServiceEntry | None:
+        """A ServiceEntry that adds `host` to the registry (its hosts may be wildcards)."""
+        fqdn = resolve_host(host, namespace)
+        return next(
+            (se for se in self.config.of_kind(ServiceEntry) if any(host_matches(h, fqdn) for h in se.hosts)), None
+        )
 
     def service(self, host: str, namespace: str) -> Service | None:
         return self.services.get(resolve_host(host, namespace))

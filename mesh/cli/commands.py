@@ -10,10 +10,11 @@ import click
 
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
-from mesh.errors import EXIT_ANALYSIS
+from mesh.errors import EXIT_ANALYSIS, EXIT_NO_ROUTE
 
 # The typed model, compiler and analyzers load inside the commands, so `mesh --help` never pays for them.
 if TYPE_CHECKING:
+    from mesh import analyze as analysis
     from mesh.api.config import MeshConfig
 
 
@@ -51,7 +52,15 @@ def render_cmd(env: str, policies: str, output: str, istio_only: bool) -> None:
 @cli.command("analyze")
 @env_option
 @policies_option
-@file_option("Analyze this Istio YAML instead of the typed policies ('-' for stdin).")
+@file_option(
+    "Analyze this Istio/Kubernetes YAML ('-' for stdin) merged with the environment's policies and workloads: its "
+    "objects replace their namesakes, as `istioctl analyze` merges files with the live cluster."
+)
+@click.option(
+    "--isolated",
+    is_flag=True,
+    help="With -f: analyze the file alone, without the environment's policies and workloads.",
+)
 @click.option(
     "--target",
     type=click.Choice(["local", "kubernetes", "none"]),
@@ -60,26 +69,30 @@ def render_cmd(env: str, policies: str, output: str, istio_only: bool) -> None:
     help="Also check that every field is supported by this target.",
 )
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def analyze_cmd(env: str, policies: str, file: str | None, target: str, output: str) -> None:
+def analyze_cmd(env: str, policies: str, file: str | None, isolated: bool, target: str, output: str) -> None:
     """Check policies before they are applied (like `istioctl analyze`, and more).
 
     Reports dangling references, unreachable rules, weight totals, mTLS conflicts, subsets that select
     nothing and fields the target does not support. Exits 79 when any finding is an Error.
 
+    With -f, `Pod` objects count as workloads (gateway selectors, subsets) and `Secret` objects as the
+    credentials Gateways may name.
+
     \b
     Examples:
       mesh analyze --env dev
       mesh analyze -f samples/bookinfo/networking/virtual-service-all-v1.yaml -o json
+      mesh analyze -f whole-cluster.yaml --isolated
     """
     from mesh import analyze as analysis
 
-    config = load_config(env, policies, file)
+    config, inventory = analysis_input(env, policies, file, isolated)
     caps = None
     if target != "none":
         from mesh.targets import capabilities
 
         caps = capabilities(target)
-    findings = analysis.analyze(config, caps)
+    findings = analysis.analyze(config, caps, inventory)
     if output == "json":
         click.echo(json.dumps([f.to_dict() for f in findings], indent=2))
     else:
@@ -91,6 +104,39 @@ def analyze_cmd(env: str, policies: str, file: str | None, target: str, output: 
         click.echo(summary, err=True)
     if analysis.errors(findings):
         sys.exit(EXIT_ANALYSIS)
+
+
+def analysis_input(env: str, policies: str, file: str | None, isolated: bool) -> tuple[MeshConfig, analysis.Inventory]:
+    """The config to analyze and what else exists: the file over the environment (or alone), its Pods and Secrets."""
+    from mesh import analyze as analysis
+    from mesh.compile import Observed, build_policies, load_file, load_stream
+
+    if not file:
+        return build_policies(env, policies), analysis.Inventory()
+    observed = Observed()
+    if file == "-":
+        top = load_stream(sys.stdin.buffer, "<stdin>", observed=observed)
+    else:
+        top = load_file(file, observed=observed)
+    config = top if isolated else overlay(build_policies(env, policies), top)
+    pods = tuple(analysis.Workload(ns, labels) for ns, labels in observed.pods)
+    inventory = analysis.Inventory(
+        workloads=analysis.Inventory().workloads + pods, credentials=frozenset(observed.secrets) or None
+    )
+    return config, inventory
+
+
+def overlay(base: MeshConfig, top: MeshConfig) -> MeshConfig:
+    """`base` with `top`'s objects added, each replacing its namesake (same kind, namespace and name; services by
+    FQDN)."""
+    from mesh.api.config import MeshConfig
+
+    keys = {r.key for r in top.resources}
+    fqdns = {s.fqdn for s in top.services}
+    return MeshConfig(
+        services=[s for s in base.services if s.fqdn not in fqdns] + top.services,
+        resources=[r for r in base.resources if r.key not in keys] + top.resources,
+    )
 
 
 @cli.command("import")
@@ -124,12 +170,15 @@ def import_cmd(file: str | None, namespace: str) -> None:
     "source",
     default="gateway",
     show_default=True,
-    help="Where the request starts: `gateway` (the ingress) or a pod such as reviews-v2-0.",
+    help="Where the request starts: `gateway` (the ingress) or a pod such as reviews-v2-0 (or reviews-v2-0.default).",
 )
 @click.option("--header", "-H", "headers", multiple=True, help="Request header NAME:VALUE (repeatable).")
 @click.option("--method", "-X", default="GET", show_default=True)
+@file_option("Simulate the environment's policies with this Istio YAML applied on top (as `mesh apply -f` would).")
 @click.argument("url")
-def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...], method: str, url: str) -> None:
+def simulate_cmd(
+    env: str, policies: str, source: str, headers: tuple[str, ...], method: str, file: str | None, url: str
+) -> None:
     """Which route and cluster a request would hit — answered offline from the translated config, no Envoy needed
     (like Istio's pilot simulation).
 
@@ -137,12 +186,21 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
     Examples:
       mesh simulate http://bookinfo.local/productpage
       mesh simulate --from productpage-v1-0 -H end-user:jason http://reviews:9080/reviews
+      mesh simulate -f canary-90.yaml --from productpage.default http://reviews:9080/reviews
     """
+    from mesh.api.config import MeshConfig
     from mesh.compile import build_policies
     from mesh.controlplane.simulate import explain, simulate
 
-    sim = simulate(build_policies(env, policies), source, url, dict(h.split(":", 1) for h in headers), method)
+    config = build_policies(env, policies)
+    if file:  # kubectl-apply semantics: the file's objects replace their namesakes
+        extra = load_config(env, policies, file)
+        keys = {r.key for r in extra.resources}
+        config = MeshConfig(
+            services=config.services, resources=[r for r in config.resources if r.key not in keys] + extra.resources
+        )
+    sim = simulate(config, source, url, dict(h.split(":", 1) for h in headers), method)
     for line in explain(sim):
         click.echo(line)
     if sim.hit is None:
-        sys.exit(1)
+        sys.exit(EXIT_NO_ROUTE)

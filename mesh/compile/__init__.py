@@ -1,6 +1,6 @@
 """Compile: typed policies <-> Istio/Kubernetes manifests (render, import, Python generation)."""
 
-from mesh.compile.importer import load_file, load_stream, load_yaml
+from mesh.compile.importer import Observed, load_file, load_stream, load_yaml
 from mesh.compile.policies import (
     PolicyCrashed,
     PolicyExit,
@@ -13,6 +13,7 @@ from mesh.compile.pygen import to_python
 from mesh.compile.render import dump_json, dump_yaml, render, render_istio, render_workloads
 
 __all__ = [
+    "Observed",
     "PolicyCrashed",
     "PolicyExit",
     "PolicyMemory",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pydantic import ValidationError
@@ -129,10 +130,27 @@ def _load_resource(doc: Document, cls: type[Resource], namespace: str) -> Resour
     return obj.located(doc.where())
 
 
+@dataclass
+class Observed:
+    """What `istioctl analyze` reads from the cluster but meshops does not model as policy: Pods that belong to no
+    Service of the input (a gateway's pods, say) and TLS Secrets (what a Gateway's credentialName names)."""
+
+    pods: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (namespace, labels)
+    secrets: set[str] = field(default_factory=set)
+
+
 def load_yaml(
-    text: str, filename: str = "<stdin>", *, namespace: str = "default", limits: InputLimits | None = None
+    text: str,
+    filename: str = "<stdin>",
+    *,
+    namespace: str = "default",
+    limits: InputLimits | None = None,
+    observed: Observed | None = None,
 ) -> MeshConfig:
-    """Parse multi-document YAML into a MeshConfig. Nothing is returned unless everything parses."""
+    """Parse multi-document YAML into a MeshConfig. Nothing is returned unless everything parses.
+
+    With `observed` (analysis input), Secrets and Pods outside the input's Services are collected there instead
+    of being refused."""
     limits = limits or InputLimits.from_env()
     config = MeshConfig()
     k8s: list[Document] = []
@@ -140,7 +158,9 @@ def load_yaml(
         if not isinstance(doc.data, dict):
             raise ImportFailed(f"{filename}:{doc.line_of(())}: expected a mapping with apiVersion and kind")
         key = (str(doc.data.get("apiVersion")), str(doc.data.get("kind")))
-        if key in ISTIO_KINDS:
+        if observed is not None and key == ("v1", "Secret"):
+            observed.secrets.add(str((doc.data.get("metadata") or {}).get("name")))
+        elif key in ISTIO_KINDS:
             config.resources.append(_load_resource(doc, ISTIO_KINDS[key], namespace))
         elif key in WORKLOAD_KINDS:
             k8s.append(doc)
@@ -150,18 +170,50 @@ def load_yaml(
                 f"{filename}:{doc.line_of(())}: unsupported kind {key[1]!r} with apiVersion {key[0]!r}",
                 hint="supported: " + ", ".join(supported),
             )
+    if observed is not None:
+        k8s = _observe_pods(k8s, namespace, observed)
     config.services.extend(workloads(k8s, namespace))
     return config
 
 
-def load_stream(stream: BinaryIO, name: str = "<stdin>", *, namespace: str = "default") -> MeshConfig:
+def _observe_pods(docs: list[Document], namespace: str, observed: Observed) -> list[Document]:
+    """Every Pod is a workload for analysis; those whose `app` names no Service of the input leave the import."""
+
+    def meta(d: Document) -> dict[str, Any]:
+        m = d.data.get("metadata")
+        return m if isinstance(m, dict) else {}
+
+    services = {
+        (meta(d).get("namespace") or namespace, meta(d).get("name")) for d in docs if d.data.get("kind") == "Service"
+    }
+    kept = []
+    for d in docs:
+        if d.data.get("kind") != "Pod":
+            kept.append(d)
+            continue
+        labels = meta(d).get("labels") or {}
+        ns = meta(d).get("namespace") or namespace
+        observed.pods.append((ns, {str(k): str(v) for k, v in labels.items()}))
+        if (ns, labels.get("app")) in services:
+            kept.append(d)
+    return kept
+
+
+def load_stream(
+    stream: BinaryIO, name: str = "<stdin>", *, namespace: str = "default", observed: Observed | None = None
+) -> MeshConfig:
     """YAML from a byte stream (stdin): read no more than the size limit, decode strictly, then as load_yaml."""
     limits = InputLimits.from_env()
-    return load_yaml(decode(stream.read(limits.max_bytes + 1), name, limits), name, namespace=namespace, limits=limits)
+    text = decode(stream.read(limits.max_bytes + 1), name, limits)
+    return load_yaml(text, name, namespace=namespace, limits=limits, observed=observed)
 
 
 def load_file(
-    path: str | os.PathLike[str], *, namespace: str = "default", limits: InputLimits | None = None
+    path: str | os.PathLike[str],
+    *,
+    namespace: str = "default",
+    limits: InputLimits | None = None,
+    observed: Observed | None = None,
 ) -> MeshConfig:
     limits = limits or InputLimits.from_env()
-    return load_yaml(read_file(path, limits), os.fspath(path), namespace=namespace, limits=limits)
+    return load_yaml(read_file(path, limits), os.fspath(path), namespace=namespace, limits=limits, observed=observed)

@@ -8,3 +8,6 @@ ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace: mesh-wide policies 
 MESH_GATEWAY = "mesh"  # the reserved gateway name: the sidecars of the mesh
 DOMAIN_SUFFIX = CLUSTER_DOMAIN  # `<svc>.<ns>.svc.<suffix>`
 DEFAULT_MTLS_MODE = "PERMISSIVE"  # what a workload accepts when no PeerAuthentication decides
+# The labels of the ingress gateway every target runs (Istio's gateway chart): the workload a Gateway's default
+# selector `istio: ingressgateway` finds.
+INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}

@@ -20,3 +20,13 @@ def host_matches(pattern: str, host: str) -> bool:
     if host.startswith("*."):
         return pattern.endswith(host[1:])
     return pattern == host
+
+
+def hosts_overlap(a: str, b: str) -> bool:
+    """Whether two claimed hosts collide: the same host, or wildcards one of which covers the other
+    (`*.d` and `*.productpage.d`). An exact host under a wildcard does not collide: the exact host wins."""
+    if a == b:
+        return True
+    if a.startswith("*") and b.startswith("*"):
+        return host_matches(a, b) or host_matches(b, a)
+    return False

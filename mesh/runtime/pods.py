@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mesh.api.workloads import Service, ServicePort, spiffe_id
-from mesh.istio import DOMAIN_SUFFIX, ROOT_NAMESPACE
+from mesh.istio import DOMAIN_SUFFIX, INGRESS_GATEWAY_LABELS, ROOT_NAMESPACE
 
 SIDECAR_ADMIN_PORT = 15000
 SIDECAR_OUTBOUND_PORT = 15001  # the HTTP proxy port apps reach through HTTP_PROXY
 GATEWAY_NAMESPACE = ROOT_NAMESPACE  # the ingress gateway runs in the root namespace, as istioctl installs it
 GATEWAY_SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
-GATEWAY_LABELS: Mapping[str, str] = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+GATEWAY_LABELS: Mapping[str, str] = INGRESS_GATEWAY_LABELS
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Pod:
     service_account: str
     ports: tuple[ServicePort, ...]
     healthy: bool = True
+    app_socket: str = ""  # set: the app listens on this Unix socket (owner-only dir), not on app_ip
 
     @property
     def identity(self) -> str:

@@ -8,12 +8,14 @@ import random
 import re
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,10 +36,13 @@ PROPAGATE = (
 SERVICE = os.environ.get("SERVICE_NAME", "app")
 VERSION = os.environ.get("SERVICE_VERSION", "v1")
 POD = os.environ.get("POD_NAME", socket.gethostname())
-UPSTREAMS = [u for u in os.environ.get("UPSTREAMS", "").split(",") if u]
+UPSTREAMS_SPEC = os.environ.get("UPSTREAMS", "")
 _attempts: Counter[str] = Counter()
 _lock = threading.Lock()
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # honours HTTP_PROXY: the sidecar
+# XFCC is believed only on the Unix socket: there the only possible caller is our own sidecar, which sets it; on TCP
+# anyone on the machine could forge it
+UNIX_SOCKET = os.environ.get("UNIX_SOCKET", "")
 
 
 def _peer(xfcc: str | None) -> str | None:
@@ -48,23 +53,66 @@ def _peer(xfcc: str | None) -> str | None:
     return m[-1] if m else None
 
 
-def _call(url: str, headers: dict[str, str]) -> dict[str, Any]:
-    req = urllib.request.Request(url, headers=headers)
+@dataclass(frozen=True)
+class Upstream:
+    """A service this one calls, with bookinfo's client behaviour: a per-attempt timeout and a number of attempts.
+
+    Written `URL[;timeout=SECONDS][;attempts=N]` in `UPSTREAMS` (comma-separated). Istio's docs tasks depend on
+    these: bookinfo's productpage gives reviews 3 s and one retry, reviews v2 waits 10 s for ratings, v3 2.5 s."""
+
+    url: str
+    timeout: float = 10.0
+    attempts: int = 1
+
+    @classmethod
+    def parse(cls, spec: str) -> Upstream:
+        url, *options = spec.strip().split(";")
+        fields = dict(o.split("=", 1) for o in options if o)
+        return cls(url, float(fields.get("timeout", 10.0)), int(fields.get("attempts", 1)))
+
+
+UPSTREAMS = [Upstream.parse(u) for u in UPSTREAMS_SPEC.split(",") if u.strip()]
+
+
+def _call(upstream: Upstream, headers: dict[str, str]) -> dict[str, Any]:
+    """Call an upstream as bookinfo's services do: retry anything but a 200 until the attempts are used up."""
     t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    tries = 0
+    while tries < upstream.attempts:
+        tries += 1
+        out = _attempt(upstream, headers)
+        if out["status"] == 200:
+            break
+    out["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    if upstream.attempts > 1:
+        out["attempts"] = tries
+    if out["status"] != 200 and "error" not in out:
+        out["error"] = f"{_service_of(upstream.url)} unavailable (status {out['status']})"
+    return out
+
+
+def _attempt(upstream: Upstream, headers: dict[str, str]) -> dict[str, Any]:
+    req = urllib.request.Request(upstream.url, headers=headers)
     try:
-        with _opener.open(req, timeout=10) as resp:
+        with _opener.open(req, timeout=upstream.timeout) as resp:
             body = resp.read()
             status = resp.status
     except urllib.error.HTTPError as e:
         body, status = e.read(), e.code
     except OSError as e:
-        return {"url": url, "status": 0, "error": str(e), "ms": round((time.perf_counter() - t0) * 1000, 1)}
-    out: dict[str, Any] = {"url": url, "status": status, "ms": round((time.perf_counter() - t0) * 1000, 1)}
+        why = "timed out" if isinstance(e, TimeoutError) or "timed out" in str(e) else str(e)
+        return {"url": upstream.url, "status": 0, "error": f"{_service_of(upstream.url)} unavailable: {why}"}
+    out: dict[str, Any] = {"url": upstream.url, "status": status}
     try:
         out["body"] = json.loads(body)
     except ValueError:
         out["text"] = body.decode(errors="replace")[:200]
     return out
+
+
+def _service_of(url: str) -> str:
+    return url.split("//", 1)[-1].split(":", 1)[0].split("/", 1)[0]
 
 
 def _misbehaviour() -> tuple[float, int]:
@@ -87,7 +135,10 @@ def _misbehave(status: int, path: str) -> int:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"meshops-sampleapp/{SERVICE}-{VERSION}"
-    disable_nagle_algorithm = True
+    disable_nagle_algorithm = not UNIX_SOCKET  # TCP_NODELAY does not apply to Unix sockets
+
+    def address_string(self) -> str:
+        return "sidecar" if UNIX_SOCKET else super().address_string()
 
     def log_message(self, fmt: str, *args: Any) -> None:
         if os.environ.get("SAMPLEAPP_ACCESS_LOG"):
@@ -127,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
             "pod": POD,
             "method": self.command,
             "path": self.path,
-            "peer": _peer(h.get("x-forwarded-client-cert")),
+            "peer": _peer(h.get("x-forwarded-client-cert")) if UNIX_SOCKET else None,
             "request_id": rid,
             "attempt": attempt,
             "trace": {k: h[k] for k in PROPAGATE if k in h and k not in ("x-request-id", "end-user", "x-chaos")},
@@ -149,12 +200,32 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+class UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def server_bind(self) -> None:
+        """Owner-only from the first instant (umask), replacing a stale socket from a previous run of this pod."""
+        path = str(self.server_address)
+        if os.path.exists(path):
+            os.unlink(path)
+        old = os.umask(0o177)
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old)
+
+
 def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")
     port = int(os.environ.get("PORT", "9080"))
-    server = Server((host, port), Handler)
+    server: socketserver.BaseServer
+    if UNIX_SOCKET:
+        server, where = UnixServer(UNIX_SOCKET, Handler), UNIX_SOCKET
+    else:
+        server, where = Server((host, port), Handler), f"{host}:{port}"
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    print(f"{SERVICE} {VERSION} ({POD}) listening on {host}:{port}", file=sys.stderr, flush=True)
+    print(f"{SERVICE} {VERSION} ({POD}) listening on {where}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -1,5 +1,25 @@
 """One module per area; importing this package registers every analyzer."""
 
-from mesh.analyze.analyzers import capabilities, conflicts, gateways, matches, references, security, subsets, weights
+from mesh.analyze.analyzers import (
+    capabilities,
+    conflicts,
+    gateways,
+    matches,
+    references,
+    security,
+    sidecars,
+    subsets,
+    weights,
+)
 
-__all__ = ["capabilities", "conflicts", "gateways", "matches", "references", "security", "subsets", "weights"]
+__all__ = [
+    "capabilities",
+    "conflicts",
+    "gateways",
+    "matches",
+    "references",
+    "security",
+    "sidecars",
+    "subsets",
+    "weights",
+]

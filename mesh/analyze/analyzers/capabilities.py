@@ -9,6 +9,8 @@ from pydantic import BaseModel
 
 from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
+from mesh.api.networking import Delay
+from mesh.istio import fires
 
 
 def set_fields(obj: Any, generic: str = "", concrete: str = "") -> Iterator[tuple[str, str, Any]]:
@@ -70,11 +72,24 @@ def runnable(ctx: Context) -> Iterator[Finding]:
 
 @analyzer("virtualservice.faults", "Faults can fire", ("MSH0005",))
 def ineffective_faults(ctx: Context) -> Iterator[Finding]:
+    """`mesh.istio.fires` decides, as translation does: a percentage of 0, or none at all, never fires."""
     for vs in ctx.config.virtual_services:
         for i, rule in enumerate(vs.http):
             f = rule.fault
             if f is None:
                 continue
             for what, inj in (("delay", f.delay), ("abort", f.abort)):
-                if inj is not None and inj.percentage is not None and inj.percentage.value == 0:
-                    yield finding("MSH0005", path=f"spec.http[{i}].fault.{what}.percentage", what=what, **at(vs))
+                if inj is None or fires(inj):
+                    continue
+                if inj.percentage is not None or (isinstance(inj, Delay) and inj.percent is not None):
+                    field = "percentage" if inj.percentage is not None else "percent"
+                    yield finding(
+                        "MSH0005",
+                        path=f"spec.http[{i}].fault.{what}.{field}",
+                        what=what,
+                        why="its share is 0",
+                        **at(vs),
+                    )
+                else:
+                    why = "it has no percentage, and Istio then passes Envoy none: set percentage: {value: 100}"
+                    yield finding("MSH0005", path=f"spec.http[{i}].fault.{what}", what=what, why=why, **at(vs))

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 from mesh.api._base import Resource
 from mesh.api.networking import VirtualService
-from mesh.istio import binds_mesh, resolve_host
+from mesh.istio import binds_mesh, export_scope, hosts_overlap, is_wildcard, resolve_host, scopes_overlap
 
 
 @analyzer("names.unique", "Objects, services and subsets are named once", ("MSH0004",))
@@ -41,15 +42,37 @@ def duplicate_names(ctx: Context) -> Iterator[Finding]:
                 )
 
 
+@dataclass(frozen=True)
+class _Claim:
+    vs: VirtualService
+    index: int  # into spec.hosts
+    host: str  # resolved in the VirtualService's namespace
+    scope: frozenset[str] | None  # the namespaces that see it (None: all)
+
+
 @analyzer("virtualservice.conflicts", "One VirtualService per host on the mesh gateway", ("IST0109",))
 def conflicting_hosts(ctx: Context) -> Iterator[Finding]:
-    owners: dict[str, list[VirtualService]] = defaultdict(list)
-    for vs in ctx.config.virtual_services:
-        if binds_mesh(vs):
-            for host in {resolve_host(h, vs.namespace) for h in vs.hosts}:
-                owners[host].append(vs)
-    for host, vss in sorted(owners.items()):
-        if len(vss) > 1:
-            for vs in vss[1:]:
-                others = ", ".join(f"{o.namespace}/{o.name}" for o in vss)
-                yield finding("IST0109", path="spec.hosts", others=others, host=host, **at(vs))
+    """Claims collide when some namespace sees both (exportTo) and their hosts overlap (the same host, or nested
+    wildcards); every VirtualService of a collision is reported, naming all of them."""
+    claims = [
+        _Claim(vs, i, resolve_host(h, vs.namespace), export_scope(vs.export_to, vs.namespace))
+        for vs in ctx.config.virtual_services
+        if binds_mesh(vs)
+        for i, h in enumerate(vs.hosts)
+    ]
+    by_host: dict[str, list[_Claim]] = defaultdict(list)
+    for c in claims:
+        by_host[c.host].append(c)
+    wild = [c for c in claims if is_wildcard(c.host)]
+    for c in claims:
+        candidates = by_host[c.host] + ([w for w in wild if w.host != c.host] if is_wildcard(c.host) else [])
+        partners = [
+            o
+            for o in candidates
+            if o.vs is not c.vs and hosts_overlap(c.host, o.host) and scopes_overlap(c.scope, o.scope)
+        ]
+        if partners:
+            names = sorted({f"{v.namespace}/{v.name}" for v in (c.vs, *(o.vs for o in partners))})
+            overlaps = sorted({o.host for o in partners if o.host != c.host})
+            host = c.host + (f" (overlapping {', '.join(overlaps)})" if overlaps else "")
+            yield finding("IST0109", path=f"spec.hosts[{c.index}]", others=", ".join(names), host=host, **at(c.vs))

@@ -16,8 +16,8 @@ from mesh.istio import (
     DEFAULT_MTLS_MODE,
     ROOT_NAMESPACE,
     binds_gateway,
-    binds_mesh,
     gateway_hosts,
+    mesh_virtual_services,
     mtls_mode,
     pick_destination_rule,
     resolve_host,
@@ -202,14 +202,9 @@ class PushContext:
 
     @cached_property
     def mesh_virtual_services(self) -> dict[str, list[VirtualService]]:
-        """fqdn -> VirtualServices bound to the mesh gateway, in a stable order (namespace, name)."""
-        out: dict[str, list[VirtualService]] = defaultdict(list)
-        for vs in self._virtual_services:
-            if not binds_mesh(vs):
-                continue
-            for h in vs.hosts:
-                out[resolve_host(h, vs.namespace)].append(vs)
-        return out
+        """fqdn -> the mesh-bound VirtualServices claiming it, the one that routes it first (exact hosts, then the
+        most specific wildcard: `mesh.istio.mesh_virtual_services`)."""
+        return mesh_virtual_services(self._virtual_services, self.services)
 
     def gateway_virtual_services(self, gw: Gateway) -> list[tuple[VirtualService, list[str]]]:
         """VirtualServices bound to `gw`, each with the hosts of it that the gateway serves."""

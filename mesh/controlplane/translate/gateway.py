@@ -10,7 +10,7 @@ from mesh.api.networking import Gateway, Server
 from mesh.controlplane.translate.context import PushContext
 from mesh.controlplane.translate.retry import default_retry_policy
 from mesh.controlplane.translate.route import RouteScope, translate_http
-from mesh.istio import gateway_key, served_hosts, server_hosts
+from mesh.istio import gateway_key, intersect_hosts, server_hosts
 from mesh.runtime import Proxy
 
 
@@ -46,10 +46,10 @@ def gateway_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfi
         port = server.port.number
         _, hosts_routes, redirect = tables.setdefault(name, (port, {}, set()))
         for vs, hosts in push.gateway_virtual_services(gw):
-            served = served_hosts(hosts, server_hosts(server, gw, vs.namespace))
+            served = intersect_hosts(server_hosts(server, gw, vs.namespace), hosts)
             if not served:
                 continue
-            rules = translate_http(RouteScope(push, vs, proxy, port, gateway_key(gw), default_host=None))
+            rules = translate_http(RouteScope(push, vs, proxy, port, gateway_key(gw)))
             for h in served:
                 hosts_routes.setdefault(h, []).extend(rules)
                 if server.tls is not None and server.tls.https_redirect:

@@ -30,10 +30,10 @@ from mesh.api.networking import (
     VirtualService,
 )
 from mesh.controlplane.translate.clusters import BLACKHOLE
-from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
+from mesh.controlplane.translate.context import PushContext, outbound_cluster
 from mesh.controlplane.translate.protos import duration, fraction, packed, u32
 from mesh.controlplane.translate.retry import retry_policy
-from mesh.istio import gateway_ref
+from mesh.istio import FaultShare, destination_port, fault_share, gateway_ref
 from mesh.runtime import Proxy
 
 FAULT_FILTER = "envoy.filters.http.fault"
@@ -43,16 +43,14 @@ _REDIRECT_CODES = {301: 0, 302: 1, 303: 2, 307: 3, 308: 4}
 
 @dataclass(frozen=True)
 class RouteScope:
-    """Where a VirtualService's rules are translated: for which proxy, on which port, bound through which gateway.
-
-    `default_host` is the service whose virtual host this is (sidecars); None on gateways."""
+    """Where a VirtualService's rules are translated: for which proxy, on which port (the virtual host's, which a
+    destination without a port defaults to), bound through which gateway."""
 
     push: PushContext
     vs: VirtualService
     proxy: Proxy
     port: int
     gateway: str
-    default_host: ServiceView | None
 
 
 def translate_http(scope: RouteScope) -> list[rc.Route]:
@@ -139,18 +137,13 @@ def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
     return rm
 
 
-def _cluster_for(scope: RouteScope, dest: Destination, default_host: ServiceView | None) -> str:
+def _cluster_for(scope: RouteScope, dest: Destination) -> str:
+    """Istio's GetDestinationCluster: without a port, the service's only port or else the listener's port."""
     view = scope.push.service(dest.host, scope.vs.namespace)
     if view is None:
         return BLACKHOLE
-    ports = [p.number for p in http_ports(view.service)]
-    port = scope.port
-    if dest.port is not None:
-        number = dest.port.number
-    elif default_host is not None and view.fqdn == default_host.fqdn and port in ports:
-        number = port
-    else:
-        number = ports[0] if ports else port
+    ports = [p.number for p in view.service.ports]
+    number = destination_port(dest.port.number if dest.port else None, ports, scope.port)
     return outbound_cluster(number, dest.subset or "", view.fqdn)
 
 
@@ -171,7 +164,7 @@ def redirect_action(r: HTTPRedirect) -> rc.RedirectAction:
 def route_action(scope: RouteScope, rule: HTTPRoute) -> tuple[rc.RouteAction, Headers | None]:
     """The forwarding action, and the headers of a single destination (Envoy keeps those on the route)."""
     action = rc.RouteAction(timeout=duration(rule.timeout or 0.0))
-    dests = [(d, _cluster_for(scope, d.destination, scope.default_host)) for d in rule.route]
+    dests = [(d, _cluster_for(scope, d.destination)) for d in rule.route]
     single_headers: Headers | None = None
     if len(dests) == 1:
         action.cluster = dests[0][1]
@@ -199,7 +192,7 @@ def route_action(scope: RouteScope, rule: HTTPRoute) -> tuple[rc.RouteAction, He
         if rule.rewrite.authority:
             action.host_rewrite_literal = rule.rewrite.authority
     if rule.mirror is not None:
-        mp = rc.RouteAction.RequestMirrorPolicy(cluster=_cluster_for(scope, rule.mirror, None))
+        mp = rc.RouteAction.RequestMirrorPolicy(cluster=_cluster_for(scope, rule.mirror))
         pct = rule.mirror_percentage.value if rule.mirror_percentage else 100.0
         mp.runtime_fraction.default_value.CopyFrom(fraction(pct))
         action.request_mirror_policies.append(mp)
@@ -271,15 +264,21 @@ def cors_policy(cors: CorsPolicy) -> cors_pb2.CorsPolicy:
 
 
 def fault_filter(fault: HTTPFaultInjection) -> fault_pb2.HTTPFault:
+    """Istio's TranslateFault: percentages as `mesh.istio.fault_share` says (none set: the fault never fires)."""
     out = fault_pb2.HTTPFault()
     if fault.delay is not None:
         d = fault.delay
-        out.delay.CopyFrom(
-            common_fault.FaultDelay(fixed_delay=duration(d.fixed_delay), percentage=_percent(d.percentage, d.percent))
-        )
+        delay = common_fault.FaultDelay(fixed_delay=duration(d.fixed_delay))
+        share = fault_share(d)
+        if share is not None:
+            delay.percentage.CopyFrom(_fraction(share))
+        out.delay.CopyFrom(delay)
     if fault.abort is not None:
         a = fault.abort
-        abort = fault_pb2.FaultAbort(percentage=_percent(a.percentage, None))
+        abort = fault_pb2.FaultAbort()
+        share = fault_share(a)
+        if share is not None:
+            abort.percentage.CopyFrom(_fraction(share))
         if a.http_status is not None:
             abort.http_status = a.http_status
         else:
@@ -288,13 +287,12 @@ def fault_filter(fault: HTTPFaultInjection) -> fault_pb2.HTTPFault:
     return out
 
 
-def _percent(percentage: object, legacy: int | None) -> percent_pb2.FractionalPercent:
-    value = getattr(percentage, "value", None)
-    if value is not None:
-        return fraction(float(value))
-    if legacy is not None:
-        return percent_pb2.FractionalPercent(numerator=legacy, denominator=percent_pb2.FractionalPercent.HUNDRED)
-    return fraction(100.0)
+def _fraction(share: FaultShare) -> percent_pb2.FractionalPercent:
+    if share.legacy:
+        return percent_pb2.FractionalPercent(
+            numerator=int(share.percent), denominator=percent_pb2.FractionalPercent.HUNDRED
+        )
+    return fraction(share.percent)
 
 
 _GRPC_CODES: Mapping[str, int] = {

@@ -56,7 +56,7 @@ def service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int)
     vss = push.mesh_virtual_services.get(view.fqdn, [])
     routes: list[rc.Route] = []
     for vs in vss[:1]:  # Istio: one VirtualService per host on the mesh (IST0109 flags the rest)
-        routes += translate_http(RouteScope(push, vs, proxy, port, MESH_GATEWAY, default_host=view))
+        routes += translate_http(RouteScope(push, vs, proxy, port, MESH_GATEWAY))
     if not vss:
         routes.append(_default_route(view, port))
     return rc.VirtualHost(

@@ -25,7 +25,10 @@ HEAVY = (
     "mesh.api",
     "mesh.analyze",
     "mesh.compile",
-    "mesh.controlplane",
+    "mesh.controlplane.ca",  # the package itself is light: its prepare_process() runs at every entry point
+    "mesh.controlplane.pilot",
+    "mesh.controlplane.translate",
+    "mesh.controlplane.xds",
     "mesh.gitops",
     "mesh.targets",
 )

@@ -23,8 +23,7 @@ def _translate(*routes: HTTPRoute) -> list[rc.Route]:
     config = MeshConfig().add(svc, vs)
     pods = pods_for(svc, lambda: ("127.97.0.1", "127.97.0.2"))
     push = PushContext(config, pods)
-    view = push.services[svc.fqdn]
-    return list(translate_http(RouteScope(push, vs, sidecar_for(pods[0]), 9080, MESH_GATEWAY, view)))
+    return list(translate_http(RouteScope(push, vs, sidecar_for(pods[0]), 9080, MESH_GATEWAY)))
 
 
 def test_destination_headers_come_before_the_rules_and_set_before_add() -> None:

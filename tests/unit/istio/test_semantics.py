@@ -211,3 +211,109 @@ def test_destination_rule_choice(host: str, client_namespace: str, expected: str
 )
 def test_server_host_drops_the_namespace_part(ref: str, host: str) -> None:
     assert server_host(ref) == host
+
+
+# --- routing rules shared by translation and analysis (issue: fidelity) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("port", "service_ports", "listener", "expected"),
+    [
+        (9090, [9080, 9090], 9080, 9090),  # an explicit port wins
+        (None, [9080], 80, 9080),  # the service's only port
+        (None, [9080, 9090], 9090, 9090),  # several: the port the request came in on
+        (None, [9080, 9090], 80, 80),  # ... even one the service lacks (IST0112 warns)
+    ],
+)
+def test_destination_port(port: int | None, service_ports: list[int], listener: int, expected: int) -> None:
+    from mesh.istio import destination_port
+
+    assert destination_port(port, service_ports, listener) == expected
+
+
+@pytest.mark.parametrize(
+    ("server", "vs_hosts", "expected"),
+    [
+        (["foo.bar"], ["*"], ["foo.bar"]),
+        (["*"], ["foo.bar"], ["foo.bar"]),
+        (["*.example.com"], ["a.example.com", "b.example.org"], ["a.example.com"]),
+        (["a.example.com"], ["*.example.com"], ["a.example.com"]),
+        (["*.example.com"], ["*.shop.example.com"], ["*.shop.example.com"]),
+        (["example.com"], ["*.example.com"], []),
+        (["*"], ["*"], ["*"]),
+    ],
+)
+def test_gateway_virtual_hosts_are_the_overlap(server: list[str], vs_hosts: list[str], expected: list[str]) -> None:
+    from mesh.istio import intersect_hosts
+
+    assert intersect_hosts(server, vs_hosts) == expected
+
+
+def test_virtual_service_precedence_exact_then_most_specific_wildcard() -> None:
+    from mesh.istio import mesh_virtual_services
+
+    def vs(name: str, host: str, gateways: list[str] | None = None) -> VirtualService:
+        return VirtualService(name=name, hosts=[host], gateways=gateways or [], http=[HTTPRoute(route=[to("x")])])
+
+    fqdn = "reviews.default.svc.cluster.local"
+    vss = [
+        vs("a-all", "*"),
+        vs("b-cluster", "*.cluster.local"),
+        vs("c-exact", "reviews"),
+        vs("d-gateway-only", "reviews", ["gw"]),
+        vs("e-default", "*.default.svc.cluster.local"),
+    ]
+    claims = mesh_virtual_services(vss, [fqdn, "ratings.default.svc.cluster.local", "x.other.example"])
+    assert [v.name for v in claims[fqdn]] == ["c-exact", "e-default", "b-cluster", "a-all"]
+    assert [v.name for v in claims["ratings.default.svc.cluster.local"]] == ["e-default", "b-cluster", "a-all"]
+    assert [v.name for v in claims["x.other.example"]] == ["a-all"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "share", "fires"),
+    [
+        ({"abort": {"httpStatus": 503}}, None, False),  # Istio passes no percentage: never fires
+        ({"delay": {"fixedDelay": "1s"}}, (0.0, True), False),  # the legacy integer, 0
+        ({"delay": {"fixedDelay": "1s", "percent": 30}}, (30.0, True), True),
+        ({"abort": {"httpStatus": 503, "percentage": {"value": 0.5}}}, (0.5, False), True),
+        ({"abort": {"httpStatus": 503, "percentage": {"value": 0.0}}}, (0.0, False), False),
+    ],
+)
+def test_fault_share(fault: dict[str, object], share: tuple[float, bool] | None, fires: bool) -> None:
+    from mesh.api import HTTPFaultInjection
+    from mesh.istio import FaultShare, fault_share
+    from mesh.istio import fires as can_fire
+
+    f = HTTPFaultInjection.model_validate(fault)
+    inj = f.delay or f.abort
+    assert inj is not None
+    assert fault_share(inj) == (FaultShare(*share) if share else None)
+    assert can_fire(inj) is fires
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ("reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local", True),
+        ("*.d", "*.productpage.d", True),
+        ("*.productpage.d", "*.d", True),
+        ("*.d", "productpage.d", False),  # an exact host under a wildcard: precedence, not a collision
+        ("*.a.d", "*.b.d", False),
+    ],
+)
+def test_hosts_overlap(a: str, b: str, overlap: bool) -> None:
+    from mesh.istio import hosts_overlap
+
+    assert hosts_overlap(a, b) is overlap
+
+
+@pytest.mark.parametrize(
+    ("export_to", "scope"),
+    [([], None), (["*"], None), (["."], frozenset({"shop"})), ([".", "web"], frozenset({"shop", "web"}))],
+)
+def test_export_scope(export_to: list[str], scope: frozenset[str] | None) -> None:
+    from mesh.istio import export_scope, scopes_overlap
+
+    assert export_scope(export_to, "shop") == scope
+    assert scopes_overlap(scope, frozenset({"shop"}))
+    assert scopes_overlap(None, frozenset({"x"})) and not scopes_overlap(frozenset({"a"}), frozenset({"b"}))
