@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import cli, coldstart, curve, edge, gitops, hop, observability, push, scale
+from bench import cli, coldstart, curve, edge, gitops, hop, interception, observability, push, scale
 
 SUITES = {
     "cli": cli.main,
@@ -16,6 +16,7 @@ SUITES = {
     "observability": observability.main,
     "gitops": gitops.main,
     "edge": edge.main,
+    "interception": interception.main,
 }
 
 

@@ -94,6 +94,14 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     type=click.Choice(["trace", "debug", "info", "warning", "error"]),
     help="Envoy log level (logs under STATE_DIR/run).",
 )
+@click.option(
+    "--interception",
+    default="proxy",
+    show_default=True,
+    type=click.Choice(["auto", "proxy", "iptables"]),
+    help="How apps reach their sidecars: HTTP_PROXY (proxy), Istio's transparent capture with a network namespace "
+    "per pod (iptables; root), or auto (iptables where possible). `mesh up` prints which it chose and why.",
+)
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
     "--observability",

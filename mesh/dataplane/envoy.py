@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import urllib.parse
@@ -325,6 +326,15 @@ class Admin:
 
     def certs(self) -> dict[str, Any]:
         return json.loads(self._get_ok("/certs"))  # type: ignore[no-any-return]
+
+    def histogram(self, name: str) -> list[tuple[float, int]]:
+        """One histogram's cumulative buckets (upper bound in its unit, count), as of Envoy's last stats flush."""
+        params = {"format": "json", "filter": f"^{re.escape(name)}$", "histogram_buckets": "cumulative"}
+        for s in json.loads(self._get_ok("/stats", params)).get("stats", []):
+            for h in s.get("histograms", []) if isinstance(s.get("histograms"), list) else []:
+                if h.get("name") == name:
+                    return [(float(b["upper_bound"]), int(b["cumulative"])) for b in h.get("buckets", [])]
+        return []
 
     def clusters(self) -> dict[str, Any]:
         return json.loads(self._get_ok("/clusters", {"format": "json"}))  # type: ignore[no-any-return]

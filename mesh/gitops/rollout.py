@@ -4,7 +4,8 @@
 reconciler does not jump: it applies each step's weight in turn, proves the split and the canary's health from the
 data path (success rate from the caller sidecar's Envoy stats for the canary subset's cluster, p99 latency of the
 canary's replies), waits `interval`, and rolls back to the last good commit at the first failing step. Each step's
-evidence is recorded.
+evidence is recorded. The canary's latency is Envoy's own: the calling sidecar's `upstream_rq_time` histogram for
+the canary subset's cluster (the client's clock only on a data path that cannot read proxy histograms).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +53,7 @@ class StepEvidence(BaseModel):
     expected: dict[str, float]
     canary_success_rate: float | None
     canary_p99_ms: float | None
+    latency_source: str = "envoy"  # envoy: the calling sidecar's upstream_rq_time histogram; client: our clock
     envoy_canary_rq: dict[str, int] = Field(default_factory=dict)  # upstream_rq_2xx/5xx deltas from Envoy's stats
     detail: str = ""
 
@@ -92,6 +95,42 @@ def _envoy_counts(dp: DataPath, pod: str, cluster: str) -> dict[str, int]:
     return {k.rsplit(".", 1)[-1]: v for k, v in stats.items()}
 
 
+@runtime_checkable
+class Histograms(Protocol):
+    """A data path that reads a proxy's own histograms (the local target does; others fall back to the client)."""
+
+    def proxy_histogram(self, pod: str, name: str) -> list[tuple[float, int]]: ...
+
+
+def quantile(before: list[tuple[float, int]], after: list[tuple[float, int]], q: float) -> tuple[float | None, int]:
+    """The q-quantile of the samples between two cumulative bucket snapshots, interpolated within its bucket (as
+    Prometheus' histogram_quantile does), and how many samples there were."""
+    counts = dict(before)
+    delta = [(bound, n - counts.get(bound, 0)) for bound, n in after]
+    total = delta[-1][1] if delta else 0
+    if total <= 0:
+        return None, 0
+    rank, lower, below = q * total, 0.0, 0
+    for bound, n in delta:
+        if n >= rank:
+            inside = n - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0), total
+        lower, below = bound, n
+    return delta[-1][0], total
+
+
+def _envoy_p99(dp: Histograms, pod: str, cluster: str, before: list[tuple[float, int]], samples: int) -> float | None:
+    """The canary's p99 upstream time from the calling sidecar's histogram. Envoy merges histograms at its stats
+    flush (every 5 s), so poll until the flush holds this step's `samples` requests (deadline: two flushes)."""
+    name = f"cluster.{cluster}.upstream_rq_time"
+    deadline = time.monotonic() + 12
+    while True:
+        p99, n = quantile(before, dp.proxy_histogram(pod, name), 0.99)
+        if n >= samples or time.monotonic() > deadline:
+            return p99
+        time.sleep(0.2)
+
+
 def check_step(dp: DataPath, config: MeshConfig, rollout: Rollout, weight: int, caller: str) -> StepEvidence:
     """Prove one step: the split holds (sequential test) and the canary is healthy (success rate, p99)."""
     stable_v, canary_v = _version(config, rollout, rollout.stable), _version(config, rollout, rollout.canary)
@@ -102,6 +141,8 @@ def check_step(dp: DataPath, config: MeshConfig, rollout: Rollout, weight: int, 
     client, url = _client(dp, f"pod:{caller}", f"{rollout.service}:{port}")
     pod = dp.pods(caller)[0]
     before = _envoy_counts(dp, pod, cluster)
+    hist = dp if rollout.max_p99_ms is not None and isinstance(dp, Histograms) else None
+    hist_before = hist.proxy_histogram(pod, f"cluster.{cluster}.upstream_rq_time") if hist else []
     expected = {stable_v: 100 - weight, canary_v: weight}
     test = SequentialSplit({k: v for k, v in expected.items() if v > 0}, deviation=rollout.deviation)
     canary_ms: list[float] = []
@@ -128,8 +169,13 @@ def check_step(dp: DataPath, config: MeshConfig, rollout: Rollout, weight: int, 
         rate: float | None = 1 - delta.get("upstream_rq_5xx", 0) / envoy_total
     else:
         rate = canary_ok / canary_n if canary_n else None
-    canary_ms.sort()
-    p99 = canary_ms[min(len(canary_ms) - 1, int(0.99 * len(canary_ms)))] if canary_ms else None
+    if hist is not None:
+        p99 = _envoy_p99(hist, pod, cluster, hist_before, envoy_total) if envoy_total else None
+        latency_source = "envoy"
+    else:  # a data path without proxy histograms: the caller's own clock
+        canary_ms.sort()
+        p99 = canary_ms[min(len(canary_ms) - 1, int(0.99 * len(canary_ms)))] if canary_ms else None
+        latency_source = "client"
     ev = test.evidence()
     problems = []
     if not ev.ok:
@@ -146,6 +192,7 @@ def check_step(dp: DataPath, config: MeshConfig, rollout: Rollout, weight: int, 
         expected={k: float(v) for k, v in expected.items()},
         canary_success_rate=rate,
         canary_p99_ms=p99,
+        latency_source=latency_source,
         envoy_canary_rq=delta,
         detail="; ".join(problems),
     )

@@ -29,6 +29,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mesh-policies", default=None, help="Policies package for the mesh under test (default: policies)."
     )
+    group.addoption(
+        "--mesh-interception",
+        choices=("proxy", "iptables"),
+        default="proxy",
+        help="Local mesh only: apps reach their sidecars through HTTP_PROXY (proxy) or Istio's transparent iptables "
+        "capture, a network namespace per pod (iptables; root, iproute2 and iptables).",
+    )
     parser.addini("mesh_policies", "Policies package for the mesh under test", default="policies")
     parser.addini("mesh_env", "Policy environment for the mesh under test", default="dev")
 
@@ -62,7 +69,7 @@ def mesh(pytestconfig: pytest.Config, mesh_config: MeshConfig) -> Iterator[MeshU
     if target == "local":
         from mesh.harness.under_test import LocalMeshUnderTest
 
-        m = LocalMeshUnderTest(mesh_config)
+        m = LocalMeshUnderTest(mesh_config, interception=pytestconfig.getoption("--mesh-interception"))
     else:
         from mesh.targets.kubernetes.target import KubernetesTarget
 

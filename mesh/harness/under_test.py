@@ -58,11 +58,17 @@ class LocalMeshUnderTest(MeshUnderTest):
     """The local target in this process (its control API on loopback), on a loopback block of its own, so a run
     never disturbs a mesh the user has up. `.mesh` is the LocalMesh itself, for tests of its machinery."""
 
-    def __init__(self, config: MeshConfig, state_dir: Path | None = None) -> None:
+    def __init__(self, config: MeshConfig, state_dir: Path | None = None, interception: str = "proxy") -> None:
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="meshops-e2e-")
         root = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         block = allocate_block()
-        options = LocalOptions(state_dir=root, ingress_host=block.gateway_ip, ingress_port=8080, loopback_block=block.b)
+        options = LocalOptions(
+            state_dir=root,
+            ingress_host=block.gateway_ip,
+            ingress_port=8080,
+            loopback_block=block.b,
+            interception=interception,  # pydantic validates the choice
+        )
         target = LocalTarget(options, detach=False)
         target.up(config, progress=lambda m: None)
         try:

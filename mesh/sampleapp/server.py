@@ -43,6 +43,8 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # honours 
 # XFCC is believed only on the Unix socket: there the only possible caller is our own sidecar, which sets it; on TCP
 # anyone on the machine could forge it
 UNIX_SOCKET = os.environ.get("UNIX_SOCKET", "")
+# ... or on TCP under transparent interception, where the pod's rules let nothing reach the app but its sidecar
+XFCC_TRUSTED = bool(UNIX_SOCKET) or os.environ.get("XFCC_TRUSTED") == "1"
 
 
 def _peer(xfcc: str | None) -> str | None:
@@ -178,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
             "pod": POD,
             "method": self.command,
             "path": self.path,
-            "peer": _peer(h.get("x-forwarded-client-cert")) if UNIX_SOCKET else None,
+            "peer": _peer(h.get("x-forwarded-client-cert")) if XFCC_TRUSTED else None,
             "request_id": rid,
             "attempt": attempt,
             "trace": {k: h[k] for k in PROPAGATE if k in h and k not in ("x-request-id", "end-user", "x-chaos")},

@@ -12,11 +12,13 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf.message import Message
 
 from mesh.controlplane.ca.authority import SVID
 from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
+from mesh.controlplane.translate import capture
 from mesh.controlplane.translate.cache import PushCache
 from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
@@ -114,12 +116,35 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     """One proxy's complete config. `cache` carries reusable pieces across proxies and pushes (a fresh one if None)."""
     cache = cache or PushCache(push)
     ns = proxy.namespace
+    if proxy.kind == "sidecar" and push.options.interception == "iptables":
+        return _captured_snapshot(cache, proxy, secrets)
     clusters = Resources.combine(_outbound_clusters(cache, ns), Resources.of(inbound_clusters(proxy)))
     routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,
         endpoints=_endpoints(cache, ns),
         listeners=build_listeners(push, proxy),
+        routes=routes,
+        secrets=_secrets(cache, proxy, secrets),
+    )
+
+
+def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Snapshot:
+    """A sidecar under transparent interception (`capture.py`): virtualOutbound/virtualInbound, per-port route
+    tables cut from the shared sidecar routes, passthrough clusters."""
+    push, ns = cache.push, proxy.namespace
+    shared = _sidecar_routes(cache, proxy)
+    sidecar = next(iter(shared.items.values()))
+    assert isinstance(sidecar, RouteConfiguration)
+    routes = cache.cached(
+        ("rds-capture", shared.version, push.options.outbound_traffic_policy),
+        lambda: Resources.of(capture.capture_routes(push, sidecar)),
+    )
+    local = [*capture.passthrough_clusters(), *capture.bind_inbound(inbound_clusters(proxy))]
+    return Snapshot.build(
+        clusters=Resources.combine(_outbound_clusters(cache, ns), Resources.of(local)),
+        endpoints=_endpoints(cache, ns),
+        listeners=capture.capture_listeners(push, proxy),
         routes=routes,
         secrets=_secrets(cache, proxy, secrets),
     )

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
@@ -56,6 +56,9 @@ class MeshOptions:
 
     access_log: bool = False  # meshConfig.accessLogFile=/dev/stdout: every proxy logs each request to its log
     telemetry: TelemetryOptions | None = None  # metrics over ALS and tracing to the collector (--observability)
+    # how apps reach their sidecar: HTTP_PROXY (`proxy`), or Istio's transparent capture (`iptables`, capture.py)
+    interception: Literal["proxy", "iptables"] = "proxy"
+    outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy
 
 
 class PushContext:

@@ -122,6 +122,7 @@ class PodInfo(_Model):
     ip: str
     app: str
     port: int  # the sidecar's inbound port (the service port): where a plaintext client outside the mesh connects
+    netns: str | None = None  # its network namespace (--interception iptables)
 
 
 class MeshDescription(_Model):
@@ -135,6 +136,7 @@ class MeshDescription(_Model):
     revision: int
     started_at: float
     block: int | None = None
+    interception: str = "proxy"  # proxy (HTTP_PROXY) or iptables (transparent capture, a namespace per pod)
     proxies: list[ProxyInfo] = Field(default_factory=list)
     pods: list[PodInfo] = Field(default_factory=list)
     processes: list[ProcessStatus] = Field(default_factory=list)

@@ -40,7 +40,9 @@ from mesh.runtime import (
 )
 from mesh.targets import capabilities
 from mesh.targets.base import ProxyStatus, SyncState
+from mesh.targets.local import interception
 from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
+from mesh.targets.local.interception import CapturedPods
 from mesh.targets.local.options import LocalOptions
 
 log = logging.getLogger("mesh.local")
@@ -78,7 +80,9 @@ class LocalMesh:
             self.registry,
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
-            options=MeshOptions(access_log=self.options.access_log),
+            options=MeshOptions(
+                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+            ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
         self.supervisor.on_health = self._on_health
@@ -87,15 +91,31 @@ class LocalMesh:
         self.xds: XdsServer | None = None
         self.credentials = NodeCredentials()
         self.run_dir = self.options.state_dir / "run"
-        # owner-only (mkdtemp: 0700, unpredictable name) and short (Unix socket paths are limited to 107 bytes):
-        # the xDS socket and every Envoy's admin socket live here, so no other local user can connect to them
-        self.private_dir = Path(tempfile.mkdtemp(prefix="meshops-"))
+        self._private_dir: Path | None = None
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
+        self.capture: CapturedPods | None = None  # the pod network under --interception iptables
+        self.interception = "proxy"
+
+    @property
+    def private_dir(self) -> Path:
+        """Owner-only (mkdtemp: 0700, unpredictable name) and short (Unix socket paths are limited to 107 bytes):
+        the xDS socket and every Envoy's admin socket live here, so no other local user can connect to them.
+        Made on first use (by `start`), removed by `stop`: a mesh that is never started leaves nothing behind."""
+        if self._private_dir is None:
+            self._private_dir = Path(tempfile.mkdtemp(prefix="meshops-"))
+        return self._private_dir
 
     # --- start ------------------------------------------------------------------------------------
 
     def start(self) -> LocalMesh:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> LocalMesh:
         t0 = time.perf_counter()
         opts = self.options
         findings = analysis.check(self.config, capabilities("local"))
@@ -120,11 +140,20 @@ class LocalMesh:
             old.unlink()
 
         block = self.block
+        mode, why = interception.choose(opts.interception)
+        self.interception = mode
+        self.progress(f"interception: {mode} ({why})")
+        if mode == "iptables":
+            self.capture = CapturedPods()
+            self.pilot.options = replace(self.pilot.options, interception="iptables")
+        next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
-            self._private_app(p)
+            p if self.capture else self._private_app(p)
             for s in sorted(self.config.services, key=lambda s: (s.namespace, s.name))
-            for p in pods_for(s, block.next_pod)
+            for p in pods_for(s, next_ips)
         ]
+        if self.capture:
+            self.capture.add_pods(pods, self.config.services)
         for pod in pods:
             self.registry.add_pod(pod)
         self.gateway = gateway_proxy(block.gateway_ip, listen)
@@ -133,8 +162,11 @@ class LocalMesh:
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
             self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
         self.xds = self.serve_xds()
+        if self.capture:  # Envoy runs as the proxy user inside the pods: let it reach xDS and place its admin socket
+            self.capture.share(self.private_dir, self.private_dir / "xds.sock")
         self.pilot.push(self.config, wait=0)
-        self.progress(f"control plane: xDS on {self.xds.address}, {len(pods)} pods on 127.{block.b}.0.0/16")
+        where = str(self.capture.net.subnet) if self.capture else f"127.{block.b}.0.0/16"
+        self.progress(f"control plane: xDS on {self.xds.address}, {len(pods)} pods on {where}")
 
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
@@ -148,7 +180,6 @@ class LocalMesh:
         try:
             self.supervisor.start(specs, timeout=opts.start_timeout, progress=step)
         except StartupFailed as e:
-            self.stop()
             raise TargetError(
                 str(e), hint="the log named above says why; `mesh up --log-level debug` for more"
             ) from None
@@ -156,7 +187,6 @@ class LocalMesh:
         results = self.pilot.cache.wait_synced(ids, timeout=opts.start_timeout)
         stale = {n: r.state for n, r in results.items() if r.state != "SYNCED"}
         if stale:
-            self.stop()
             raise TargetError(f"proxies did not sync their config: {stale}")
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
@@ -233,6 +263,16 @@ class LocalMesh:
         def ready() -> bool:  # a socket in our 0700 dir can only be our own app's
             return _unix_ready(pod.app_socket) if pod.app_socket else _tcp_ready(*target)
 
+        if self.capture is not None:  # transparent: no proxy variables, the app runs inside its pod
+            for k in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+                env.pop(k)
+            env["XFCC_TRUSTED"] = "1"  # only its sidecar can reach it
+            argv = self.capture.app_argv(pod, argv)
+            capture, port_number = self.capture, target[1]
+
+            def ready() -> bool:  # probed from inside the pod: its own traffic to itself is not captured
+                return capture.app_ready(pod, port_number)
+
         return ProcessSpec(
             name=f"app/{pod.name}",
             argv=argv,
@@ -255,10 +295,14 @@ class LocalMesh:
         config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = self.admin(proxy)
+        argv = envoy.command(path, log_level=self.options.envoy_log_level)
+        log_path = self.run_dir / f"envoy-{proxy.name}.log"
+        if self.capture is not None and proxy.pod is not None:
+            argv = self.capture.envoy_argv(proxy.pod, argv, config, log_path)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
-            argv=envoy.command(path, log_level=self.options.envoy_log_level),
-            log_path=self.run_dir / f"envoy-{proxy.name}.log",
+            argv=argv,
+            log_path=log_path,
             ready=admin.ready,
             kind="envoy",
         )
@@ -354,6 +398,7 @@ class LocalMesh:
             revision=self.pilot.revision,
             started_at=self.started_at,
             block=self.block.b if self.block else None,
+            interception=self.interception,
             proxies=[
                 ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=self.admin_address(p))
                 for p in self.registry.proxies
@@ -367,6 +412,7 @@ class LocalMesh:
                     ip=p.ip,
                     app=f"unix:{p.app_socket}" if p.app_socket else p.app_ip,
                     port=p.ports[0].number,
+                    netns=self.capture.net.namespaces.get(p.name) if self.capture else None,
                 )
                 for p in self.registry.pods
             ],
@@ -379,7 +425,12 @@ class LocalMesh:
         if self.xds is not None:
             self.xds.stop()
             self.xds = None
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+        if self.capture is not None:  # after the processes: a namespace goes once nothing runs in it
+            self.capture.destroy()
+            self.capture = None
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
 
 
 def _unix_ready(path: str) -> bool:

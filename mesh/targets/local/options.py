@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,4 +25,9 @@ class LocalOptions(BaseModel):
     start_timeout: float = 30.0
     envoy_log_level: str = "warning"
     access_log: bool = False
+    # how apps reach their sidecars: HTTP_PROXY (`proxy`), Istio's transparent capture (`iptables`, root), or
+    # `auto` (iptables where network namespaces can be made); see mesh/targets/local/interception.py
+    interception: Literal["auto", "proxy", "iptables"] = "proxy"
+    # meshConfig.outboundTrafficPolicy: where a captured connection to an unknown destination goes (iptables mode)
+    outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
     observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)

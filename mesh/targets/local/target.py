@@ -238,7 +238,12 @@ class LocalDataPath:
         raise KeyError(f"no pod {pod!r}; pods: {[p.name for p in self._desc.pods]}")
 
     def from_pod(self, pod: str) -> Client:
-        return HttpClient("", proxy=f"http://{self._pod(pod).ip}:{SIDECAR_OUTBOUND_PORT}")
+        p = self._pod(pod)
+        if p.netns:  # transparent capture: the request leaves from inside the pod, as its app's would
+            from mesh.targets.local.podclient import PodClient
+
+            return PodClient(p.netns)
+        return HttpClient("", proxy=f"http://{p.ip}:{SIDECAR_OUTBOUND_PORT}")
 
     def plaintext_to(self, pod: str) -> Client:
         p = self._pod(pod)
@@ -253,6 +258,11 @@ class LocalDataPath:
         ip = self._pod(pod).ip
         proxy = next(p for p in self._desc.proxies if p.ip == ip)
         return Admin.at(proxy.admin).stats(pattern)
+
+    def proxy_histogram(self, pod: str, name: str) -> list[tuple[float, int]]:
+        from mesh.dataplane.envoy import Admin
+
+        return Admin(self._pod(pod).ip).histogram(name)
 
     def restarts(self) -> int:
         return sum(p.restarts for p in self.target.describe().processes)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 def _edge(**fields: object) -> Edge:
     listeners = fields.pop("listeners", None) or [EdgeListener(name="http", port=free_port())]
-    return Edge(name="edge", listeners=listeners, **fields)  # type: ignore[arg-type]
+    return Edge(name="edge", listeners=listeners, **fields)
 
 
 @pytest.fixture

@@ -212,3 +212,60 @@ def test_a_yaml_directory_source_works(mesh: Any, target: Any, tmp_path: Path) -
     result = r.reconcile()
     assert result.action == "applied", result.reason
     assert_sequential_split(reviews(mesh), {"v1": 70, "v3": 30})
+
+
+def test_a_reconciler_killed_mid_apply_converges_on_restart(
+    mesh: Any, target: Any, repo: PolicyRepo, tmp_path: Path
+) -> None:
+    """`mesh reconcile once` as a real process, SIGKILLed once the new config serves but before the outcome is
+    recorded (the attempt still `applying`): a restart marks that attempt interrupted and converges."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    state_dir = Path(target.options.state_dir)
+    gitops_dir = state_dir / "gitops"
+    assert not gitops_dir.exists(), f"{gitops_dir} exists: another test left reconciler state in the session mesh"
+    cmd = [
+        sys.executable,
+        "-c",
+        "from mesh.cli import main; main()",
+        "reconcile",
+        "once",
+        "--repo",
+        str(repo.origin),
+        "--env",
+        ENV,
+    ]
+    cmd += ["--state-dir", str(state_dir)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESH_")}
+    sha = repo.set_dev_weight(20, ENV)
+    before = target.status().revision
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while target.status().revision == before:  # the new config is live on every proxy: verification runs
+            assert proc.poll() is None, f"the reconciler ended before applying: {proc.communicate()[0]}"
+            assert time.monotonic() < deadline, "the reconciler did not apply within 120 s"
+            time.sleep(0.02)
+        store = StateStore(gitops_dir / "state.db")
+        attempt = store.latest_attempt(ENV, sha)
+        assert attempt is not None and attempt.outcome == "applying", attempt
+        assert store.env(ENV).last_applied != sha
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL, "the reconciler finished before it could be killed mid-apply"
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert again.returncode == 0, again.stdout + again.stderr
+        outcomes = [(a.sha, a.outcome) for a in store.attempts(ENV)]
+        assert (sha, "interrupted") in outcomes and (sha, "applied") in outcomes, outcomes
+        assert store.env(ENV).last_applied == sha
+        assert_sequential_split(reviews(mesh), {"v1": 80, "v3": 20})
+        store.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(gitops_dir, ignore_errors=True)

@@ -48,7 +48,6 @@ def secured(config: MeshConfig) -> MeshConfig:
 
 def _pool(mesh: LocalMeshUnderTest, sni: str, cert: tuple[str, str] | None = None) -> urllib3.HTTPSConnectionPool:
     host, port = mesh.mesh.ingress_https_url.removeprefix("https://").split(":")
-    kw = {"cert_file": cert[0], "key_file": cert[1]} if cert else {}
     return urllib3.HTTPSConnectionPool(
         host,
         int(port),
@@ -57,7 +56,8 @@ def _pool(mesh: LocalMeshUnderTest, sni: str, cert: tuple[str, str] | None = Non
         ca_certs=str(mesh.mesh.options.state_dir / "ca.crt"),
         cert_reqs="CERT_REQUIRED",
         retries=False,
-        **kw,
+        cert_file=cert[0] if cert else None,
+        key_file=cert[1] if cert else None,
     )
 
 

@@ -61,8 +61,8 @@ def test_object_count_limit_names_how_to_raise_it(tmp_path: Path) -> None:
 
 def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
     f = tmp_path / "in.yaml"
-    with open(f, "wb") as out:
-        out.truncate(50 * 1024 * 1024)  # sparse: 50 MB of NULs, which would be a YAML error if parsed
+    with open(f, "wb") as sparse:
+        sparse.truncate(50 * 1024 * 1024)  # sparse: 50 MB of NULs, which would be a YAML error if parsed
     start = time.monotonic()
     out = mesh("analyze", "-f", str(f))
     assert time.monotonic() - start < 10

@@ -83,13 +83,20 @@ OVERRIDES: dict[type, st.SearchStrategy[Any]] = {
 }
 
 
+def _number(bound: object) -> float:
+    """annotated_types types a bound only as comparable; every bound in our API is a number."""
+    assert isinstance(bound, int | float), bound
+    return bound
+
+
 def _bounds(metadata: list[Any]) -> tuple[float | None, float | None]:
-    lo = hi = None
+    lo: float | None = None
+    hi: float | None = None
     for m in metadata:
         if isinstance(m, annotated_types.Ge):
-            lo = m.ge
+            lo = _number(m.ge)
         if isinstance(m, annotated_types.Le):
-            hi = m.le
+            hi = _number(m.le)
     return lo, hi
 
 
@@ -142,12 +149,20 @@ def _valid(draw: st.DrawFn, cls: type[BaseModel]) -> BaseModel:
         reject()
 
 
+def _route_xor_redirect(r: BaseModel) -> bool:
+    return isinstance(r, HTTPRoute) and bool(r.route) != (r.redirect is not None)
+
+
+def _delay_or_abort(f: BaseModel) -> bool:
+    return isinstance(f, HTTPFaultInjection) and (f.delay is not None or f.abort is not None)
+
+
 def model(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
     if cls in OVERRIDES:
         return OVERRIDES[cls]
     if cls is HTTPRoute:
         # a rule has a route or a redirect, never both
-        return _valid(cls).filter(lambda r: bool(r.route) != (r.redirect is not None))
+        return _valid(cls).filter(_route_xor_redirect)
     if cls is HTTPFaultInjection:
-        return _valid(cls).filter(lambda f: f.delay is not None or f.abort is not None)
+        return _valid(cls).filter(_delay_or_abort)
     return _valid(cls)

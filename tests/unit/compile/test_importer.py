@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def test_imports_every_kind_with_workloads() -> None:
     assert ap.rules[0].from_[1].source.namespaces == ["shop"]
 
 
-def _istio_docs(text: str) -> list[dict]:
+def _istio_docs(text: str) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(text) if d and d["kind"] not in ("Service", "Deployment", "ServiceAccount")]
     for d in docs:
         d["apiVersion"] = d["apiVersion"].split("/")[0]  # v1alpha3/v1beta1 render as v1: same schema

@@ -65,3 +65,14 @@ def test_a_bad_canary_rolls_back_at_its_first_failing_step(tmp_path: Path) -> No
     assert attempt is not None
     step = next(e for e in attempt.evidence if "rollout" in e)
     assert step["weight"] == 10 and not step["ok"] and step["canary_success_rate"] == 0.0
+
+
+def test_the_p99_of_envoy_buckets_is_taken_from_the_delta_and_interpolated() -> None:
+    from mesh.gitops.rollout import quantile
+
+    before = [(10.0, 5), (25.0, 5), (50.0, 5), (100.0, 5)]  # 5 old samples, all under 10 ms: not this step's
+    after = [(10.0, 55), (25.0, 104), (50.0, 105), (100.0, 105)]  # 50 <= 10 ms, 49 in (10, 25], 1 in (25, 50]
+    p99, n = quantile(before, after, 0.99)
+    assert n == 100
+    assert p99 is not None and 10 < p99 <= 25  # rank 99 of 100 falls in (10, 25]
+    assert quantile(before, before, 0.99) == (None, 0)  # no sample in the step: no latency, not 0 ms

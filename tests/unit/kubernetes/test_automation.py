@@ -120,7 +120,7 @@ def test_an_existing_cluster_needs_only_the_pulumi_cli(tmp_path: Path, monkeypat
     kubeconfig = tmp_path / "k"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     monkeypatch.setenv("MESH_CLUSTER_KUBECONFIG", str(kubeconfig))
-    monkeypatch.setattr(automation.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
     with pytest.raises(TargetError) as e:
         automation.up("prod", progress=lambda _: None)
     assert "needs pulumi on PATH" in str(e.value)
@@ -194,7 +194,7 @@ def _fake_pulumi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stack: FakeSta
         return stack
 
     monkeypatch.setattr(auto, "create_or_select_stack", create_or_select_stack)
-    monkeypatch.setattr(automation.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
     monkeypatch.setenv("MESH_PULUMI_HOME", str(tmp_path / "home"))  # does not exist yet: made with its parents
     monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
     return seen

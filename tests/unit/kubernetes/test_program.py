@@ -8,9 +8,10 @@ from __future__ import annotations
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, cast
 
 import pulumi
 import pytest
@@ -59,13 +60,21 @@ class Mocks(pulumi.runtime.Mocks):
         return {}, None
 
 
+P = ParamSpec("P")
+
+
+def pulumi_test(fn: Callable[P, Any]) -> Callable[P, Any]:
+    """`pulumi.runtime.test` (it awaits the Output a test returns) is untyped; this keeps the test's own signature."""
+    return cast("Callable[P, Any]", pulumi.runtime.test(fn))  # type: ignore[no-untyped-call]
+
+
 class Recorder(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks) -> None:
         super().__init__(mocks)
         self.seen: dict[str, Registered] = {}
 
     def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]  # Pulumi's mocks are unannotated
         if request.type != "pulumi:pulumi:Stack":
             raw = MessageToDict(request.object)
             self.seen[request.name] = Registered(
@@ -130,7 +139,7 @@ def _settled(deployed: Deployed, check: Any) -> pulumi.Output[Any]:
 
 
 @pytest.mark.parametrize("settings", [DEV, CI, PROD], ids=["dev", "ci", "prod"])
-@pulumi.runtime.test
+@pulumi_test
 def test_every_kubernetes_resource_goes_through_the_stack_provider(settings: StackSettings) -> Any:
     d = _run(settings)
 
@@ -144,7 +153,7 @@ def test_every_kubernetes_resource_goes_through_the_stack_provider(settings: Sta
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_istio_charts_install_in_order_from_the_official_repo() -> Any:
     d = _run(DEV)
 
@@ -166,7 +175,7 @@ def test_istio_charts_install_in_order_from_the_official_repo() -> Any:
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_workloads_and_policies_wait_for_istiod_their_namespace_and_the_image() -> Any:
     d = _run(CI)
 
@@ -193,7 +202,7 @@ def test_workloads_and_policies_wait_for_istiod_their_namespace_and_the_image() 
 
 
 @pytest.mark.parametrize("settings", [DEV, CI, PROD], ids=["dev", "ci", "prod"])
-@pulumi.runtime.test
+@pulumi_test
 def test_no_namespace_kubernetes_or_the_charts_create_is_created(settings: StackSettings) -> Any:
     d = _run(settings)
 
@@ -211,7 +220,7 @@ def test_no_namespace_kubernetes_or_the_charts_create_is_created(settings: Stack
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_kind_cluster_is_deleted_before_it_is_recreated_and_its_kubeconfig_read_again() -> Any:
     d = _run(DEV)
 
@@ -231,7 +240,7 @@ def test_kind_cluster_is_deleted_before_it_is_recreated_and_its_kubeconfig_read_
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_kind_uses_its_own_kubeconfig_file_and_commands_quote_paths() -> Any:
     d = _run(DEV)
 
@@ -246,7 +255,7 @@ def test_kind_uses_its_own_kubeconfig_file_and_commands_quote_paths() -> Any:
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_a_rebuilt_image_reaches_the_pods() -> Any:
     from mesh.targets.kubernetes import image
 
@@ -278,7 +287,7 @@ def test_the_image_tag_follows_the_build_context(tmp_path: Path, monkeypatch: py
     assert after.tag != before.tag and after.context != before.context
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_an_existing_cluster_gets_no_kind_and_its_own_settings() -> Any:
     d = _run(PROD)
     assert "kind-cluster" not in d.resources and "sample-image" not in d.resources
@@ -302,7 +311,7 @@ def test_an_existing_cluster_gets_no_kind_and_its_own_settings() -> Any:
 
 
 @pytest.mark.parametrize("settings", [DEV, PROD], ids=["kind", "existing"])
-@pulumi.runtime.test
+@pulumi_test
 def test_kubeconfig_is_a_secret_wherever_it_goes(settings: StackSettings) -> Any:
     d = _run(settings)
 
@@ -314,7 +323,7 @@ def test_kubeconfig_is_a_secret_wherever_it_goes(settings: StackSettings) -> Any
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_workloads_and_policies_come_from_the_same_compiler() -> Any:
     d = _run(DEV)
     config = build_policies("dev")
@@ -339,17 +348,19 @@ def test_workloads_and_policies_come_from_the_same_compiler() -> Any:
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_outputs_and_the_kubeconfig_output_is_secret() -> Any:
-    from mesh.targets.kubernetes import program as prog
-
     exported: dict[str, Any] = {}
-    original = prog.pulumi.export
+
+    def record(name: str, value: Any) -> None:
+        exported[name] = value
+
+    original = pulumi.export
     try:
-        prog.pulumi.export = lambda name, value: exported.__setitem__(name, value)  # type: ignore[assignment]
+        pulumi.export = record
         _run(DEV)
     finally:
-        prog.pulumi.export = original
+        pulumi.export = original
     assert set(exported) == {
         "ingress_url",
         "kubeconfig",
@@ -390,7 +401,7 @@ CI_FULL = replace(CI, reconciler=RECONCILER, addons=ADDONS)
 PEMS = {"ca-cert.pem": "CA", "ca-key.pem": "KEY", "root-cert.pem": "ROOT", "cert-chain.pem": "CHAIN"}
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_the_reconciler_runs_in_the_cluster_against_the_kubernetes_target() -> Any:
     d = _run(CI_FULL)
 
@@ -416,7 +427,7 @@ def test_the_reconciler_runs_in_the_cluster_against_the_kubernetes_target() -> A
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_the_webhook_secret_reaches_the_engine_only_as_a_secret() -> Any:
     d = _run(CI_FULL)
 
@@ -429,7 +440,7 @@ def test_the_webhook_secret_reaches_the_engine_only_as_a_secret() -> Any:
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_reconciler_rbac_is_istio_config_kinds_and_pods_of_managed_namespaces_only() -> Any:
     d = _run(CI_FULL)
 
@@ -477,7 +488,7 @@ def test_no_reconciler_unless_the_stack_asks_and_an_existing_cluster_needs_an_im
         _run(replace(PROD, reconciler=RECONCILER))
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_an_existing_cluster_runs_the_reconciler_image_it_names() -> Any:
     d = _run(replace(PROD, reconciler=replace(RECONCILER, image="ghcr.io/acme/meshops-reconciler:1.0")))
 
@@ -489,7 +500,7 @@ def test_an_existing_cluster_runs_the_reconciler_image_it_names() -> Any:
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_addons_are_istios_manifests_of_the_pinned_version_after_istiod() -> Any:
     d = _run(CI_FULL)
 
@@ -508,7 +519,7 @@ def test_addons_are_istios_manifests_of_the_pinned_version_after_istiod() -> Any
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_no_addons_and_default_tracing_unless_asked() -> Any:
     d = _run(CI)
 
@@ -519,7 +530,7 @@ def test_no_addons_and_default_tracing_unless_asked() -> Any:
     return _settled(d, check)
 
 
-@pulumi.runtime.test
+@pulumi_test
 def test_the_plug_in_ca_is_istios_cacerts_secret_before_istiod_starts() -> Any:
     d = _run(replace(PROD, ca_certs=PEMS))
 

@@ -37,10 +37,10 @@ def test_schema(path: Path) -> None:
 
 
 def _load(name: str) -> dict[str, Any]:
-    wf: dict[str, Any] = yaml.safe_load((ROOT / ".github/workflows" / name).read_text())
+    wf: dict[str | bool, Any] = yaml.safe_load((ROOT / ".github/workflows" / name).read_text())
     if True in wf:  # PyYAML reads `on:` as True
         wf["on"] = wf.pop(True)
-    return wf
+    return {str(k): v for k, v in wf.items()}
 
 
 def _steps(wf: dict[str, Any]) -> list[dict[str, Any]]:

@@ -45,7 +45,7 @@ def stream_logs(port: int, node_ip: str, log_name: str, entries: list[object]) -
         msgs = [first]
         for i in range(0, len(entries), 7):  # several batches, as Envoy flushes them
             m = als_pb2.StreamAccessLogsMessage()
-            m.http_logs.log_entry.extend(entries[i : i + 7])  # type: ignore[arg-type]
+            m.http_logs.log_entry.extend(entries[i : i + 7])
             msgs.append(m)
         stub.StreamAccessLogs(iter(msgs), timeout=5)
 
@@ -81,7 +81,7 @@ def export(port: int, service: str, *spans: trace_pb2.Span) -> None:
     rs.resource.attributes.add(key="service.name", value=common_pb2.AnyValue(string_value=service))
     scopes(rs).add().spans.extend(spans)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        ts_grpc.TraceServiceStub(ch).Export(req, timeout=5)
+        ts_grpc.TraceServiceStub(ch).Export(req, timeout=5)  # type: ignore[no-untyped-call]  # generated, unannotated
 
 
 def test_otlp_spans_from_several_proxies_form_one_tree_with_timings(collector: Collector) -> None:

@@ -9,6 +9,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -50,6 +51,18 @@ def served(tmp_path: Path) -> Iterator[LocalTarget]:
         yield LocalTarget(LocalOptions(state_dir=tmp_path))
     finally:
         server.stop()
+        mesh.stop()
+
+
+def test_a_mesh_leaves_no_private_directory_behind(tmp_path: Path) -> None:
+    """The owner-only socket directory exists from start to stop only: constructing or stopping leaves nothing."""
+    mesh = LocalMesh(build_policies("dev"), LocalOptions(state_dir=tmp_path), progress=lambda m: None)
+    before = set(Path(tempfile.gettempdir()).glob("meshops-*"))
+    private = mesh.private_dir  # made on first use, owner-only
+    assert private.is_dir() and (private.stat().st_mode & 0o777) == 0o700
+    mesh.stop()
+    assert not private.exists()
+    assert set(Path(tempfile.gettempdir()).glob("meshops-*")) <= before
 
 
 def test_the_wire_config_round_trips_objects_and_their_source_locations() -> None:

@@ -100,7 +100,7 @@ class FakeTarget:
         if self.fail_next_apply is not None:
             err, self.fail_next_apply = self.fail_next_apply, None
             raise err
-        diff = [ChangeModel(op=c.op, ref=c.ref, patch=c.patch) for c in diff_configs(self.config, config)]  # type: ignore[arg-type]
+        diff = [ChangeModel(op=c.op, ref=c.ref, patch=c.patch) for c in diff_configs(self.config, config)]
         if not dry_run and diff:
             self.config = copy.deepcopy(config)
             self.revision += 1
