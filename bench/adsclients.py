@@ -1,4 +1,5 @@
-"""Simulated proxies for the scale benchmark: N ADS streams that subscribe like Envoy and ACK at once.
+"""Simulated proxies for the scale benchmarks: N ADS streams that subscribe like Envoy, decode every resource they
+receive into its Envoy message (as Envoy must before it can ACK) and ACK.
 
 Run as a separate process so their CPU does not share the control plane's GIL:
     python -m bench.adsclients PORT NODES_FILE
@@ -13,7 +14,12 @@ import sys
 import threading
 
 import grpc
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -21,6 +27,13 @@ EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+MESSAGES = {
+    CDS: cluster_pb2.Cluster,
+    EDS: endpoint_pb2.ClusterLoadAssignment,
+    LDS: listener_pb2.Listener,
+    RDS: route_pb2.RouteConfiguration,
+    SDS: secret_pb2.Secret,
+}
 
 
 def stream(channel: grpc.Channel, node: str, eds: list[str], rds: list[str]) -> None:
@@ -32,6 +45,9 @@ def stream(channel: grpc.Channel, node: str, eds: list[str], rds: list[str]) -> 
     subscribed = set()
     stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
     for resp in stub.StreamAggregatedResources(iter(q.get, None)):
+        message = MESSAGES[resp.type_url]
+        for resource in resp.resources:
+            message.FromString(resource.value)
         q.put(
             discovery_pb2.DiscoveryRequest(
                 node=n,

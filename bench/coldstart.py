@@ -1,10 +1,17 @@
 """`mesh up` cold start to the first 200 through the ingress (goal <= 1.5 s on 2 cores).
 
-Baseline: one bare Envoy with a static config, spawn to first 200, in the same run.
+Two clocks: in-process (LocalMeshUnderTest, as the e2e harness starts it) and the user's (the `mesh up` command
+spawned, first 200 through its ingress, measured from the spawn). Baseline: one bare Envoy with a static config,
+spawn to first 200, in the same run.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import requests
@@ -32,6 +39,39 @@ def mesh_cold_start() -> float:
         mesh.stop()
 
 
+def command_cold_start() -> float:
+    """`mesh up` as a user types it (foreground, warm venv), from spawn to the first 200; then Ctrl-C, reaped."""
+    mesh = os.path.join(os.path.dirname(sys.executable), "mesh")
+    port, https = free_port(), free_port()
+    s = requests.Session()
+    s.trust_env = False
+    with tempfile.TemporaryDirectory(prefix="bench-up-") as state:
+        argv = [mesh, "up", "--env", "dev", "--state-dir", state, "--ingress-port", str(port)]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [*argv, "--ingress-https-port", str(https)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            while time.perf_counter() - t0 < 60:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"mesh up exited with {proc.returncode}")
+                try:
+                    r = s.get(f"http://127.0.0.1:{port}/productpage", headers={"Host": "bookinfo.local"}, timeout=2)
+                    if r.status_code == 200:
+                        return time.perf_counter() - t0
+                except requests.RequestException:
+                    pass
+                time.sleep(0.005)
+            raise RuntimeError("mesh up: no 200 through the ingress within 60 s")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def bare_envoy_cold_start() -> float:
     e = StaticEnvoy(("127.0.0.1", free_port()))
     try:
@@ -41,10 +81,19 @@ def bare_envoy_cold_start() -> float:
 
 
 def main() -> None:
-    mesh_times, bare_times = [], []
+    mesh_times, bare_times, command_times = [], [], []
     for _ in range(RUNS):
         bare_times.append(bare_envoy_cold_start())
         mesh_times.append(mesh_cold_start())
+        command_times.append(command_cold_start())
     print(f"  {RUNS} runs each; mesh = 7 apps + 7 sidecars + gateway, all ACKed, then first 200 via the ingress")
     print(f"  mesh runs (s): {', '.join(f'{t:.2f}' for t in mesh_times)}")
-    row("cold start, median", median(mesh_times), median(bare_times), "s", "goal <= 1.5 s")
+    print(f"  mesh up command runs (s): {', '.join(f'{t:.2f}' for t in command_times)}")
+    row("cold start in-process, median", median(mesh_times), median(bare_times), "s")
+    row(
+        "mesh up command -> first 200 (user clock), median",
+        median(command_times),
+        median(bare_times),
+        "s",
+        "goal <= 1.5 s",
+    )

@@ -33,13 +33,19 @@ from mesh.runtime import Registry, pods_for
 SERVICES, PROXIES = 1000, 50
 
 
-def build(weight: int, touched: int | None = None, touched_weight: int = 50) -> MeshConfig:
+def build(
+    weight: int,
+    touched: int | None = None,
+    touched_weight: int = 50,
+    services: int = SERVICES,
+    proxies: int = PROXIES,
+) -> MeshConfig:
     """Every service: v1/v2 subsets, a VirtualService with 5 rules (canary at `weight`); service `touched` alone
-    gets `touched_weight` instead."""
+    gets `touched_weight` instead. The `proxies` pods are spread over the services round-robin."""
     cfg = MeshConfig()
-    for i in range(SERVICES):
+    for i in range(services):
         name = f"svc-{i:04d}"
-        replicas = 1 if i < PROXIES else 0
+        replicas = proxies // services + (1 if i < proxies % services else 0)
         cfg.add(
             Service(
                 name=name,

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from mesh import analyze as analysis
-from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
-from mesh.compile import Observed, build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
 from mesh.errors import EXIT_ANALYSIS, EXIT_NO_ROUTE
+
+# The typed model, compiler and analyzers load inside the commands, so `mesh --help` never pays for them.
+if TYPE_CHECKING:
+    from mesh import analyze as analysis
+    from mesh.api.config import MeshConfig
 
 
 def load_config(env: str, policies: str, file: str | None) -> MeshConfig:
     """Typed policies by default; imported YAML with -f (`-` reads stdin)."""
+    from mesh.compile import build_policies, load_file, load_stream
+
     if file == "-":
         return load_stream(sys.stdin.buffer, "<stdin>")
     if file:
@@ -38,6 +43,8 @@ def render_cmd(env: str, policies: str, output: str, istio_only: bool) -> None:
     Example:
       mesh render --env prod -o yaml > prod.yaml
     """
+    from mesh.compile import build_policies, dump_json, dump_yaml, render
+
     manifests = render(build_policies(env, policies), workloads=not istio_only)
     click.echo(dump_yaml(manifests) if output == "yaml" else dump_json(manifests), nl=False)
 
@@ -77,6 +84,8 @@ def analyze_cmd(env: str, policies: str, file: str | None, isolated: bool, targe
       mesh analyze -f samples/bookinfo/networking/virtual-service-all-v1.yaml -o json
       mesh analyze -f whole-cluster.yaml --isolated
     """
+    from mesh import analyze as analysis
+
     config, inventory = analysis_input(env, policies, file, isolated)
     caps = None
     if target != "none":
@@ -99,6 +108,9 @@ def analyze_cmd(env: str, policies: str, file: str | None, isolated: bool, targe
 
 def analysis_input(env: str, policies: str, file: str | None, isolated: bool) -> tuple[MeshConfig, analysis.Inventory]:
     """The config to analyze and what else exists: the file over the environment (or alone), its Pods and Secrets."""
+    from mesh import analyze as analysis
+    from mesh.compile import Observed, build_policies, load_file, load_stream
+
     if not file:
         return build_policies(env, policies), analysis.Inventory()
     observed = Observed()
@@ -117,6 +129,8 @@ def analysis_input(env: str, policies: str, file: str | None, isolated: bool) ->
 def overlay(base: MeshConfig, top: MeshConfig) -> MeshConfig:
     """`base` with `top`'s objects added, each replacing its namesake (same kind, namespace and name; services by
     FQDN)."""
+    from mesh.api.config import MeshConfig
+
     keys = {r.key for r in top.resources}
     fqdns = {s.fqdn for s in top.services}
     return MeshConfig(
@@ -142,6 +156,8 @@ def import_cmd(file: str | None, namespace: str) -> None:
     """
     if not file:
         raise click.UsageError("say which file to import: mesh import -f FILE (or -f - for stdin)")
+    from mesh.compile import to_python
+
     config = load_config("", "", file)
     click.echo(to_python(config, origin=file if file != "-" else "stdin"), nl=False)
 
@@ -172,6 +188,8 @@ def simulate_cmd(
       mesh simulate --from productpage-v1-0 -H end-user:jason http://reviews:9080/reviews
       mesh simulate -f canary-90.yaml --from productpage.default http://reviews:9080/reviews
     """
+    from mesh.api.config import MeshConfig
+    from mesh.compile import build_policies
     from mesh.controlplane.simulate import explain, simulate
 
     config = build_policies(env, policies)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import BaseModel
 
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
@@ -18,6 +17,8 @@ from mesh.cli.tables import table
 from mesh.errors import MeshNotRunning, UsageError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from mesh.api.config import MeshConfig
     from mesh.targets.base import ChangeModel, Target, TargetStatus
     from mesh.targets.local.api import MeshDescription

@@ -11,23 +11,22 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from mesh.cli import cli
 from mesh.cli.tables import table
 from mesh.errors import TargetError
-from mesh.gitops.daemon import DEFAULT_POLL, Daemon, DaemonSettings
-from mesh.gitops.errors import SourceError, WebhookMisconfigured
-from mesh.gitops.github import GitHubStatus
-from mesh.gitops.reconciler import Reconciler, Result, Settings
-from mesh.gitops.render import Limits, keep_workloads, render
-from mesh.gitops.source import SourceSpec, check_url
-from mesh.gitops.state import StateStore
-from mesh.gitops.status import env_status
-from mesh.gitops.triggers import WebhookConfig, install_hook
-from mesh.targets.base import Target
+
+# The reconciler (git, HTTP, pydantic models) loads inside the commands that use it, so `mesh --help` stays instant.
+if TYPE_CHECKING:
+    from mesh.gitops.reconciler import Reconciler, Result
+    from mesh.gitops.state import StateStore
+    from mesh.gitops.triggers import WebhookConfig
+    from mesh.targets.base import Target
+
+DEFAULT_POLL = 15.0  # mesh.gitops.daemon.DEFAULT_POLL (a unit test keeps the two equal)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -119,10 +118,18 @@ def _target(name: str, state_dir: str) -> Target:
 
 
 def _store(state_dir: str) -> StateStore:
+    from mesh.gitops.state import StateStore
+
     return StateStore(Path(state_dir) / "gitops" / "state.db")
 
 
 def _reconciler(kw: dict[str, Any], progress: Callable[[str], None]) -> Reconciler:
+    from mesh.gitops.errors import SourceError
+    from mesh.gitops.github import GitHubStatus
+    from mesh.gitops.reconciler import Reconciler, Settings
+    from mesh.gitops.render import Limits
+    from mesh.gitops.source import SourceSpec, check_url
+
     if not kw["repo"]:
         raise SourceError("no policies repository given", hint="pass --repo PATH_OR_URL (or set MESH_GITOPS_REPO)")
     spec = SourceSpec(env=kw["env"], repo=kw["repo"], ref=kw["ref"], path=kw["path"])
@@ -209,6 +216,9 @@ def reconcile_group(ctx: click.Context, /, **kw: Any) -> None:
 
 
 def _webhook(kw: dict[str, Any]) -> WebhookConfig | None:
+    from mesh.gitops.errors import WebhookMisconfigured
+    from mesh.gitops.triggers import WebhookConfig
+
     if not kw["listen"]:
         return None
     secret = os.environ.get("MESH_WEBHOOK_SECRET", "")
@@ -223,6 +233,8 @@ def _webhook(kw: dict[str, Any]) -> WebhookConfig | None:
 
 
 def _daemon(kw: dict[str, Any]) -> None:
+    from mesh.gitops.daemon import Daemon, DaemonSettings
+
     webhook = _webhook(kw)
     reconciler = _reconciler(kw, _say)
     reconciler.source.remote_ref()  # a missing repo or ref is an error now, not a log line every poll
@@ -289,6 +301,8 @@ def status_cmd(state_dir: str, env: str | None, output: str) -> None:
       mesh reconcile status
       mesh reconcile status -o json
     """
+    from mesh.gitops.status import env_status
+
     store = _store(state_dir)
     envs = [env] if env else [e.env for e in store.environments()]
     statuses = [env_status(store, e) for e in envs]
@@ -345,6 +359,8 @@ def install_hook_cmd(repo: str, state_dir: str) -> None:
     \b
       mesh reconcile install-hook --repo /srv/git/policies.git
     """
+    from mesh.gitops.triggers import install_hook
+
     hook = install_hook(Path(repo), Path(state_dir) / "gitops" / "hook.sock")
     click.echo(f"installed {hook}: pushes now notify the reconciler running with --state-dir {state_dir}")
 
@@ -357,6 +373,8 @@ def diff_cmd(**kw: Any) -> None:
     \b
       mesh diff --repo ../policies --env dev
     """
+    from mesh.gitops.render import keep_workloads, render
+
     r = _reconciler(kw, lambda _: None)
     rev = r.source.fetch()
     rendered = render(r.source.materialise(rev.sha), ".", r.env, r.settings.limits)
