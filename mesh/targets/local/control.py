@@ -67,7 +67,7 @@ def state_path(state_dir: Path) -> Path:
 
 def process_start(pid: int) -> int | None:
     """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None if there is no such
-    process. With the pid it names one process for good: a reused pid has another start time."""
+    live process. With the pid it names one process for good: a reused pid has another start time."""
     if pid <= 1:
         return None
     try:
@@ -75,6 +75,8 @@ def process_start(pid: int) -> int | None:
     except OSError:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
+    if fields[0] in ("Z", "X"):  # a killed process nobody reaped yet (a zombie) runs nothing: it is gone
+        return None
     return int(fields[19])
 
 

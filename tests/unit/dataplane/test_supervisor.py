@@ -144,7 +144,10 @@ def test_the_restart_backoff_resets_after_a_healthy_interval(tmp_path: Path) -> 
     )
     sup = Supervisor(on_event=events.append, backoff=0.1, backoff_max=1.0, healthy_reset=0.5)
     try:
+        flag.touch()  # start healthy (a process that exits before its first readiness check fails `start`)
         sup.start([spec])
+        flag.unlink()
+        sup.kill("flaky")  # from here on it crash-loops
         deadline = time.monotonic() + 20
         while sum("flaky exited" in e for e in events) < 6 and time.monotonic() < deadline:
             time.sleep(0.01)
