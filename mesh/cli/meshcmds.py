@@ -400,11 +400,11 @@ def logs_cmd(name: str, tail: int, follow: bool, state_dir: Path) -> None:
     offsets: dict[str, int] = {}
     for p in chosen:
         path = Path(p.log)
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        data = path.read_bytes() if path.exists() else b""
+        offsets[p.log] = len(data)  # follow from what was read: a line written meanwhile is shown, not skipped
         click.secho(f"==> {p.name} ({path}) <==", bold=True)
-        for line in lines[-tail:]:
+        for line in data.decode(errors="replace").splitlines()[-tail:]:
             click.echo(line)
-        offsets[p.log] = path.stat().st_size if path.exists() else 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how -f ends: quietly, exit 0
         _follow(offsets, follow)
 
