@@ -25,6 +25,7 @@ KIND_ORDER = (
     "RequestAuthentication",
     "AuthorizationPolicy",
     "Telemetry",
+    "Edge",
 )
 
 

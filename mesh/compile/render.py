@@ -11,6 +11,7 @@ from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service, Version
 
 Manifest = dict[str, Any]
+LOCAL_ONLY_KINDS = frozenset({"Edge"})
 
 INJECTION_LABEL = {"istio-injection": "enabled"}
 
@@ -20,8 +21,9 @@ SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-no
 
 
 def render_istio(config: MeshConfig) -> list[Manifest]:
-    """The Istio resources, sorted by kind, namespace and name."""
-    return [r.to_manifest() for r in config.sorted_resources()]
+    """The Istio resources, sorted by kind, namespace and name. meshops' own kinds (`Edge`) are the local target's
+    only (docs/edge.md says why): they render to nothing here."""
+    return [r.to_manifest() for r in config.sorted_resources() if r.kind not in LOCAL_ONLY_KINDS]
 
 
 def render_workloads(config: MeshConfig) -> list[Manifest]:

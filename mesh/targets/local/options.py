@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,3 +26,8 @@ class LocalOptions(BaseModel):
     envoy_log_level: str = "warning"
     access_log: bool = False
     observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)
+    # the edge and certificates (docs/edge.md)
+    gateway_replicas: int = Field(default=1, ge=1, le=16)  # ingress gateway Envoys, each on its own address
+    edge: Literal["haproxy"] | None = None  # an HAProxy edge tier on the ingress port, in front of the replicas
+    workload_cert_ttl: float = Field(default=24 * 3600.0, ge=2.0)  # seconds (Istio's default: 24h), renewed at half
+    ca_dir: Path | None = None  # a plug-in CA: Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, ...)
