@@ -10,7 +10,7 @@ ENV    ?= dev
 .PHONY: install actionlint system-deps up test lint unit e2e bench clean help
 
 help:  ## list targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[A-Za-z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,5 +53,5 @@ e2e: system-deps $(STAMP)  ## the e2e suite against the local mesh
 bench: $(STAMP)  ## benchmarks (prints ratios against baselines measured in the same run)
 	$(BIN)/python -m bench
 
-clean:
+clean:  ## remove .venv and the tool caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

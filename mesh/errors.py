@@ -1,15 +1,20 @@
 """The exception tree. Every error names the object (file, resource, field) and says what to do next.
 
 MeshError
+├── UsageError             a name on the command line names nothing (an unknown pod or proxy) (exit 2)
 ├── PolicyError            a policy module or YAML document is malformed (exit 65)
 │   └── ImportFailed       YAML that cannot become typed objects
 ├── AnalysisFailed         the analyzer found errors; nothing was applied (exit 79)
 ├── TargetError            a target cannot do what was asked (missing tool, not running) (exit 69)
 │   ├── MeshNotRunning
+│   │   └── StateCorrupt   the state file is damaged: `mesh down --force` recovers
 │   ├── UnknownTarget      --target names no implementation (exit 64)
+│   ├── WorkloadChange     `mesh apply` was given workload changes (services, versions, replicas): needs `mesh up`
 │   ├── AddressesExhausted no free loopback block for another local mesh
 │   └── DeploymentFailed   a Pulumi operation failed; names each failing resource and its message
-├── PushRejected           an Envoy NACKed a push; the previous config keeps serving
+├── StaleRevision          an apply was computed against an older revision than the mesh runs (exit 75)
+├── PushRejected           an Envoy NACKed a push; the previous config keeps serving (exit 76)
+│   └── PushTimedOut       a proxy did not ACK in time; rolled back like a NACK (exit 76)
 └── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
 """
 
@@ -18,11 +23,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+EXIT_CLI_USAGE = 2  # as click's own usage errors: a bad option, or a name that names nothing
+EXIT_NO_ROUTE = 1  # `mesh simulate`: the request matches no route (a valid answer: "no match", as grep exits 1)
 EXIT_USAGE = 64
 EXIT_BAD_INPUT = 65
 EXIT_ANALYSIS = 79
 EXIT_TARGET = 69
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: a bug in meshops itself, not in the user's policies
+EXIT_CONFLICT = 75  # sysexits EX_TEMPFAIL: the mesh moved on since the apply's base revision; re-run it
+EXIT_REJECTED = 76  # sysexits EX_PROTOCOL: the data plane rejected the push (or never confirmed it); rolled back
 
 
 class Reportable(Protocol):
@@ -46,6 +55,16 @@ class MeshError(Exception):
     def __str__(self) -> str:
         text = super().__str__()
         return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class UsageError(MeshError):
+    exit_code = EXIT_CLI_USAGE
+
+
+class StaleRevision(MeshError):
+    """`mesh apply --base-revision N` when the mesh is past N: applying would silently drop what changed since."""
+
+    exit_code = EXIT_CONFLICT
 
 
 class PolicyError(MeshError):
@@ -77,11 +96,19 @@ class MeshNotRunning(TargetError):
     pass
 
 
+class StateCorrupt(MeshNotRunning):
+    """The state file cannot be read: whether a mesh still runs from it is unknown."""
+
+
 class UnknownTarget(TargetError):
     exit_code = EXIT_USAGE
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown target {name!r}", hint=f"choose one of: {', '.join(known)}")
+
+
+class WorkloadChange(TargetError):
+    pass
 
 
 class AddressesExhausted(TargetError):
@@ -100,7 +127,7 @@ class DeploymentFailed(TargetError):
 class PushRejected(MeshError):
     """One or more proxies NACKed a push. `rejections` maps proxy id -> Envoy's error text."""
 
-    exit_code = 1
+    exit_code = EXIT_REJECTED
 
     def __init__(self, rejections: dict[str, str]) -> None:
         self.rejections = rejections
@@ -108,6 +135,22 @@ class PushRejected(MeshError):
         super().__init__(
             f"{len(rejections)} proxy(ies) rejected the new config; every proxy keeps serving the previous one:\n{lines}",
             hint="the Envoy error above names the offending field; fix the policy and apply again",
+        )
+
+
+class PushTimedOut(PushRejected):
+    """Proxies that neither ACKed nor NACKed within the wait (stopped, hung, disconnected). Every changed proxy was
+    pushed the previous config again, so what the control plane records is what runs. `rejections` maps proxy id ->
+    its state."""
+
+    def __init__(self, rejections: dict[str, str], wait: float) -> None:
+        self.rejections = rejections
+        lines = "\n".join(f"  {proxy}: {state}" for proxy, state in sorted(rejections.items()))
+        MeshError.__init__(
+            self,
+            f"{len(rejections)} proxy(ies) did not confirm the new config within {wait:g}s; it was rolled back and "
+            f"every proxy keeps (or returns to) the previous one:\n{lines}",
+            hint="`mesh status` shows which process is down; apply again once it runs (or with a longer --wait)",
         )
 
 

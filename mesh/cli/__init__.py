@@ -11,7 +11,10 @@ import click
 from mesh.errors import MeshError
 
 EPILOG = """\b
-Exit codes: 0 ok, 2 usage, 65 malformed input, 69 target unavailable, 79 analysis errors.
+Exit codes: 0 ok, 1 simulate: no route matched, 2 usage (also an unknown pod or
+proxy name), 65 malformed input, 69 target unavailable (or a workload change that needs
+`mesh up`), 70 internal error, 75 stale --base-revision, 76 the data plane rejected
+the push or did not confirm it (rolled back), 79 analysis errors.
 Set MESH_DEBUG=1 to see tracebacks."""
 
 

@@ -12,7 +12,7 @@ from mesh.api.config import MeshConfig
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
 from mesh.compile import Observed, build_policies, dump_json, dump_yaml, load_file, load_stream, render, to_python
-from mesh.errors import EXIT_ANALYSIS
+from mesh.errors import EXIT_ANALYSIS, EXIT_NO_ROUTE
 
 
 def load_config(env: str, policies: str, file: str | None) -> MeshConfig:
@@ -154,12 +154,15 @@ def import_cmd(file: str | None, namespace: str) -> None:
     "source",
     default="gateway",
     show_default=True,
-    help="Where the request starts: `gateway` (the ingress) or a pod such as reviews-v2-0.",
+    help="Where the request starts: `gateway` (the ingress) or a pod such as reviews-v2-0 (or reviews-v2-0.default).",
 )
 @click.option("--header", "-H", "headers", multiple=True, help="Request header NAME:VALUE (repeatable).")
 @click.option("--method", "-X", default="GET", show_default=True)
+@file_option("Simulate the environment's policies with this Istio YAML applied on top (as `mesh apply -f` would).")
 @click.argument("url")
-def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...], method: str, url: str) -> None:
+def simulate_cmd(
+    env: str, policies: str, source: str, headers: tuple[str, ...], method: str, file: str | None, url: str
+) -> None:
     """Which route and cluster a request would hit — answered offline from the translated config, no Envoy needed
     (like Istio's pilot simulation).
 
@@ -167,11 +170,19 @@ def simulate_cmd(env: str, policies: str, source: str, headers: tuple[str, ...],
     Examples:
       mesh simulate http://bookinfo.local/productpage
       mesh simulate --from productpage-v1-0 -H end-user:jason http://reviews:9080/reviews
+      mesh simulate -f canary-90.yaml --from productpage.default http://reviews:9080/reviews
     """
     from mesh.controlplane.simulate import explain, simulate
 
-    sim = simulate(build_policies(env, policies), source, url, dict(h.split(":", 1) for h in headers), method)
+    config = build_policies(env, policies)
+    if file:  # kubectl-apply semantics: the file's objects replace their namesakes
+        extra = load_config(env, policies, file)
+        keys = {r.key for r in extra.resources}
+        config = MeshConfig(
+            services=config.services, resources=[r for r in config.resources if r.key not in keys] + extra.resources
+        )
+    sim = simulate(config, source, url, dict(h.split(":", 1) for h in headers), method)
     for line in explain(sim):
         click.echo(line)
     if sim.hit is None:
-        sys.exit(1)
+        sys.exit(EXIT_NO_ROUTE)

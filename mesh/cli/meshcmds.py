@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 from mesh.cli import cli
 from mesh.cli.options import env_option, file_option, policies_option
 from mesh.cli.tables import table
-from mesh.errors import MeshNotRunning, TargetError
+from mesh.errors import MeshNotRunning, UsageError
 
 if TYPE_CHECKING:
     from mesh.api.config import MeshConfig
@@ -213,14 +214,28 @@ def _print_ready(target: Target, status: TargetStatus, config: MeshConfig) -> No
 @target_option
 @env_option
 @state_dir_option
-def down_cmd(target_name: str, env: str, state_dir: Path) -> None:
+@click.option(
+    "--force", is_flag=True, help="Also when the state file is damaged: stop what it provably names, remove it."
+)
+def down_cmd(target_name: str, env: str, state_dir: Path, force: bool) -> None:
     """Stop the mesh started with `mesh up --detach` (every Envoy and app with it).
+
+    Nothing running is not an error: it says so and exits 0.
 
     \b
     Example:
       mesh down
+      mesh down --force     # the state file is damaged
     """
     target = _target(target_name, env, state_dir)
+    force_down = getattr(target, "force_down", None)
+    if force and force_down is not None:
+        click.echo(f"✔ {force_down()}")
+        return
+    st = target.status()  # a damaged state file raises here (exit 69), naming `--force`
+    if not st.running:
+        click.echo(f"nothing to stop: {(st.detail or f'the {target.name} mesh is not running').splitlines()[0]}")
+        return
     target.down()
     click.echo(f"✔ {target.name} mesh stopped")
 
@@ -252,6 +267,9 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
         rows = [[p.name, p.kind, str(p.pid), "running" if p.running else "DOWN", str(p.restarts)] for p in processes]
         click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
     _print_edge_and_acme(detail)
+    for p in target.proxy_status():  # ACKed is not serving: a NACK or a draining proxy is said here too
+        for what, err in p.errors.items():
+            click.echo(f"warning: {p.proxy} {what}: {err}")
 
 
 def _print_edge_and_acme(detail: BaseModel) -> None:
@@ -285,6 +303,12 @@ def _print_edge_and_acme(detail: BaseModel) -> None:
 @click.option("--no-analyze", is_flag=True, help="Skip analysis (Envoy may then reject the push; it is rolled back).")
 @click.option("--wait", default=10.0, show_default=True, help="Seconds to wait for every proxy to ACK.")
 @click.option("--dry-run", is_flag=True, help="Show what would change and what analysis says; push nothing.")
+@click.option(
+    "--base-revision",
+    type=int,
+    default=None,
+    help="Apply only if the mesh still runs this revision (`mesh status`); otherwise exit 75 and change nothing.",
+)
 @state_dir_option
 def apply_cmd(
     env: str,
@@ -294,6 +318,7 @@ def apply_cmd(
     no_analyze: bool,
     wait: float,
     dry_run: bool,
+    base_revision: int | None,
     state_dir: Path,
 ) -> None:
     """Push policies to the running mesh and report every proxy's ACK or NACK.
@@ -301,8 +326,10 @@ def apply_cmd(
     With --env the policies replace the whole running set (declarative, as git would have it); with -f the
     objects in the file replace their namesakes and everything else stays (like `kubectl apply -f`).
     Analysis runs first (errors block, nothing is applied; warnings are printed with file:line). If any Envoy
-    rejects the push, every proxy is rolled back to the previous config and the Envoy error is printed.
-    Workloads cannot change here.
+    rejects the push, or does not confirm it within --wait, every proxy is rolled back to the previous config and the
+    command exits 76. Applies are serialized; --base-revision makes one conditional on the revision it was computed
+    against (exit 75 if the mesh moved on). An apply that changes nothing keeps the revision. Workload changes
+    (services, versions, replicas) are refused (exit 69): they need `mesh up`.
 
     \b
     Examples:
@@ -316,12 +343,17 @@ def apply_cmd(
     config = load_config(env, policies, file)
     t0 = time.perf_counter()
     kwargs: dict[str, Any] = {"analyze": False} if no_analyze else {}
+    if base_revision is not None:
+        kwargs["base_revision"] = base_revision
     res = target.apply(config, dry_run=dry_run, prune=not file, wait=wait, **kwargs)
     _print_diff(res.diff)
     for f in res.findings:
         click.echo(f"{f.level} [{f.code}] ({f.resource}{' ' + f.source if f.source else ''}) {f.path}: {f.message}")
     if dry_run:
         click.echo(f"dry run: {len(res.diff)} change(s), analysis clean of errors; nothing was pushed")
+        return
+    if not res.diff:
+        click.echo(f"✔ nothing to apply: revision {res.revision} keeps serving")
         return
     took = (time.perf_counter() - t0) * 1000
     rows = [[n.split("~")[2] if n.count("~") >= 2 else n, s] for n, s in res.proxies.items()]
@@ -385,8 +417,8 @@ def proxy_config_cmd(kind: str, proxy: str, output: str, state_dir: Path) -> Non
     match = [p for p in st.proxies if proxy in (p.name, p.name.split(".")[0], p.id)]
     if not match:
         names = ", ".join(p.name for p in st.proxies)
-        raise TargetError(f"no proxy {proxy!r} in the running mesh", hint=f"proxies: {names}")
-    click.echo(show(kind, match[0].ip, output), nl=False)
+        raise UsageError(f"no proxy {proxy!r} in the running mesh", hint=f"proxies: {names}")
+    click.echo(show(kind, match[0].admin, output), nl=False)
 
 
 @cli.command("logs")
@@ -410,7 +442,7 @@ def logs_cmd(name: str, tail: int, follow: bool, state_dir: Path) -> None:
     procs = read_state(state_dir).processes
     chosen = [p for p in procs if name in (p.name, p.name.split("/", 1)[1])]
     if not chosen:
-        raise TargetError(f"no process {name!r} in the running mesh", hint="`mesh status` lists them")
+        raise UsageError(f"no process {name!r} in the running mesh", hint="`mesh status` lists them")
     offsets: dict[str, int] = {}
     for p in chosen:
         path = Path(p.log)
@@ -419,6 +451,11 @@ def logs_cmd(name: str, tail: int, follow: bool, state_dir: Path) -> None:
         for line in lines[-tail:]:
             click.echo(line)
         offsets[p.log] = path.stat().st_size if path.exists() else 0
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how -f ends: quietly, exit 0
+        _follow(offsets, follow)
+
+
+def _follow(offsets: dict[str, int], follow: bool) -> None:
     while follow:
         time.sleep(0.2)
         for log, offset in offsets.items():

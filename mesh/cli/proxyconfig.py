@@ -21,8 +21,9 @@ def _section(dump: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in dump.get("configs", []) if c.get("@type") == _DUMP_TYPES[kind]), {})
 
 
-def show(kind: str, ip: str, output: str) -> str:
-    admin = Admin(ip)
+def show(kind: str, admin_address: str, output: str) -> str:
+    """`admin_address`: the proxy's admin as `mesh status` lists it (an owner-only Unix socket)."""
+    admin = Admin.at(admin_address)
     dump = admin.config_dump(include_eds=kind in ("endpoints", "all"))
     if output == "json":
         if kind == "all":

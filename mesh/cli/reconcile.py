@@ -71,7 +71,15 @@ def source_options(f: F) -> F:
             envvar="MESH_GITOPS_PATH",
             help="Directory in the repository: a policies package (build(env)) or Istio YAML files.",
         ),
-        click.option("--target", "target_name", default="local", show_default=True, type=click.Choice(["local"])),
+        click.option(
+            "--target",
+            "target_name",
+            default="local",
+            show_default=True,
+            envvar="MESH_TARGET",
+            type=click.Choice(["local", "kubernetes"]),
+            help="kubernetes: the cluster of MESH_KUBECONFIG, or the one this pod runs in (its service account).",
+        ),
         click.option(
             "--state-dir",
             default=".meshops",
@@ -91,6 +99,10 @@ def source_options(f: F) -> F:
 
 
 def _target(name: str, state_dir: str) -> Target:
+    if name == "kubernetes":
+        from mesh.targets.kubernetes.target import KubernetesTarget
+
+        return KubernetesTarget()
     try:
         module = importlib.import_module("mesh.targets.local.target")
         options = importlib.import_module("mesh.targets.local.options")

@@ -1,7 +1,9 @@
 """Pilot: owns the current config, pushes per-proxy snapshots, waits on ACKs, and rolls back on NACK.
 
 The last good config keeps serving: a push is only "applied" once every proxy ACKed it; if any proxy NACKs,
-every proxy is pushed the previous snapshots again and the caller gets PushRejected with Envoy's error text.
+every proxy is pushed the previous snapshots again and the caller gets PushRejected with Envoy's error text. A proxy
+that does not answer within the wait is treated the same way (PushTimedOut): the record never claims a config that
+only some proxies run.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from mesh.controlplane.translate import (
 )
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
 from mesh.controlplane.xds.snapshot import Snapshot
-from mesh.errors import PushRejected
+from mesh.errors import PushRejected, PushTimedOut
 from mesh.runtime import Proxy, Registry
 
 log = logging.getLogger("mesh.pilot")
@@ -95,12 +97,13 @@ class Pilot:
             rejected = {
                 n: "; ".join(f"{t}: {e}" for t, e in r.errors.items()) for n, r in results.items() if r.state == "NACK"
             }
-            if rejected and rollback:
+            silent = {n: r.state for n, r in results.items() if r.state not in ("SYNCED", "NACK")}
+            if (rejected or silent) and rollback:
                 restored = [n for n in changed if n in previous]
                 for node in restored:
                     self.cache.set_snapshot(node, previous[node])
                 self.cache.wait_synced(restored, timeout=wait)
-                raise PushRejected(rejected)
+                raise PushRejected(rejected) if rejected else PushTimedOut(silent, wait)
             self.config = config
             self.revision += 1
             return PushResult(self.revision, results, translate_ms, sync_ms, changed)

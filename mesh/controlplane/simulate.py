@@ -11,13 +11,15 @@ from urllib.parse import urlsplit
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import percent_pb2
 
 from mesh.api.config import MeshConfig
 from mesh.controlplane.translate.context import PushContext
 from mesh.controlplane.translate.gateway import gateway_route_name
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG, build_routes
-from mesh.errors import MeshError
+from mesh.errors import UsageError
 from mesh.runtime import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
 
 GATEWAY_PORT = 80  # the simulated ingress gateway serves its HTTP port here
@@ -142,12 +144,15 @@ def _pods(config: MeshConfig) -> list[Pod]:
 
 
 def _proxy(source: str, pods: list[Pod]) -> Proxy:
-    """`gateway` (the ingress) or a pod, by pod name or service name."""
+    """`gateway` (the ingress) or a pod, by pod name or service name, each optionally `.namespace`."""
     if source == "gateway":
         return gateway_proxy("10.0.0.254", {GATEWAY_PORT: ("0.0.0.0", GATEWAY_PORT)})
-    pod = next((p for p in pods if p.name == source or p.service == source), None)
+    pod = next(
+        (p for p in pods if source in (p.name, p.service, f"{p.name}.{p.namespace}", f"{p.service}.{p.namespace}")),
+        None,
+    )
     if pod is None:
-        raise MeshError(f"no pod {source!r}", hint=f"pods: {', '.join(p.name for p in pods)}")
+        raise UsageError(f"no pod {source!r}", hint=f"pods: {', '.join(p.name for p in pods)}")
     return sidecar_for(pod)
 
 
@@ -187,7 +192,39 @@ def explain(sim: Simulation) -> list[str]:
         lines.append(f"  timeout:      {action.timeout.seconds + action.timeout.nanos / 1e9:g}s")
     if hit.retry is not None:
         rp = hit.retry
-        lines.append(f"  retries:      {rp.num_retries.value}" + (f" on {rp.retry_on}" if rp.retry_on else ""))
+        per_try = rp.per_try_timeout.seconds + rp.per_try_timeout.nanos / 1e9
+        lines.append(
+            f"  retries:      {rp.num_retries.value}"
+            + (f" on {rp.retry_on}" if rp.retry_on else "")
+            + (f", per-try timeout {per_try:g}s" if per_try else "")
+        )
+    lines += _faults(r)
     if r.typed_per_filter_config:
         lines.append(f"  filters:      {', '.join(sorted(r.typed_per_filter_config))}")
+    return lines
+
+
+def _percent(p: percent_pb2.FractionalPercent) -> str:
+    scale = {0: 100, 1: 10_000, 2: 1_000_000}[p.denominator]
+    return f"{p.numerator * 100 / scale:g}%"
+
+
+def _faults(r: rc.Route) -> list[str]:
+    """The route's fault injection with its values: what `delay`/`abort` a request may meet, and how often."""
+    packed = r.typed_per_filter_config.get("envoy.filters.http.fault")
+    if packed is None:
+        return []
+    fault = fault_pb2.HTTPFault()
+    if not packed.Unpack(fault):
+        return []
+    lines = []
+    if fault.HasField("delay"):
+        d = fault.delay.fixed_delay
+        lines.append(
+            f"  fault delay:  {d.seconds + d.nanos / 1e9:g}s for {_percent(fault.delay.percentage)} of requests"
+        )
+    if fault.HasField("abort"):
+        lines.append(
+            f"  fault abort:  HTTP {fault.abort.http_status} for {_percent(fault.abort.percentage)} of requests"
+        )
     return lines

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import socket
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from mesh.runtime import SIDECAR_ADMIN_PORT, Proxy
+
+OWNER_ONLY = 0o600
+# what the TCP admin port still answers once admin itself is on an owner-only socket: readiness, Prometheus' scrape
+# (Istio's 15090) and route tables (the dashboard); exact `:path` matches, so no other query reaches admin
+READ_ONLY_ADMIN_PATHS = ("/ready", "/stats/prometheus", "/config_dump?resource=dynamic_route_configs")
 
 
 def envoy_binary() -> str:
@@ -31,10 +38,28 @@ def envoy_binary() -> str:
     return path
 
 
-def bootstrap(proxy: Proxy, xds_host: str, xds_port: int, admin_port: int = SIDECAR_ADMIN_PORT) -> dict[str, Any]:
-    """ADS for everything; only the xDS cluster is static (HTTP/2 is required for gRPC)."""
+def _address(host: str, port: int, pipe: Path | None = None) -> dict[str, Any]:
+    if pipe is not None:
+        return {"pipe": {"path": str(pipe), "mode": OWNER_ONLY}}
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def bootstrap(
+    proxy: Proxy,
+    xds_host: str,
+    xds_port: int,
+    admin_port: int = SIDECAR_ADMIN_PORT,
+    *,
+    xds_socket: Path | None = None,
+    admin_socket: Path | None = None,
+    node_metadata: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """ADS for everything; only the xDS cluster is static (HTTP/2 is required for gRPC).
+
+    `xds_socket`: reach the control plane over a Unix socket. `admin_socket`: admin on an owner-only Unix socket,
+    with `admin_port` kept only for `READ_ONLY_ADMIN_PATHS`. `node_metadata`: e.g. the proxy's xDS credential."""
     ads = {"ads": {}, "resource_api_version": "V3"}
-    return {
+    config: dict[str, Any] = {
         "node": {
             "id": proxy.id,
             "cluster": f"{proxy.labels.get('app', proxy.name)}.{proxy.namespace}",
@@ -42,9 +67,10 @@ def bootstrap(proxy: Proxy, xds_host: str, xds_port: int, admin_port: int = SIDE
                 "NAMESPACE": proxy.namespace,
                 "LABELS": dict(proxy.labels),
                 "SERVICE_ACCOUNT": proxy.service_account,
+                **(node_metadata or {}),
             },
         },
-        "admin": {"address": {"socket_address": {"address": proxy.ip, "port_value": admin_port}}},
+        "admin": {"address": _address(proxy.ip, admin_port, admin_socket)},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -70,15 +96,7 @@ def bootstrap(proxy: Proxy, xds_host: str, xds_port: int, admin_port: int = SIDE
                     "load_assignment": {
                         "cluster_name": "xds-grpc",
                         "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {"socket_address": {"address": xds_host, "port_value": xds_port}}
-                                        }
-                                    }
-                                ]
-                            }
+                            {"lb_endpoints": [{"endpoint": {"address": _address(xds_host, xds_port, xds_socket)}}]}
                         ],
                     },
                 }
@@ -98,6 +116,67 @@ def bootstrap(proxy: Proxy, xds_host: str, xds_port: int, admin_port: int = SIDE
             ]
         },
     }
+    if admin_socket is not None:
+        _read_only_admin(config, proxy.ip, admin_port, admin_socket)
+    return config
+
+
+def _read_only_admin(config: dict[str, Any], ip: str, port: int, admin_socket: Path) -> None:
+    """A listener on the old admin port that forwards only `READ_ONLY_ADMIN_PATHS` (GET) to the admin socket."""
+    static = config["static_resources"]
+    static["clusters"].append(
+        {
+            "name": "admin-socket",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": "admin-socket",
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address("", 0, admin_socket)}}]}],
+            },
+        }
+    )
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {"name": ":path", "string_match": {"exact": path}},
+                    {"name": ":method", "string_match": {"exact": "GET"}},
+                ],
+            },
+            "route": {"cluster": "admin-socket", "timeout": "5s"},
+        }
+        for path in READ_ONLY_ADMIN_PATHS
+    ]
+    routes.append(
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 403, "body": {"inline_string": "admin is on an owner-only socket\n"}},
+        }
+    )
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "admin_read_only",
+        "route_config": {
+            "name": "admin-read-only",
+            "virtual_hosts": [{"name": "admin", "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    static["listeners"] = [
+        {
+            "name": "admin-read-only",
+            "address": _address(ip, port),
+            "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+            ],
+        }
+    ]
 
 
 def command(bootstrap_path: Path, *, concurrency: int = 1, log_level: str = "warning") -> list[str]:
@@ -122,25 +201,98 @@ def command(bootstrap_path: Path, *, concurrency: int = 1, log_level: str = "war
 
 
 def write_bootstrap(path: Path, config: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(config, indent=2))
+    """Owner-only: a bootstrap names the proxy's node id and carries its xDS credential."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_ONLY)
+    os.fchmod(fd, OWNER_ONLY)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(config, indent=2))
     return path
 
 
-class Admin:
-    """The Envoy admin API of one proxy: what the proxy really has, not what we think we sent."""
+class AdminError(OSError):
+    """Envoy's admin did not answer, or answered with an error status."""
 
-    def __init__(self, ip: str, port: int = SIDECAR_ADMIN_PORT, timeout: float = 2.0) -> None:
-        self.base = f"http://{ip}:{port}"
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket (Envoy's admin pipe, the local mesh's control API)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Admin:
+    """The Envoy admin API of one proxy: what the proxy really has, not what we think we sent.
+
+    `Admin(ip, port)` over TCP, `Admin.at("unix:/path")` over the owner-only socket a mesh proxy's admin uses."""
+
+    def __init__(self, ip: str, port: int = SIDECAR_ADMIN_PORT, timeout: float = 2.0, *, socket_path: str = "") -> None:
+        self.ip, self.port, self.socket_path = ip, port, socket_path
+        self.base = f"unix:{socket_path}" if socket_path else f"http://{ip}:{port}"
         self.timeout = timeout
-        self._session = requests.Session()
-        self._session.trust_env = False
+
+    @classmethod
+    def at(cls, address: str, timeout: float = 2.0) -> Admin:
+        """`unix:/path/admin.sock` or `http://ip:port` (what `mesh status` lists as each proxy's admin)."""
+        if address.startswith("unix:"):
+            return cls("", timeout=timeout, socket_path=address.removeprefix("unix:"))
+        url = urllib.parse.urlsplit(address)
+        return cls(url.hostname or "127.0.0.1", url.port or SIDECAR_ADMIN_PORT, timeout)
+
+    def request(
+        self, method: str, path: str, params: Mapping[str, str] | None = None, timeout: float | None = None
+    ) -> tuple[int, bytes]:
+        if params:
+            path += "?" + urllib.parse.urlencode(params)
+        t = self.timeout if timeout is None else timeout
+        conn: http.client.HTTPConnection = (
+            UnixHTTPConnection(self.socket_path, t)
+            if self.socket_path
+            else http.client.HTTPConnection(self.ip, self.port, timeout=t)
+        )
+        try:
+            conn.request(method, path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise AdminError(f"Envoy admin at {self.base} does not answer: {e}") from None
+        finally:
+            conn.close()
+
+    def _get_ok(self, path: str, params: Mapping[str, str] | None = None) -> bytes:
+        status, body = self.request("GET", path, params)
+        if status != 200:
+            raise AdminError(f"Envoy admin at {self.base} answered {status} to {path}: {body[:200]!r}")
+        return body
 
     def ready(self) -> bool:
         try:
-            r = self._session.get(f"{self.base}/ready", timeout=0.5)
-        except requests.RequestException:
+            status, body = self.request("GET", "/ready", timeout=0.5)
+        except AdminError:
             return False
-        return r.status_code == 200 and r.text.strip() == "LIVE"
+        return status == 200 and body.strip() == b"LIVE"
+
+    def state(self) -> str:
+        """LIVE, DRAINING, PRE_INITIALIZING or INITIALIZING (Envoy's server state), or UNREACHABLE; a proxy whose
+        listeners were told to drain (`/drain_listeners`) reports DRAINING too."""
+        try:
+            info = json.loads(self._get_ok("/server_info"))
+            stopped = self.stats(r"^listener_manager\.listener_stopped$")  # only /drain_listeners stops listeners
+        except (AdminError, ValueError):
+            return "UNREACHABLE"
+        if stopped.get("listener_manager.listener_stopped", 0) > 0:
+            return "DRAINING"
+        return str(info.get("state", "UNKNOWN"))
 
     def config_dump(self, resource: str | None = None, include_eds: bool = False) -> dict[str, Any]:
         params = {}
@@ -148,15 +300,13 @@ class Admin:
             params["resource"] = resource
         if include_eds:
             params["include_eds"] = ""
-        r = self._session.get(f"{self.base}/config_dump", params=params, timeout=self.timeout)
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
+        return json.loads(self._get_ok("/config_dump", params))  # type: ignore[no-any-return]
 
     def warming(self) -> list[str]:
         """Listeners and clusters Envoy accepted but cannot serve yet (waiting for secrets or endpoints)."""
         try:
             dump = self.config_dump()
-        except requests.RequestException:
+        except (AdminError, ValueError):
             return ["<admin unreachable>"]
         out = []
         for c in dump.get("configs", []):
@@ -170,11 +320,11 @@ class Admin:
         params = {"format": "json"}
         if filter_regex:
             params["filter"] = filter_regex
-        r = self._session.get(f"{self.base}/stats", params=params, timeout=self.timeout)
-        r.raise_for_status()
-        return {s["name"]: s.get("value", 0) for s in r.json().get("stats", []) if "value" in s}
+        stats = json.loads(self._get_ok("/stats", params)).get("stats", [])
+        return {s["name"]: s.get("value", 0) for s in stats if "value" in s}
+
+    def certs(self) -> dict[str, Any]:
+        return json.loads(self._get_ok("/certs"))  # type: ignore[no-any-return]
 
     def clusters(self) -> dict[str, Any]:
-        r = self._session.get(f"{self.base}/clusters", params={"format": "json"}, timeout=self.timeout)
-        r.raise_for_status()
-        return r.json()  # type: ignore[no-any-return]
+        return json.loads(self._get_ok("/clusters", {"format": "json"}))  # type: ignore[no-any-return]

@@ -38,8 +38,10 @@ class ProcessSpec:
 class Managed:
     spec: ProcessSpec
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # over the supervisor's lifetime (what `mesh status` shows)
+    streak: int = 0  # crashes since the process was last healthy for a while: what the backoff grows with
     ready: bool = False
+    ready_at: float = 0.0
     last_exit: int | None = None
     next_start: float = 0.0
 
@@ -74,7 +76,18 @@ def _log_tail(path: Path, lines: int = 12) -> str:
 
 
 class Supervisor:
-    def __init__(self, on_event: Callable[[str], None] | None = None) -> None:
+    """`backoff` seconds doubling per consecutive crash up to `backoff_max`; a process that stayed ready for
+    `healthy_reset` seconds starts again from `backoff` (as systemd and the kubelet reset theirs)."""
+
+    def __init__(
+        self,
+        on_event: Callable[[str], None] | None = None,
+        *,
+        backoff: float = 0.2,
+        backoff_max: float = 5.0,
+        healthy_reset: float = 10.0,
+    ) -> None:
+        self.backoff, self.backoff_max, self.healthy_reset = backoff, backoff_max, healthy_reset
         self._procs: dict[str, Managed] = {}
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -124,7 +137,7 @@ class Supervisor:
                             + _log_tail(m.spec.log_path)
                         )
                     if m.spec.ready():
-                        m.ready = True
+                        m.ready, m.ready_at = True, time.monotonic()
                         pending.discard(name)
                         if progress:
                             progress(total - len(pending), total)
@@ -143,7 +156,7 @@ class Supervisor:
             self._monitor.start()
 
     def _watch(self) -> None:
-        """Restart crashed processes with exponential backoff (0.2 s doubling to 5 s).
+        """Restart crashed processes with exponential backoff (0.2 s doubling to 5 s, reset after a healthy interval).
 
         Readiness probes are HTTP calls that may take their full timeout: they run outside the lock, so
         `status()` (the control API's `mesh status`) never waits behind one."""
@@ -152,7 +165,7 @@ class Supervisor:
                 if m.spec.ready():
                     with self._lock:
                         if m.proc is not None and m.proc.poll() is None and not m.ready:
-                            m.ready = True
+                            m.ready, m.ready_at = True, time.monotonic()
                             self.on_health(m.spec.name, True)
             with self._lock:
                 for m in self._procs.values():
@@ -161,12 +174,16 @@ class Supervisor:
                     code = m.proc.poll()
                     now = time.monotonic()
                     if code is not None and m.next_start == 0.0:
+                        if m.ready and now - m.ready_at >= self.healthy_reset:
+                            m.streak = 0  # it was healthy for a while: this crash is not part of a crash loop
+                        delay = min(self.backoff_max, self.backoff * 2 ** min(m.streak, 16))
                         m.last_exit, m.ready = code, False
-                        m.next_start = now + min(5.0, 0.2 * 2 ** min(m.restarts, 5))
-                        self._on_event(f"{m.spec.name} exited ({code}); restarting")
+                        m.next_start = now + delay
+                        self._on_event(f"{m.spec.name} exited ({code}); restarting in {delay:.1f}s")
                         self.on_health(m.spec.name, False)
                     elif code is not None and now >= m.next_start:
                         m.restarts += 1
+                        m.streak += 1
                         m.next_start = 0.0
                         self._spawn(m)
                         self.on_restart(m.spec.name)

@@ -33,6 +33,7 @@ class Pod:
     service_account: str
     ports: tuple[ServicePort, ...]
     healthy: bool = True
+    app_socket: str = ""  # set: the app listens on this Unix socket (owner-only dir), not on app_ip
 
     @property
     def identity(self) -> str:

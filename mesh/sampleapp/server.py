@@ -8,6 +8,7 @@ import random
 import re
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -39,6 +40,9 @@ UPSTREAMS_SPEC = os.environ.get("UPSTREAMS", "")
 _attempts: Counter[str] = Counter()
 _lock = threading.Lock()
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # honours HTTP_PROXY: the sidecar
+# XFCC is believed only on the Unix socket: there the only possible caller is our own sidecar, which sets it; on TCP
+# anyone on the machine could forge it
+UNIX_SOCKET = os.environ.get("UNIX_SOCKET", "")
 
 
 def _peer(xfcc: str | None) -> str | None:
@@ -131,7 +135,10 @@ def _misbehave(status: int, path: str) -> int:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"meshops-sampleapp/{SERVICE}-{VERSION}"
-    disable_nagle_algorithm = True
+    disable_nagle_algorithm = not UNIX_SOCKET  # TCP_NODELAY does not apply to Unix sockets
+
+    def address_string(self) -> str:
+        return "sidecar" if UNIX_SOCKET else super().address_string()
 
     def log_message(self, fmt: str, *args: Any) -> None:
         if os.environ.get("SAMPLEAPP_ACCESS_LOG"):
@@ -171,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
             "pod": POD,
             "method": self.command,
             "path": self.path,
-            "peer": _peer(h.get("x-forwarded-client-cert")),
+            "peer": _peer(h.get("x-forwarded-client-cert")) if UNIX_SOCKET else None,
             "request_id": rid,
             "attempt": attempt,
             "trace": {k: h[k] for k in PROPAGATE if k in h and k not in ("x-request-id", "end-user", "x-chaos")},
@@ -193,12 +200,32 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
+class UnixServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def server_bind(self) -> None:
+        """Owner-only from the first instant (umask), replacing a stale socket from a previous run of this pod."""
+        path = str(self.server_address)
+        if os.path.exists(path):
+            os.unlink(path)
+        old = os.umask(0o177)
+        try:
+            super().server_bind()
+        finally:
+            os.umask(old)
+
+
 def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")
     port = int(os.environ.get("PORT", "9080"))
-    server = Server((host, port), Handler)
+    server: socketserver.BaseServer
+    if UNIX_SOCKET:
+        server, where = UnixServer(UNIX_SOCKET, Handler), UNIX_SOCKET
+    else:
+        server, where = Server((host, port), Handler), f"{host}:{port}"
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    print(f"{SERVICE} {VERSION} ({POD}) listening on {host}:{port}", file=sys.stderr, flush=True)
+    print(f"{SERVICE} {VERSION} ({POD}) listening on {where}", file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

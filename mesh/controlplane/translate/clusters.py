@@ -44,7 +44,7 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
     """A sidecar's `inbound|PORT||` clusters: its own app, on the pod's private address."""
     if proxy.kind != "sidecar" or proxy.pod is None:
         return []
-    return [_inbound(proxy.pod.app_ip, p) for p in proxy.pod.ports]
+    return [_inbound(proxy.pod.app_ip, p, proxy.pod.app_socket) for p in proxy.pod.ports]
 
 
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
@@ -144,9 +144,13 @@ def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) 
             c.common_lb_config.healthy_panic_threshold.CopyFrom(percent_pb2.Percent(value=od.min_health_percent))
 
 
-def _inbound(app_ip: str, port: ServicePort) -> cluster_pb2.Cluster:
+def _inbound(app_ip: str, port: ServicePort, app_socket: str = "") -> cluster_pb2.Cluster:
     name = inbound_cluster(port.number)
     target = port.target_port or port.number
+    if app_socket:  # only the sidecar (same user, owner-only dir) can reach the app at all
+        address = address_pb2.Address(pipe=address_pb2.Pipe(path=app_socket))
+    else:
+        address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address=app_ip, port_value=target))
     c = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.STATIC,
@@ -156,13 +160,7 @@ def _inbound(app_ip: str, port: ServicePort) -> cluster_pb2.Cluster:
             endpoints=[
                 endpoint_components_pb2.LocalityLbEndpoints(
                     lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=address_pb2.Address(
-                                    socket_address=address_pb2.SocketAddress(address=app_ip, port_value=target)
-                                )
-                            )
-                        )
+                        endpoint_components_pb2.LbEndpoint(endpoint=endpoint_components_pb2.Endpoint(address=address))
                     ]
                 )
             ],

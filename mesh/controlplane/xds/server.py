@@ -3,21 +3,29 @@
 Envoy's quirks handled here (each pinned by a test in tests/unit/controlplane/test_xds_server.py): stale nonces
 are ignored; a request with an empty nonce is always answered; after a parent (CDS/LDS) response Envoy re-requests children (EDS/RDS/SDS) with an
 unchanged version and nonce, which must be answered, not taken for a duplicate ACK.
+
+Every stream is authenticated before it is served or counted (`NodeCredentials`): a local user who can reach the
+server cannot claim another proxy's node id, fetch its key over SDS, or veto pushes with fake NACKs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from mesh.controlplane.xds import resources as rt
@@ -26,6 +34,25 @@ from mesh.controlplane.xds.cache import NodeStatus, SnapshotCache
 log = logging.getLogger("mesh.xds")
 
 _nonces = itertools.count(1)
+
+
+class NodeCredentials:
+    """Per-proxy bootstrap credentials, like the workload's own credential Istio binds SDS to: the token is an HMAC of
+    the node id under a secret only this control plane holds, carried in the (owner-only) bootstrap's node metadata.
+    A stream whose token does not match the node id it claims is closed unserved."""
+
+    KEY = "MESH_XDS_TOKEN"
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        self._secret = secret or secrets.token_bytes(32)
+
+    def token(self, node_id: str) -> str:
+        return hmac.new(self._secret, node_id.encode(), hashlib.sha256).hexdigest()
+
+    def check(self, node: base_pb2.Node) -> bool:
+        value = node.metadata.fields.get(self.KEY)
+        given = value.string_value if value is not None else ""
+        return bool(node.id) and hmac.compare_digest(given.encode(), self.token(node.id).encode())
 
 
 @dataclass
@@ -46,6 +73,7 @@ class _Event:
 @dataclass
 class _Stream:
     cache: SnapshotCache
+    credentials: NodeCredentials | None = None
     events: queue.Queue[_Event] = field(default_factory=queue.Queue)
     node_id: str = ""
     types: dict[str, _TypeState] = field(default_factory=dict)
@@ -67,6 +95,9 @@ class _Stream:
                     if not self.node_id:
                         if not req.node.id:
                             log.warning("ADS stream without node id; closing")
+                            return
+                        if self.credentials is not None and not self.credentials.check(req.node):
+                            log.warning("ADS stream for %s without its credential; closing unserved", req.node.id)
                             return
                         self.node_id = req.node.id
                         self.cache.record(self.node_id, _opened(time.time()))
@@ -182,11 +213,12 @@ def _opened(at: float) -> Callable[[NodeStatus], None]:
 
 
 class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, cache: SnapshotCache) -> None:
+    def __init__(self, cache: SnapshotCache, credentials: NodeCredentials | None = None) -> None:
         self.cache = cache
+        self.credentials = credentials
 
     def StreamAggregatedResources(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-        stream = _Stream(self.cache)
+        stream = _Stream(self.cache, self.credentials)
         context.add_callback(lambda: stream.events.put(_Event("closed")))
         yield from stream.run(request_iterator)
 
@@ -195,14 +227,26 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
 
 
 class XdsServer:
-    """The gRPC server. Threads: two per connected proxy (stream + reader), so size the pool for the mesh."""
+    """The gRPC server. Threads: two per connected proxy (stream + reader), so size the pool for the mesh.
 
-    def __init__(self, cache: SnapshotCache, host: str = "127.0.0.1", port: int = 0, max_proxies: int = 256) -> None:
+    `unix_socket` serves on a Unix socket instead of TCP: put it in an owner-only directory and only this user's
+    processes can connect at all; `credentials` then tells this user's proxies apart."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_proxies: int = 256,
+        *,
+        unix_socket: Path | None = None,
+        credentials: NodeCredentials | None = None,
+    ) -> None:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_proxies + 8, thread_name_prefix="xds"),
             options=[("grpc.max_send_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
         )
-        service = AggregatedDiscoveryService(cache)
+        service = AggregatedDiscoveryService(cache, credentials)
         handlers = {
             "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                 service.StreamAggregatedResources,
@@ -218,10 +262,17 @@ class XdsServer:
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", handlers),)
         )
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        self.unix_socket = unix_socket
+        if unix_socket is not None:
+            unix_socket.unlink(missing_ok=True)
+            address = f"unix:{unix_socket}"
+        else:
+            address = f"{host}:{port}"
+        self.port = self._server.add_insecure_port(address)
         if not self.port:
-            raise OSError(f"cannot bind the xDS server on {host}:{port}")
+            raise OSError(f"cannot bind the xDS server on {address}")
         self.host = host
+        self.address = address
 
     def start(self) -> XdsServer:
         self._server.start()

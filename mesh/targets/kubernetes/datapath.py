@@ -1,7 +1,9 @@
 """The data path on Kubernetes: the ingress over HTTP, and requests sent from inside pods with `kubectl exec`.
 
 Traffic from a pod runs in its app container (the sidecar captures it, as it does the app's own calls); a plaintext
-client is a pod in the uninjected `legacy` namespace. Proxy stats come from the sidecar's `pilot-agent`.
+client is a pod in the uninjected `legacy` namespace. Each pod container gets one long-lived
+client process behind one `kubectl exec -i` stream (not one exec per request). Proxy stats come from the sidecar's
+`pilot-agent`.
 
 Environment: MESH_KUBECONFIG (kubeconfig file), MESH_INGRESS_URL (default http://localhost:8080), MESH_KUBECTL
 (default kubectl), MESH_KIND_CLUSTER (the kind cluster to reuse when MESH_KUBECONFIG is unset; default meshops-ci).
@@ -11,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
+import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,22 +34,32 @@ from mesh.targets.traffic import HttpClient, Reply
 # the gateway chart's service account is its release name, in the release namespace
 GATEWAY_IDENTITY = "spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
 
-_EXEC_SCRIPT = r"""
+# One long-lived client process per pod container, fed over one `kubectl exec -i` stream: a line of JSON in
+# ({"method", "url", "headers", "n"}), a line of JSON out (a list of n replies). A request then costs one round trip
+# over the API server's exec stream instead of a kubectl process and a new exec session (~0.2-0.5 s each).
+_CLIENT_LOOP = r"""
 import json, sys, time, urllib.request, urllib.error
-method, url, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-req = urllib.request.Request(url, method=method, headers=headers, data=b"" if method in ("POST", "PUT", "PATCH") else None)
-t0 = time.perf_counter()
-try:
-    with opener.open(req, timeout=15) as r:
-        out = {"status": r.status, "headers": dict(r.headers), "body": r.read().decode(errors="replace")}
-except urllib.error.HTTPError as e:
-    out = {"status": e.code, "headers": dict(e.headers), "body": e.read().decode(errors="replace")}
-except Exception as e:
-    out = {"error": f"{type(e).__name__}: {e}"}
-out["elapsed"] = time.perf_counter() - t0
-print(json.dumps(out))
+def one(q):
+    m = q["method"]
+    req = urllib.request.Request(q["url"], method=m, headers=q["headers"], data=b"" if m in ("POST", "PUT", "PATCH") else None)
+    t0 = time.perf_counter()
+    try:
+        with opener.open(req, timeout=q.get("timeout", 15)) as r:
+            out = {"status": r.status, "headers": dict(r.headers), "body": r.read().decode(errors="replace")}
+    except urllib.error.HTTPError as e:
+        out = {"status": e.code, "headers": dict(e.headers), "body": e.read().decode(errors="replace")}
+    except Exception as e:
+        out = {"error": f"{type(e).__name__}: {e}"}
+    out["elapsed"] = time.perf_counter() - t0
+    return out
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    q = json.loads(line)
+    print(json.dumps([one(q) for _ in range(q.get("n", 1))]), flush=True)
 """
+REQUEST_TIMEOUT = 15.0  # seconds per request inside the pod (the e2e tests' per-test timeouts assume it)
+START_TIMEOUT = 60.0  # kubectl exec + interpreter start
 
 
 def reuse_kind_cluster(name: str) -> Path:
@@ -71,10 +86,12 @@ class Kubectl:
         self.binary = os.environ.get("MESH_KUBECTL", "kubectl")
         self.kubeconfig = os.environ.get("MESH_KUBECONFIG")
 
+    def argv(self, *args: str) -> list[str]:
+        return [self.binary, *(["--kubeconfig", self.kubeconfig] if self.kubeconfig else []), *args]
+
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
-        cmd = [self.binary, *(["--kubeconfig", self.kubeconfig] if self.kubeconfig else []), *args]
         try:
-            r = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+            r = subprocess.run(self.argv(*args), input=input, capture_output=True, text=True, timeout=timeout)
         except FileNotFoundError:
             raise TargetError("kubectl not found", hint="install kubectl or set MESH_KUBECTL") from None
         if r.returncode != 0:
@@ -82,13 +99,97 @@ class Kubectl:
         return r.stdout
 
 
+class ExecSession:
+    """The client loop running in one pod container behind one `kubectl exec -i`; restarted on the next request if
+    it dies (a pod restart, a dropped stream). The process is reaped on `close()` or when the session is collected."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, workload: str, container: str) -> None:
+        self.argv = kubectl.argv(
+            "exec", "-i", "-n", namespace, workload, "-c", container, "--", "python", "-u", "-c", _CLIENT_LOOP
+        )
+        self.where = f"{namespace}/{workload} ({container})"
+        self._proc: subprocess.Popen[str] | None = None
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self.starts = 0  # how many exec sessions this client opened (tests: one for many requests)
+
+    def send(self, method: str, url: str, headers: dict[str, str], n: int = 1) -> list[dict[str, Any]]:
+        """n identical requests in one round trip; each reply a dict (status/headers/body/elapsed, or error)."""
+        query = {"method": method, "url": url, "headers": headers, "n": n, "timeout": REQUEST_TIMEOUT}
+        with self._lock:
+            proc = self._running()
+            assert proc.stdin is not None
+            try:
+                proc.stdin.write(json.dumps(query) + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError) as e:
+                self._stop()
+                raise requests.ConnectionError(f"exec stream to {self.where} closed: {e}") from None
+            replies: list[dict[str, Any]] = json.loads(self._line(REQUEST_TIMEOUT * n + 10))
+            return replies
+
+    def _running(self) -> subprocess.Popen[str]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._stop()
+        try:
+            proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            )
+        except FileNotFoundError:
+            raise TargetError("kubectl not found", hint="install kubectl or set MESH_KUBECTL") from None
+        self._proc, self._lines = proc, queue.Queue()
+        self.starts += 1
+        threading.Thread(target=_pump, args=(proc, self._lines), daemon=True).start()
+        self._finalizer = weakref.finalize(self, _reap, proc)
+        if json.loads(self._line(START_TIMEOUT)).get("ready") is not True:
+            raise TargetError(f"the client in {self.where} did not start")
+        return proc
+
+    def _line(self, timeout: float) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self._stop()
+            raise requests.ConnectionError(f"no reply from the client in {self.where} within {timeout:.0f}s") from None
+        if line is None:
+            err = self._stop()
+            raise requests.ConnectionError(f"kubectl exec ended: {err or 'no output'}")
+        return line
+
+    def _stop(self) -> str:
+        """Kill and reap the exec process; returns what it wrote to stderr."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return ""
+        _reap(proc)
+        return (proc.stderr.read() if proc.stderr else "").strip()[-500:]
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+
+def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.put(line)
+    lines.put(None)
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stdin:
+        proc.stdin.close()
+
+
 @dataclass
 class ExecClient:
     """Requests sent from inside a pod's app container; its sidecar (if any) carries them."""
 
-    kubectl: Kubectl
-    namespace: str
-    workload: str  # deploy/NAME
+    session: ExecSession
     base_url: str = ""
 
     def get(self, url: str, headers: dict[str, str] | None = None, *, host: str | None = None) -> Reply:
@@ -97,33 +198,26 @@ class ExecClient:
     def request(
         self, method: str, url: str, headers: dict[str, str] | None = None, *, host: str | None = None
     ) -> Reply:
+        return self.batch(method, url, headers, 1, host=host)[0]
+
+    def batch(
+        self, method: str, url: str, headers: dict[str, str] | None = None, n: int = 1, *, host: str | None = None
+    ) -> list[Reply]:
+        """n requests in one round trip (a sample for a split); a failed one raises as a single request would."""
         h = dict(headers or {})
         if host:
             h["Host"] = host
-        out = json.loads(
-            self.kubectl(
-                "exec",
-                "-n",
-                self.namespace,
-                self.workload,
-                "-c",
-                self.workload.split("/")[1].rsplit("-", 1)[0] if self.namespace != "legacy" else "client",
-                "--",
-                "python",
-                "-c",
-                _EXEC_SCRIPT,
-                method,
-                self.base_url + url,
-                json.dumps(h),
-            )
-        )
-        if "error" in out:
-            raise requests.ConnectionError(out["error"])
-        try:
-            body: Any = json.loads(out["body"])
-        except ValueError:
-            body = None
-        return Reply(out["status"], out["headers"], body, out["body"], out["elapsed"])
+        return [_reply(out) for out in self.session.send(method, self.base_url + url, h, n)]
+
+
+def _reply(out: dict[str, Any]) -> Reply:
+    if "error" in out:
+        raise requests.ConnectionError(out["error"])
+    try:
+        body: Any = json.loads(out["body"])
+    except ValueError:
+        body = None
+    return Reply(out["status"], out["headers"], body, out["body"], out["elapsed"])
 
 
 class KubernetesDataPath:
@@ -136,6 +230,7 @@ class KubernetesDataPath:
         self.cluster = cluster
         self.ingress_url = ingress_url
         self.kubectl = kubectl or Kubectl()
+        self._sessions: dict[tuple[str, str, str], ExecSession] = {}
 
     def ingress(self, host: str | None = None) -> Client:
         return HttpClient(self.ingress_url, host=host)
@@ -149,14 +244,26 @@ class KubernetesDataPath:
             raise KeyError(f"no pod or service {pod!r}")
         return f"deploy/{svc.name}-{svc.versions[0].name}"
 
+    def session(self, namespace: str, workload: str, container: str) -> ExecSession:
+        """One long-lived client per container, shared by every client object the tests make for it."""
+        key = (namespace, workload, container)
+        if key not in self._sessions:
+            self._sessions[key] = ExecSession(self.kubectl, namespace, workload, container)
+        return self._sessions[key]
+
     def from_pod(self, pod: str) -> Client:
-        return ExecClient(self.kubectl, "default", self.deployment(pod))
+        workload = self.deployment(pod)
+        return ExecClient(self.session("default", workload, workload.split("/")[1].rsplit("-", 1)[0]))
 
     def plaintext_to(self, pod: str) -> Client:
         svc = pod.split("-")[0]
-        return ExecClient(
-            self.kubectl, "legacy", "deploy/legacy-client", f"http://{svc}.default.svc.cluster.local:9080"
-        )
+        session = self.session("legacy", "deploy/legacy-client", "client")
+        return ExecClient(session, f"http://{svc}.default.svc.cluster.local:9080")
+
+    def close(self) -> None:
+        for s in self._sessions.values():
+            s.close()
+        self._sessions.clear()
 
     def pods(self, service: str) -> list[str]:
         return sorted(p.metadata.name for p in self.cluster.pods("default", f"app={service}"))

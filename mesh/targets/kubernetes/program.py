@@ -24,8 +24,9 @@ from mesh.compile import build_policies, dump_yaml, render_istio, render_workloa
 from mesh.compile.policies import DEFAULT_POLICIES
 from mesh.compile.render import SYSTEM_NAMESPACES, Manifest
 from mesh.targets import capabilities
-from mesh.targets.kubernetes import image
+from mesh.targets.kubernetes import image, incluster
 from mesh.targets.kubernetes.settings import (
+    ADDONS_URL,
     GATEWAY_NAMESPACE,
     ISTIO_CHARTS,
     ISTIO_NAMESPACE,
@@ -51,7 +52,14 @@ _CORE = {
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
     ("v1", "Service"): k8s.core.v1.Service,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
 }
+# the top-level fields of each kind besides apiVersion/kind/metadata, as the SDK's keyword arguments
+_FIELDS = {"spec": "spec", "rules": "rules", "roleRef": "role_ref", "subjects": "subjects", "type": "type"}
 
 
 @dataclass
@@ -62,6 +70,8 @@ class Deployed:
     resources: dict[str, pulumi.Resource] = field(default_factory=dict)
 
     def add(self, name: str, resource: pulumi.Resource) -> pulumi.Resource:
+        if name in self.resources:
+            raise ValueError(f"two resources named {name!r}: Pulumi would refuse the duplicate URN")
         self.resources[name] = resource
         return resource
 
@@ -172,8 +182,21 @@ def program(
         out.add(name, r)
 
     release("istio-base", "base", ISTIO_NAMESPACE, base_values(s), [])
-    release("istiod", "istiod", ISTIO_NAMESPACE, istiod_values(s), ["istio-base"])
+    istiod_deps = ["istio-base"]
+    if s.ca_certs:
+        # istiod reads the plug-in CA when it starts: the secret exists first (istio-base made the namespace)
+        ca = {k: pulumi.Output.secret(v) for k, v in s.ca_certs.items()}
+        _manifest(out, "secret-istio-system-cacerts", incluster.cacerts(ca), ["istio-base"], provider)
+        istiod_deps.append("secret-istio-system-cacerts")
+    release("istiod", "istiod", ISTIO_NAMESPACE, istiod_values(s), istiod_deps)
     release("istio-ingressgateway", "gateway", GATEWAY_NAMESPACE, gateway_values(s), ["istiod"])
+
+    # --- Istio's add-ons, as Istio ships them for this version ------------------------------------------
+    for addon in s.addons:
+        url = ADDONS_URL.format(version=s.istio_version, addon=addon)
+        out.add(
+            f"addon-{addon}", k8s.yaml.v2.ConfigFile(f"addon-{addon}", file=url, opts=out.opts(["istiod"], provider))
+        )
 
     # --- workloads: Namespaces (injection on), ServiceAccounts, Services, Deployments -----------------
     ns_names: dict[str, str] = {}
@@ -220,6 +243,10 @@ def program(
         )
         out.add(name, cr)
 
+    if s.reconciler:
+        managed = sorted({m["metadata"]["namespace"] for m in render_istio(config)} | set(ns_names) | {"default"})
+        _reconciler(out, provider, s, home, managed + (["legacy"] if s.legacy_client else []))
+
     pulumi.export("ingress_url", s.ingress_url)
     pulumi.export("kubeconfig", kubeconfig)
     pulumi.export("policy_env", s.policy_env)
@@ -227,6 +254,62 @@ def program(
     pulumi.export("istio_version", s.istio_version)
     pulumi.export("sample_image", sample_tag)
     return out
+
+
+def _manifest(
+    out: Deployed, name: str, m: Manifest, deps: list[str], provider: pulumi.ProviderResource
+) -> pulumi.Resource:
+    """One plain manifest as its typed SDK resource (Secrets' stringData may hold Pulumi secrets)."""
+    cls = _CORE[(m["apiVersion"], m["kind"])]
+    kwargs: dict[str, Any] = {_FIELDS[k]: v for k, v in m.items() if k in _FIELDS}
+    if "stringData" in m:
+        kwargs["string_data"] = m["stringData"]
+    return out.add(name, cls(name, metadata=m["metadata"], **kwargs, opts=out.opts(deps, provider)))
+
+
+def _reconciler(
+    out: Deployed, provider: pulumi.ProviderResource, s: StackSettings, home: Path, managed: list[str]
+) -> None:
+    """`mesh reconcile --target kubernetes` in the cluster, after the policies it starts from (see incluster.py)."""
+    assert s.reconciler is not None
+    r = s.reconciler
+    deps = ["istiod"]
+    tag = r.image
+    if tag is None:
+        if not s.creates_cluster:
+            raise ValueError(
+                f"stack setting {NAMESPACE}:reconcilerImage is required on an existing cluster "
+                "(build mesh/targets/kubernetes/reconciler.Dockerfile and push it to a registry the cluster pulls from)"
+            )
+        root = incluster.source_root()
+        tag = f"{incluster.RECONCILER_REPOSITORY}:{incluster.source_digest(root)}"
+        out.add(
+            "reconciler-image",
+            command.local.Command(
+                "reconciler-image",
+                create=(
+                    f"docker build -f {quote(str(incluster.DOCKERFILE))} -t {quote(tag)} {quote(str(root))}"
+                    f" && kind load docker-image {quote(tag)} --name {quote(s.cluster_name)}"
+                ),
+                triggers=[tag, out.resources["kind-cluster"].id],  # type: ignore[attr-defined]
+                opts=out.opts(["kind-cluster"]),
+            ),
+        )
+        deps.append("reconciler-image")
+    policies = [n for n in out.resources if n.split("-", 1)[0] in _POLICY_KINDS]
+    for m in incluster.reconciler_manifests(r, s.policy_env, tag, managed):
+        ns = m["metadata"].get("namespace")
+        name = f"{m['kind'].lower()}-{ns + '-' if ns else ''}{m['metadata']['name']}"
+        own = [] if m["kind"] == "Namespace" else ["namespace-meshops-system"]
+        # the Deployment starts once the policies it reconciles from and its webhook secret exist
+        after = [*policies, "secret-meshops-system-webhook"] if m["kind"] == "Deployment" else []
+        _manifest(out, name, m, [*deps, *own, *after], provider)
+        if m["kind"] == "Namespace":
+            secret = incluster.webhook_secret(pulumi.Output.secret(r.webhook_secret))
+            _manifest(out, "secret-meshops-system-webhook", secret, ["namespace-meshops-system"], provider)
+
+
+_POLICY_KINDS = {"gateway", "virtualservice", "destinationrule", "peerauthentication", "authorizationpolicy"}
 
 
 def _legacy_client(out: Deployed, provider: pulumi.ProviderResource, image_tag: str, image_deps: list[str]) -> None:

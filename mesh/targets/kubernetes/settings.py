@@ -51,6 +51,9 @@ class StackSettings:
     istiod_replicas: int = 1
     legacy_client: bool = False  # a pod outside the mesh (e2e: plaintext clients)
     sample_image: str = "meshops/sampleapp:0.1.0"  # the image the policies name; rewritten to the built digest tag
+    reconciler: ReconcilerSettings | None = None  # `meshops:reconciler: "true"`: the GitOps reconciler in the cluster
+    addons: tuple[str, ...] = ()  # Istio's add-ons (ADDONS), `meshops:addons: "true"` or a comma list
+    ca_certs: dict[str, str] | None = None  # Istio's plug-in CA (`cacerts`), file name -> PEM (secret settings)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,6 +78,9 @@ class StackSettings:
             return str(get(key) or "false").lower() in ("1", "true", "yes")
 
         return cls(
+            reconciler=ReconcilerSettings.from_mapping(get, req) if flag("reconciler") else None,
+            addons=_addons(get("addons")),
+            ca_certs=_ca_certs(get),
             cluster_name=req("clusterName"),
             policy_env=req("policyEnv"),
             istio_version=req("istioVersion"),
@@ -88,6 +94,71 @@ class StackSettings:
             legacy_client=flag("legacyClient"),
             sample_image=get("sampleImage") or "meshops/sampleapp:0.1.0",
         )
+
+
+# Istio's add-ons as Istio ships them for a release: the plain manifests under samples/addons at that tag (they are
+# rendered from the upstream charts by Istio's own scripts; pinning the tag pins every image in them).
+ADDONS = ("prometheus", "grafana", "jaeger", "kiali")
+ADDONS_URL = "https://raw.githubusercontent.com/istio/istio/{version}/samples/addons/{addon}.yaml"
+# The plug-in CA's files, as Istio reads them from the `cacerts` secret in istio-system, by stack setting
+CA_CERT_FILES = {
+    "caCert": "ca-cert.pem",
+    "caKey": "ca-key.pem",
+    "rootCert": "root-cert.pem",
+    "certChain": "cert-chain.pem",
+}
+RECONCILER_NAMESPACE = "meshops-system"
+RECONCILER_PORT = 9900  # the webhook (/webhook) and /metrics
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    """`mesh reconcile` as a Deployment: which repository, ref and path it follows, and its webhook secret."""
+
+    repo: str
+    webhook_secret: str  # a secret stack setting (`pulumi config set --secret meshops:webhookSecret ...`)
+    ref: str = "main"
+    path: str = "policies"
+    image: str | None = None  # built on kind from this checkout when unset; required on an existing cluster
+    github_repo: str | None = None
+    poll: float = 15.0
+
+    @classmethod
+    def from_mapping(cls, get: Any, req: Any) -> ReconcilerSettings:
+        return cls(
+            repo=req("reconcilerRepo"),
+            webhook_secret=req("webhookSecret"),
+            ref=get("reconcilerRef") or "main",
+            path=get("reconcilerPath") or "policies",
+            image=get("reconcilerImage") or None,
+            github_repo=get("reconcilerGithubRepo") or None,
+            poll=float(get("reconcilerPoll") or 15.0),
+        )
+
+
+def _addons(raw: str | None) -> tuple[str, ...]:
+    if not raw or raw.lower() in ("false", "no", "0"):
+        return ()
+    if raw.lower() in ("true", "yes", "1"):
+        return ADDONS
+    names = tuple(a.strip() for a in raw.split(",") if a.strip())
+    unknown = sorted(set(names) - set(ADDONS))
+    if unknown:
+        raise ValueError(
+            f"stack setting {NAMESPACE}:addons: unknown add-on {', '.join(unknown)} (known: {', '.join(ADDONS)})"
+        )
+    return names
+
+
+def _ca_certs(get: Any) -> dict[str, str] | None:
+    """All four files or none: istiod falls back to its self-signed root on a partial `cacerts`, silently."""
+    given = {file: get(key) for key, file in CA_CERT_FILES.items() if get(key)}
+    if not given:
+        return None
+    missing = [f"{NAMESPACE}:{k}" for k, f in CA_CERT_FILES.items() if f not in given]
+    if missing:
+        raise ValueError(f"the plug-in CA needs every file: set {', '.join(missing)} (as secrets)")
+    return given
 
 
 def load_stack_file(path: Path) -> dict[str, str]:
@@ -138,6 +209,9 @@ CHART_VALUE_PATHS: dict[str, dict[str, str]] = {
         "pilot.resources.requests.cpu": "istio-discovery/templates/deployment.yaml:229 (.Values.resources)",
         "pilot.resources.requests.memory": "istio-discovery/templates/deployment.yaml:229 (.Values.resources)",
         "meshConfig.accessLogFile": "istio-discovery/templates/configmap.yaml:76 (toYaml .Values.meshConfig)",
+        "meshConfig.enableTracing": "istio-discovery/templates/configmap.yaml:76 (toYaml .Values.meshConfig)",
+        "meshConfig.defaultConfig.tracing.sampling": "istio-discovery/templates/configmap.yaml:76 (MeshConfig.defaultConfig"
+        " = ProxyConfig.tracing.sampling, percent)",
         "global.proxy.holdApplicationUntilProxyStarts": "istio-discovery/files/injection-template.yaml:72",
         "global.proxy.resources.requests.cpu": "istio-discovery/files/injection-template.yaml:23",
         "global.proxy.resources.requests.memory": "istio-discovery/files/injection-template.yaml:23",
@@ -165,9 +239,18 @@ def istiod_values(s: StackSettings) -> dict[str, Any]:
             "autoscaleEnabled": False,
             "resources": {"requests": dict(ISTIOD_REQUESTS)},
         },
-        "meshConfig": {"accessLogFile": "/dev/stdout"},
+        "meshConfig": _mesh_config(s),
         "global": {"proxy": {"holdApplicationUntilProxyStarts": True, "resources": {"requests": dict(PROXY_REQUESTS)}}},
     }
+
+
+def _mesh_config(s: StackSettings) -> dict[str, Any]:
+    """With Jaeger installed every request is traced (the sidecars' default Zipkin address is the `zipkin` Service
+    in istio-system that Istio's jaeger.yaml creates), so the kind workflow finds its one trace."""
+    mesh_config: dict[str, Any] = {"accessLogFile": "/dev/stdout"}
+    if "jaeger" in s.addons:
+        mesh_config |= {"enableTracing": True, "defaultConfig": {"tracing": {"sampling": 100.0}}}
+    return mesh_config
 
 
 def gateway_values(s: StackSettings) -> dict[str, Any]:

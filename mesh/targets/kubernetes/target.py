@@ -74,7 +74,7 @@ class KubernetesTarget:
                 from kubernetes import config as kubeconfig
 
                 try:
-                    self._api_client = kubeconfig.new_client_from_config(config_file=self.kubeconfig)  # type: ignore[no-untyped-call]
+                    self._api_client = _api_client(self.kubeconfig)
                 except (kubeconfig.ConfigException, OSError) as e:
                     raise TargetError(
                         f"no usable kubeconfig: {e}",
@@ -173,6 +173,19 @@ class KubernetesTarget:
 
     def data_path(self) -> KubernetesDataPath:
         return KubernetesDataPath(self.config or MeshConfig(), self.cluster, self.ingress_url, self.kubectl)
+
+
+def _api_client(kubeconfig_file: str | None) -> Any:
+    """A kubeconfig when one is named; inside a pod without one (the in-cluster reconciler), the pod's service
+    account token and the API server from KUBERNETES_SERVICE_HOST, as every in-cluster controller does."""
+    from kubernetes import client
+    from kubernetes import config as kubeconfig
+
+    if kubeconfig_file is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        kubeconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return client.ApiClient(configuration)
+    return kubeconfig.new_client_from_config(config_file=kubeconfig_file)  # type: ignore[no-untyped-call]
 
 
 def _declared(obj: dict[str, Any]) -> dict[str, Any]:

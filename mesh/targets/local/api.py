@@ -83,12 +83,26 @@ class ApplyRequest(_Model):
     dry_run: bool = False
     analyze: bool = True
     wait: float = 10.0
+    base_revision: int | None = None  # set: refused unless the mesh still runs this revision (a precondition)
 
 
 class ErrorReply(_Model):
     """Every non-200 answer: which error of the tree it was, so the client raises the same one."""
 
-    kind: Literal["auth", "analysis", "rejected", "policy", "mesh", "target", "internal", "not-found"]
+    kind: Literal[
+        "auth",
+        "analysis",
+        "rejected",
+        "timed-out",
+        "stale",
+        "policy",
+        "mesh",
+        "workload",
+        "target",
+        "internal",
+        "not-found",
+        "bad-request",
+    ]
     error: str = ""
     hint: str | None = None
     findings: list[FindingModel] = Field(default_factory=list)
@@ -137,6 +151,7 @@ class StateFile(MeshDescription):
 
     api: str
     token: str
+    pid_start: int = 0  # the mesh process's start time (/proc/PID/stat): a reused pid is never taken for it
     env: str = ""
     policies: str = ""
     state_dir: str = ""

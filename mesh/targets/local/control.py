@@ -1,25 +1,42 @@
-"""The running mesh's control API (loopback HTTP, JSON bodies that are the models in `api.py`) and the state file
-that tells other `mesh` commands where it is. `LocalTarget` is its client; `mesh proxy-config` reads Envoy's admin
-directly."""
+"""The running mesh's control API (HTTP on an owner-only Unix socket, JSON bodies that are the models in `api.py`)
+and the state file that tells other `mesh` commands where it is. `LocalTarget` is its client; `mesh proxy-config`
+reads Envoy's admin directly.
+
+The socket's directory is 0700, so file permissions are the access check; the bearer token (in the 0600 state file)
+stays as a second one. Every request is bounded (body size, idle time, connections) and every failure is a one-line
+JSON reason, never a traceback."""
 
 from __future__ import annotations
 
 import hmac
+import http.client
+import logging
 import os
 import secrets
+import socketserver
 import threading
-import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
-import requests
 from pydantic import BaseModel, ValidationError
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.compile.diff import diff_configs
-from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, PolicyError, PushRejected, TargetError
+from mesh.dataplane.envoy import UnixHTTPConnection
+from mesh.errors import (
+    AnalysisFailed,
+    MeshError,
+    MeshNotRunning,
+    PolicyError,
+    PushRejected,
+    PushTimedOut,
+    StaleRevision,
+    StateCorrupt,
+    TargetError,
+    WorkloadChange,
+)
 from mesh.targets import capabilities
 from mesh.targets.base import ApplyResult, ChangeModel, ProxyStatus
 from mesh.targets.local.api import (
@@ -34,7 +51,12 @@ from mesh.targets.local.api import (
 )
 from mesh.targets.local.mesh import LocalMesh
 
+log = logging.getLogger("mesh.control")
+
 STATE_FILE = "state.json"
+MAX_BODY = 64 << 20  # bytes; policy input is limited far below this (mesh.compile's limits)
+IDLE_TIMEOUT = 30.0  # seconds a connection may sit between or inside requests
+MAX_CONNECTIONS = 32
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,33 +65,68 @@ def state_path(state_dir: Path) -> Path:
     return state_dir / STATE_FILE
 
 
-def _pid_alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None if there is no such
+    process. With the pid it names one process for good: a reused pid has another start time."""
+    if pid <= 1:
+        return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
+    return int(fields[19])
+
+
+def is_our_mesh(state: StateFile) -> bool:
+    """The pid is the mesh process that wrote this file (same start time, same user), never pid 0/1/-1 or an
+    unrelated process that reused the pid."""
+    if state.pid <= 1 or not state.pid_start:
         return False
-    except PermissionError:
-        return True
-    return True
+    if process_start(state.pid) != state.pid_start:
+        return False
+    try:
+        return Path(f"/proc/{state.pid}").stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def read_state(state_dir: Path) -> StateFile:
+    """The running mesh's state. A state file whose process is gone (or is another process now) is removed."""
     path = state_path(state_dir)
     try:
-        state = StateFile.model_validate_json(path.read_text())
+        state = StateFile.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise MeshNotRunning(
             f"no local mesh is running from {state_dir}", hint="start one with `mesh up` (or pass --state-dir)"
         ) from None
-    except ValidationError:
-        raise MeshNotRunning(
-            f"{path} is not a state file this version of meshops wrote",
-            hint="stop that mesh with the meshops that started it, or remove the file",
+    except (ValidationError, ValueError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise StateCorrupt(
+            f"{path} is damaged or not a state file this version of meshops wrote ({reason})",
+            hint="`mesh down --force` stops the mesh it names if it can tell, and removes the file",
         ) from None
-    if not _pid_alive(state.pid):
+    if not is_our_mesh(state):
         path.unlink(missing_ok=True)
-        raise MeshNotRunning(f"the mesh recorded in {path} is no longer running", hint="start it again with `mesh up`")
+        raise MeshNotRunning(
+            f"the mesh recorded in {path} is no longer running (pid {state.pid} is gone or another process); "
+            "removed the stale state file",
+            hint="start it again with `mesh up`",
+        )
     return state
+
+
+def discard_state(state_dir: Path) -> int | None:
+    """`mesh down --force`: the pid of a mesh we can prove is ours (to stop), and the state file removed either way."""
+    path = state_path(state_dir)
+    pid = None
+    try:
+        state = StateFile.model_validate_json(path.read_bytes())
+        pid = state.pid if is_our_mesh(state) else None
+    except (ValidationError, ValueError, OSError):
+        pass
+    path.unlink(missing_ok=True)
+    return pid
 
 
 def write_state(state_dir: Path, state: StateFile) -> None:
@@ -81,15 +138,43 @@ def write_state(state_dir: Path, state: StateFile) -> None:
     tmp.replace(state_path(state_dir))
 
 
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
+    """At most MAX_CONNECTIONS at once: one more is closed at once rather than holding a thread."""
+
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, path: Path, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        path.unlink(missing_ok=True)
+        old = os.umask(0o177)  # owner-only from the first instant
+        try:
+            super().__init__(str(path), handler)
+        finally:
+            os.umask(old)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class ControlServer:
     def __init__(self, mesh: LocalMesh) -> None:
         self.mesh = mesh
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"control": self})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        # loopback is shared by every local user: only holders of the (0600) state file may drive the mesh
+        self.socket = mesh.private_dir / "control.sock"
+        self.httpd = _UnixHTTPServer(self.socket, handler)
+        self.url = f"unix:{self.socket}"
+        # a second check besides the socket's owner-only directory: the token in the (0600) state file
         self.token = secrets.token_urlsafe(24)
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="control-api", daemon=True)
 
@@ -100,11 +185,13 @@ class ControlServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.socket.unlink(missing_ok=True)
 
     def state(self, env: str = "", policies: str = "") -> StateFile:
         desc = self.mesh.describe()
         return StateFile(
             **desc.model_dump(),
+            pid_start=process_start(desc.pid) or 0,
             api=self.url,
             token=self.token,
             env=env,
@@ -113,23 +200,27 @@ class ControlServer:
         )
 
     def apply(self, request: ApplyRequest) -> ApplyResult:
-        config = request.config.to_config()
-        resources = config.resources
-        if request.merge:
-            # kubectl-apply semantics: objects in the file replace their namesakes, the rest stay
-            incoming = {r.key for r in resources}
-            resources = [r for r in self.mesh.config.resources if r.key not in incoming] + resources
-        if not config.services:
-            config = MeshConfig(services=list(self.mesh.config.services), resources=resources)
+        """Applies are serialized, and each is merged against the config running when it takes the lock: two
+        concurrent `apply -f` of different objects both land. A stated base revision that is no longer current is
+        refused (never silently overwritten); an apply that changes nothing keeps the revision."""
+        incoming = request.config.to_config()
         with self._lock:
+            revision = self.mesh.pilot.revision
+            if request.base_revision is not None and request.base_revision != revision:
+                raise StaleRevision(
+                    f"this apply was computed against revision {request.base_revision}, but the mesh is at revision "
+                    f"{revision}: applying it would overwrite what changed since",
+                    hint="look at the change (`mesh status`, `mesh apply --dry-run`), then apply again against "
+                    f"--base-revision {revision}",
+                )
+            config = self._merged(incoming, request.merge)
             diff = [ChangeModel(op=c.op, ref=c.ref, patch=c.patch) for c in diff_configs(self.mesh.config, config)]
-            if not request.dry_run:
-                self.mesh.check_workloads(config)
+            self.mesh.check_workloads(config)
             found = analysis.check(config, capabilities("local")) if request.analyze else []
             findings = [finding_model(f) for f in found]
-            if request.dry_run:
+            if request.dry_run or not diff:
                 return ApplyResult(
-                    target="local", revision=str(self.mesh.pilot.revision), dry_run=True, diff=diff, findings=findings
+                    target="local", revision=str(revision), dry_run=request.dry_run, diff=diff, findings=findings
                 )
             result = self.mesh.apply(config, analyze=False, wait=request.wait)
         return ApplyResult(
@@ -143,31 +234,68 @@ class ControlServer:
             sync_ms=round(result.sync_ms, 2),
         )
 
+    def _merged(self, incoming: MeshConfig, merge: bool) -> MeshConfig:
+        """The config to run. `merge` (kubectl-apply semantics): objects and services in the file replace their
+        namesakes, the rest stay. A file without services keeps the running ones."""
+        running = self.mesh.config
+        resources, services = incoming.resources, incoming.services
+        if merge:
+            keys = {r.key for r in resources}
+            resources = [r for r in running.resources if r.key not in keys] + resources
+            names = {(s.namespace, s.name) for s in services}
+            services = [s for s in running.services if (s.namespace, s.name) not in names] + services
+        return MeshConfig(services=list(services or running.services), resources=resources)
+
 
 def _error_reply(e: Exception) -> tuple[int, ErrorReply]:
     """Our error tree -> a status and a typed body, so the client raises the same error with the same data."""
     if isinstance(e, AnalysisFailed):
         return 422, ErrorReply(kind="analysis", error=str(e), findings=[finding_model(f) for f in e.findings])
+    if isinstance(e, PushTimedOut):
+        return 409, ErrorReply(kind="timed-out", error=e.args[0], rejections=e.rejections)
     if isinstance(e, PushRejected):
         return 409, ErrorReply(kind="rejected", error=str(e), rejections=e.rejections)
+    if isinstance(e, StaleRevision):
+        return 409, ErrorReply(kind="stale", error=e.args[0], hint=e.hint)
     if isinstance(e, PolicyError):
         return 400, ErrorReply(kind="policy", error=e.args[0], hint=e.hint)
+    if isinstance(e, WorkloadChange):
+        return 422, ErrorReply(kind="workload", error=e.args[0], hint=e.hint)
     if isinstance(e, TargetError):
         return 503, ErrorReply(kind="target", error=e.args[0], hint=e.hint)
     if isinstance(e, MeshError):
         return 400, ErrorReply(kind="mesh", error=e.args[0], hint=e.hint)
     if isinstance(e, ValidationError):
-        return 400, ErrorReply(kind="policy", error=f"malformed request: {e}")
-    # reported to the client, never crashes the mesh
-    return 500, ErrorReply(kind="internal", error=f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+        return 400, ErrorReply(kind="policy", error=f"malformed request: {_one_line(e)}")
+    # reported to the client in one line, never crashes the mesh; the traceback goes to the mesh's log only
+    log.exception("control API request failed")
+    return 500, ErrorReply(kind="internal", error=f"internal error ({type(e).__name__}); see the mesh's log")
+
+
+def _one_line(e: ValidationError) -> str:
+    errors = e.errors()
+    if not errors:
+        return "invalid body"
+    where = ".".join(str(x) for x in errors[0]["loc"]) or "body"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {errors[0]['msg']}{more}"
 
 
 class _Handler(BaseHTTPRequestHandler):
     control: ControlServer
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT
+
+    def address_string(self) -> str:
+        return "local"
 
     def log_message(self, fmt: str, *args: Any) -> None:
         pass
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's own errors (malformed request line, headers too long) as our JSON reply."""
+        self.close_connection = True
+        self._send(code, ErrorReply(kind="bad-request", error=message or self.responses.get(code, ("error",))[0]))
 
     def _send(self, status: int, payload: BaseModel) -> None:
         data = payload.model_dump_json().encode()
@@ -178,7 +306,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _authorized(self) -> bool:
-        if hmac.compare_digest(self.headers.get("authorization", ""), f"Bearer {self.control.token}"):
+        given = self.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(given, f"Bearer {self.control.token}".encode()):
             return True
         self._send(401, ErrorReply(kind="auth", error="missing or wrong token (read from the mesh's state file)"))
         return False
@@ -202,11 +331,38 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/apply":
             self._send(404, ErrorReply(kind="not-found", error=f"no such endpoint {self.path}"))
             return
-        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = self._body()
+        if body is None:
+            return
         try:
             self._send(200, self.control.apply(ApplyRequest.model_validate_json(body)))
         except Exception as e:
             self._send(*_error_reply(e))
+
+    def _body(self) -> bytes | None:
+        """The request body within MAX_BODY, or None after answering 400/411/413 (and closing the connection)."""
+        raw = self.headers.get("content-length")
+        if raw is None:
+            return self._refuse(411, "a Content-Length header is required")
+        if not raw.isdigit():
+            return self._refuse(400, f"Content-Length must be a non-negative integer, not {raw[:40]!r}")
+        length = int(raw)
+        if length > MAX_BODY:
+            return self._refuse(413, f"request body of {length} bytes exceeds the limit of {MAX_BODY} bytes")
+        try:
+            body = self.rfile.read(length)
+        except OSError:
+            self.close_connection = True
+            return None
+        if len(body) < length:
+            return self._refuse(400, f"request body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _refuse(self, status: int, reason: str) -> bytes | None:
+        """Answer `status` with a one-line reason and close; returns None (no body) for `_body`'s callers."""
+        self.close_connection = True
+        self._send(status, ErrorReply(kind="bad-request", error=reason))
+        return None
 
 
 class ControlClient:
@@ -215,16 +371,29 @@ class ControlClient:
     def __init__(self, state_dir: Path) -> None:
         self.state = read_state(state_dir)
         self.url = self.state.api
-        self._s = requests.Session()
-        self._s.trust_env = False
-        self._s.headers["authorization"] = f"Bearer {self.state.token}"
+
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, bytes]:
+        conn = UnixHTTPConnection(self.url.removeprefix("unix:"), timeout)
+        headers = {"authorization": f"Bearer {self.state.token}", "content-type": "application/json"}
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read()
+        except TimeoutError:
+            raise MeshNotRunning(
+                f"the mesh (pid {self.state.pid}) accepted a connection but did not answer within {timeout:.0f}s",
+                hint="is it stopped (Ctrl-Z, SIGSTOP) or overloaded? `kill -CONT` it, or `mesh down --force`",
+            ) from None
+        except (OSError, http.client.HTTPException) as e:
+            raise MeshNotRunning(
+                f"the mesh's control API at {self.url} does not answer: {e}",
+                hint="`mesh down --force` cleans up if the mesh is gone; then `mesh up`",
+            ) from None
+        finally:
+            conn.close()
 
     def _get(self, path: str, model: type[M]) -> M:
-        try:
-            r = self._s.get(self.url + path, timeout=10)
-        except requests.ConnectionError as e:
-            raise MeshNotRunning(f"the mesh's control API at {self.url} does not answer: {e}") from None
-        return self._reply(r, model)
+        return self._reply(*self._request("GET", path, None, 10), model)
 
     def status(self) -> MeshDescription:
         return self._get("/status", MeshDescription)
@@ -236,23 +405,30 @@ class ControlClient:
         return self._get("/config", WireConfig).to_config()
 
     def apply(self, request: ApplyRequest) -> ApplyResult:
-        r = self._s.post(self.url + "/apply", data=request.model_dump_json(), timeout=request.wait + 30)
-        return self._reply(r, ApplyResult)
+        # a rollback after a timeout waits up to `wait` again
+        status, body = self._request("POST", "/apply", request.model_dump_json().encode(), 2 * request.wait + 30)
+        if status == 409 and b'"timed-out"' in body:
+            raise PushTimedOut(ErrorReply.model_validate_json(body).rejections, request.wait)
+        return self._reply(status, body, ApplyResult)
 
     @staticmethod
-    def _reply(r: requests.Response, model: type[M]) -> M:
-        if r.status_code == 200:
-            return model.model_validate_json(r.content)
+    def _reply(status: int, body: bytes, model: type[M]) -> M:
+        if status == 200:
+            return model.model_validate_json(body)
         try:
-            err = ErrorReply.model_validate_json(r.content)
+            err = ErrorReply.model_validate_json(body)
         except ValidationError:
-            raise MeshError(f"control API answered {r.status_code}: {r.text[:300]}") from None
+            raise MeshError(f"control API answered {status}: {body[:300].decode(errors='replace')}") from None
         if err.kind == "analysis":
             raise AnalysisFailed([finding_of(f) for f in err.findings])
         if err.kind == "rejected":
             raise PushRejected(err.rejections)
+        if err.kind == "stale":
+            raise StaleRevision(err.error, hint=err.hint)
         if err.kind == "policy":
             raise PolicyError(err.error, hint=err.hint)
+        if err.kind == "workload":
+            raise WorkloadChange(err.error, hint=err.hint)
         if err.kind == "target":
             raise TargetError(err.error, hint=err.hint)
         raise MeshError(err.error, hint=err.hint)

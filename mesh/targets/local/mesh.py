@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, cast
+from pathlib import Path
+from typing import cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
@@ -22,13 +24,13 @@ from mesh.controlplane.ca.rotation import Rotation
 from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds import resources as rt
-from mesh.controlplane.xds.server import XdsServer
+from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.edge import local as edge_local
 from mesh.edge.tier import EdgeTier
-from mesh.errors import MeshError, TargetError
+from mesh.errors import MeshError, TargetError, WorkloadChange
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
 from mesh.observability.stack import ObservabilityOptions, TelemetryStack
@@ -47,6 +49,8 @@ from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
 from mesh.targets.local.options import LocalOptions
 
 log = logging.getLogger("mesh.local")
+
+SAMPLE_APP = "mesh.sampleapp"  # the app that can listen on a Unix socket (UNIX_SOCKET) and trusts XFCC only there
 
 Progress = Callable[[str], None]
 
@@ -89,7 +93,11 @@ class LocalMesh:
         self.gateways: list[Proxy] = []  # the ingress gateway replicas (`--gateway-replicas`); gateway is the first
         self.edge: EdgeTier | None = None  # HAProxy in front of them (`--edge haproxy`)
         self.xds: XdsServer | None = None
+        self.credentials = NodeCredentials()
         self.run_dir = self.options.state_dir / "run"
+        # owner-only (mkdtemp: 0700, unpredictable name) and short (Unix socket paths are limited to 107 bytes):
+        # the xDS socket and every Envoy's admin socket live here, so no other local user can connect to them
+        self.private_dir = Path(tempfile.mkdtemp(prefix="meshops-"))
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
 
@@ -111,7 +119,9 @@ class LocalMesh:
                     "(is a mesh already up? `mesh status`)",
                 )
         self.block = allocate_block(opts.loopback_block)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for d in (self.options.state_dir, self.run_dir):  # logs and bootstraps name ports, node ids and credentials
+            d.chmod(0o700)
         # clients of HTTPS gateway servers trust this root (certificates the mesh CA issued for credentialNames)
         (self.options.state_dir / "ca.crt").write_bytes(self.ca.root_pem)
         for old in self.run_dir.glob("*.log"):
@@ -119,7 +129,7 @@ class LocalMesh:
 
         block = self.block
         pods = [
-            p
+            self._private_app(p)
             for s in sorted(self.config.services, key=lambda s: (s.namespace, s.name))
             for p in pods_for(s, block.next_pod)
         ]
@@ -132,9 +142,9 @@ class LocalMesh:
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
             self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
-        self.xds = XdsServer(self.pilot.cache, "127.0.0.1", 0, max_proxies=2 * len(pods) + 16).start()
+        self.xds = self.serve_xds()
         self.pilot.push(self.config, wait=0)
-        self.progress(f"control plane: xDS on 127.0.0.1:{self.xds.port}, {len(pods)} pods on 127.{block.b}.0.0/16")
+        self.progress(f"control plane: xDS on {self.xds.address}, {len(pods)} pods on 127.{block.b}.0.0/16")
 
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
@@ -195,6 +205,22 @@ class LocalMesh:
         self.progress(f"edge: HAProxy at {self.edge.url()} in front of {len(replicas)} gateway replicas")
         return self.edge.spec()
 
+    def serve_xds(self) -> XdsServer:
+        """The ADS server on the owner-only socket, serving only proxies that present their own credential."""
+        return XdsServer(
+            self.pilot.cache,
+            max_proxies=2 * len(self.registry.proxies) + 16,
+            unix_socket=self.private_dir / "xds.sock",
+            credentials=self.credentials,
+        ).start()
+
+    def admin(self, proxy: Proxy | Pod) -> envoy.Admin:
+        """The full admin API of a proxy (or a pod's sidecar), on its owner-only socket."""
+        return envoy.Admin.at(self.admin_address(proxy))
+
+    def admin_address(self, proxy: Proxy | Pod) -> str:
+        return f"unix:{self.private_dir / f'admin-{proxy.name}.sock'}"
+
     def _start_telemetry(self, options: ObservabilityOptions, ip: str) -> None:
         self.telemetry = TelemetryStack(TelemetryLayout(self.options.state_dir), ip, options)
         self.telemetry.prepare(self.registry.proxies)
@@ -213,6 +239,14 @@ class LocalMesh:
             pod = next((p for p in self.registry.pods if p.name == name), None)
             if pod is not None:
                 self.registry.set_health(pod.name, pod.namespace, ready)
+
+    def _private_app(self, pod: Pod) -> Pod:
+        """The sample app listens on a Unix socket in the owner-only dir: no other local user can reach it around
+        its sidecar, forge XFCC to it, or take its address over while it restarts. Other apps keep `app_ip`."""
+        version = next(v for v in self._service(pod).versions if v.name == pod.version)
+        if SAMPLE_APP not in " ".join(version.command) or len(pod.ports) != 1:
+            return pod
+        return replace(pod, app_socket=str(self.private_dir / f"app-{pod.name}.sock"))
 
     def _app_spec(self, pod: Pod) -> ProcessSpec:
         svc = self._service(pod)
@@ -235,22 +269,35 @@ class LocalMesh:
             "no_proxy": "",
             "PYTHONUNBUFFERED": "1",
         }
+        if pod.app_socket:
+            env["UNIX_SOCKET"] = pod.app_socket
         target = (pod.app_ip, port.target_port or port.number)
+
+        def ready() -> bool:  # a socket in our 0700 dir can only be our own app's
+            return _unix_ready(pod.app_socket) if pod.app_socket else _tcp_ready(*target)
+
         return ProcessSpec(
             name=f"app/{pod.name}",
             argv=argv,
             env=env,
             log_path=self.run_dir / f"app-{pod.name}.log",
-            ready=lambda: _tcp_ready(*target),
+            ready=ready,
             kind="app",
         )
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
         assert self.xds is not None
-        config = envoy.bootstrap(proxy, "127.0.0.1", self.xds.port)
+        config = envoy.bootstrap(
+            proxy,
+            "",
+            0,
+            xds_socket=self.private_dir / "xds.sock",
+            admin_socket=Path(self.admin_address(proxy).removeprefix("unix:")),
+            node_metadata={NodeCredentials.KEY: self.credentials.token(proxy.id)},
+        )
         config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
-        admin = envoy.Admin(proxy.ip)
+        admin = self.admin(proxy)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
             argv=envoy.command(path, log_level=self.options.envoy_log_level),
@@ -279,10 +326,18 @@ class LocalMesh:
         return result
 
     def check_workloads(self, config: MeshConfig) -> None:
-        if _workloads(config) != _workloads(self.config):
-            raise MeshError(
-                "the new config changes workloads (services, versions or replicas); `mesh apply` only changes policies",
-                hint="restart the mesh (`mesh down && mesh up`) to change workloads",
+        """Workloads (services, versions, replicas) are started by `mesh up`: an apply that changes them is refused
+        by name, never reported as applied with the change dropped."""
+        old = {(s.namespace, s.name): s.model_dump() for s in self.config.services}
+        new = {(s.namespace, s.name): s.model_dump() for s in config.services}
+        changed = sorted(
+            f"{ns}/{name}" for ns, name in old.keys() | new.keys() if old.get((ns, name)) != new.get((ns, name))
+        )
+        if changed:
+            raise WorkloadChange(
+                f"the new config changes workloads ({', '.join(changed)}: services, versions or replicas); "
+                "`mesh apply` only changes policies, so nothing was applied",
+                hint="workload changes need `mesh up`: `mesh down && mesh up` with the new workloads",
             )
 
     def _wait_warm(self, node_ids: list[str], timeout: float) -> None:
@@ -290,7 +345,7 @@ class LocalMesh:
         they arrive. Wait until no changed proxy has anything warming (read from each Envoy's admin)."""
         proxies = [p for p in self.registry.proxies if p.id in set(node_ids)]
         deadline = time.monotonic() + timeout
-        pending = {p.id: envoy.Admin(p.ip) for p in proxies}
+        pending = {p.id: self.admin(p) for p in proxies}
         while pending and time.monotonic() < deadline:
             for node, admin in list(pending.items()):
                 if not admin.warming():
@@ -320,13 +375,16 @@ class LocalMesh:
         for p in self.registry.proxies:
             sync = self.pilot.cache.sync_state(p.id)
             st = self.pilot.cache.status(p.id)
+            errors = dict(sync.errors)
+            if self.admin(p).state() == "DRAINING":  # ACKed but not serving: its listeners were told to drain
+                errors["admin"] = "listeners are draining: the proxy refuses new connections"
             out.append(
                 ProxyStatus(
                     proxy=p.short,
                     id=p.id,
                     kind=p.kind,
                     state=cast(SyncState, sync.state),
-                    errors=sync.errors,
+                    errors=errors,
                     versions={short: (st.types[t].acked[:8] if t in st.types else "") for t, short in rt.SHORT.items()},
                 )
             )
@@ -339,12 +397,12 @@ class LocalMesh:
             ingress=self.ingress_url,
             ingress_https=self.ingress_https_url if self.gateway else None,
             ca=str((self.options.state_dir / "ca.crt").resolve()),
-            xds=f"127.0.0.1:{self.xds.port}" if self.xds else None,
+            xds=self.xds.address if self.xds else None,
             revision=self.pilot.revision,
             started_at=self.started_at,
             block=self.block.b if self.block else None,
             proxies=[
-                ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=f"http://{p.ip}:15000")
+                ProxyInfo(name=p.short, id=p.id, kind=p.kind, ip=p.ip, admin=self.admin_address(p))
                 for p in self.registry.proxies
             ],
             pods=[
@@ -354,7 +412,7 @@ class LocalMesh:
                     service=p.service,
                     version=p.version,
                     ip=p.ip,
-                    app=p.app_ip,
+                    app=f"unix:{p.app_socket}" if p.app_socket else p.app_ip,
                     port=p.ports[0].number,
                 )
                 for p in self.registry.pods
@@ -378,10 +436,19 @@ class LocalMesh:
         if self.xds is not None:
             self.xds.stop()
             self.xds = None
+        shutil.rmtree(self.private_dir, ignore_errors=True)
 
 
-def _workloads(config: MeshConfig) -> list[dict[str, Any]]:
-    return sorted((s.model_dump() for s in config.services), key=lambda d: json.dumps(d, sort_keys=True))
+def _unix_ready(path: str) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+        return True
 
 
 def _tcp_ready(host: str, port: int) -> bool:

@@ -20,11 +20,19 @@ from pydantic import BaseModel, ConfigDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import spiffe_id
-from mesh.errors import MeshNotRunning, TargetError
+from mesh.errors import MeshNotRunning, StateCorrupt, TargetError
 from mesh.runtime import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, SIDECAR_OUTBOUND_PORT
 from mesh.targets.base import ApplyResult, Client, Progress, ProxyStatus, TargetStatus
 from mesh.targets.local.api import ApplyRequest, MeshDescription, PodInfo, WireConfig
-from mesh.targets.local.control import ControlClient, ControlServer, read_state, state_path, write_state
+from mesh.targets.local.control import (
+    ControlClient,
+    ControlServer,
+    discard_state,
+    process_start,
+    read_state,
+    state_path,
+    write_state,
+)
 from mesh.targets.local.mesh import LocalMesh
 from mesh.targets.local.options import LocalOptions
 from mesh.targets.traffic import HttpClient
@@ -59,13 +67,24 @@ class LocalTarget:
         self.mesh: LocalMesh | None = None  # the in-process mesh (detach=False), for tests of its machinery
         self._server: ControlServer | None = None
 
+    @property
+    def foreground(self) -> bool:
+        """`mesh up` without --detach serves in this process until Ctrl-C (the CLI waits on it)."""
+        return not self.detach
+
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
         state_dir = self.options.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(MeshNotRunning):
-            st = read_state(state_dir)
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state_dir.chmod(0o700)  # owner-only: the state file, logs, bootstraps and credentials live here
+        try:
+            st = read_state(state_dir)  # a dead mesh's state is removed here: `up` starts cleanly in place
+        except StateCorrupt:
+            raise
+        except MeshNotRunning:
+            pass
+        else:
             raise TargetError(
                 f"a mesh is already running from {state_dir} (pid {st.pid}, ingress {st.ingress})",
                 hint="use it, or stop it first with `mesh down`",
@@ -90,7 +109,7 @@ class LocalTarget:
     def _start_detached(self, config: MeshConfig, progress: Progress) -> None:
         log_path = self.options.state_dir / "mesh.log"
         request = ServeRequest(options=self.options, config=WireConfig.of(config), env=self.env, policies=self.policies)
-        with open(log_path, "wb") as logf:
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "mesh.targets.local"],
                 stdin=subprocess.PIPE,
@@ -110,7 +129,7 @@ class LocalTarget:
                 if read_state(self.options.state_dir).pid == proc.pid:
                     return
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # our own child: its pid cannot have been reused while we hold it
         raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
 
     def down(self) -> None:
@@ -118,10 +137,20 @@ class LocalTarget:
             self._stop_here()
             return
         try:
-            pid = read_state(self.options.state_dir).pid
+            state = read_state(self.options.state_dir)
+        except StateCorrupt:
+            raise
         except MeshNotRunning:
-            return
-        _terminate(pid)
+            return  # nothing to stop (the CLI says so)
+        _terminate(state.pid, state.pid_start)
+
+    def force_down(self) -> str:
+        """`mesh down --force`: stop the recorded mesh if it provably is ours, and remove the state file regardless."""
+        pid = discard_state(self.options.state_dir)
+        if pid is None:
+            return "removed the state file; no running mesh process could be proven to be ours, so none was signalled"
+        _terminate(pid, process_start(pid) or 0)
+        return f"stopped the mesh (pid {pid}) and removed its state file"
 
     def _stop_here(self) -> None:
         try:
@@ -139,11 +168,24 @@ class LocalTarget:
         return ControlClient(self.options.state_dir)
 
     def apply(
-        self, config: MeshConfig, *, dry_run: bool = False, prune: bool = True, wait: float = 10.0, analyze: bool = True
+        self,
+        config: MeshConfig,
+        *,
+        dry_run: bool = False,
+        prune: bool = True,
+        wait: float = 10.0,
+        analyze: bool = True,
+        base_revision: int | None = None,
     ) -> ApplyResult:
-        """`prune=False` merges like `kubectl apply -f`: the config's objects replace their namesakes, the rest stay."""
+        """`prune=False` merges like `kubectl apply -f`: the config's objects replace their namesakes, the rest stay.
+        `base_revision`: refused (StaleRevision) unless the mesh still runs that revision."""
         request = ApplyRequest(
-            config=WireConfig.of(config), merge=not prune, dry_run=dry_run, analyze=analyze, wait=wait
+            config=WireConfig.of(config),
+            merge=not prune,
+            dry_run=dry_run,
+            analyze=analyze,
+            wait=wait,
+            base_revision=base_revision,
         )
         return self.client().apply(request)
 
@@ -157,6 +199,8 @@ class LocalTarget:
         try:
             state = read_state(self.options.state_dir)
             desc = self.describe()
+        except StateCorrupt:
+            raise  # whether a mesh runs is unknown: say so, never report "not running"
         except MeshNotRunning as e:
             return TargetStatus(target=self.name, running=False, detail=str(e))
         return TargetStatus(
@@ -206,24 +250,32 @@ class LocalDataPath:
     def proxy_stats(self, pod: str, pattern: str) -> dict[str, int]:
         from mesh.dataplane.envoy import Admin
 
-        return Admin(self._pod(pod).ip).stats(pattern)
+        ip = self._pod(pod).ip
+        proxy = next(p for p in self._desc.proxies if p.ip == ip)
+        return Admin.at(proxy.admin).stats(pattern)
 
     def restarts(self) -> int:
         return sum(p.restarts for p in self.target.describe().processes)
 
 
-def _terminate(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM the mesh process (it stops everything it started), SIGKILL after `grace` seconds."""
+def _terminate(pid: int, start: int, grace: float = 15.0) -> None:
+    """SIGTERM the mesh process (it stops everything it started), SIGKILL after `grace` seconds. Each signal goes
+    only to the process that started at `start`: never pid <= 1, never a process that reused the pid."""
+
+    def ours() -> bool:
+        return pid > 1 and start > 0 and process_start(pid) == start
+
+    if not ours():
+        return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not ours():
             return
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    if ours():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def serve(

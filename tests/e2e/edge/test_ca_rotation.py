@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from cryptography import x509
 
 from mesh.compile import build_policies
@@ -52,7 +51,7 @@ def _proxy_of(lm: LocalMesh, service: str) -> str:
 def _served_leaf(lm: LocalMesh, service: str) -> dict[str, object]:
     """The workload certificate the service's sidecar really holds (Envoy's /certs), not what we think we sent."""
     pod = next(p for p in lm.registry.pods if p.service == service)
-    certs = requests.get(f"http://{pod.ip}:15000/certs", timeout=5).json()["certificates"]
+    certs = lm.admin(pod).certs()["certificates"]  # admin is on the proxy's owner-only socket
     chains = [c["cert_chain"][0] for c in certs if c.get("cert_chain")]
     return chains[0]  # type: ignore[no-any-return]
 

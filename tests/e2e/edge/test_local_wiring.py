@@ -18,6 +18,7 @@ from mesh.compile import build_policies
 from mesh.controlplane.ca import signer
 from mesh.dataplane.addresses import allocate_block
 from mesh.edge.testing import Load
+from mesh.runtime import Pod
 from mesh.targets.local import LocalMesh, LocalOptions
 
 pytestmark = pytest.mark.e2e
@@ -43,8 +44,8 @@ def edge_mesh(tmp_path: Path, haproxy: str) -> Iterator[LocalMesh]:
         lm.stop()
 
 
-def _served(ip: str) -> dict[str, str]:
-    certs = requests.get(f"http://{ip}:15000/certs", timeout=5).json()["certificates"]
+def _served(lm: LocalMesh, pod: Pod) -> dict[str, str]:
+    certs = lm.admin(pod).certs()["certificates"]  # admin is on the proxy's owner-only socket
     return next(c["cert_chain"][0] for c in certs if c.get("cert_chain"))  # type: ignore[no-any-return]
 
 
@@ -110,7 +111,7 @@ def test_mesh_rotates_workload_certificates_itself_with_a_plug_in_ca(tmp_path: P
         now = lm.ca.issued()["spiffe://cluster.local/ns/default/sa/echo"]
         assert now.not_after <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4.5)  # a 4-second certificate
         pod = next(p for p in lm.registry.pods if p.service == "echo")
-        while int(_served(pod.ip)["serial_number"], 16) == first.serial:  # a renewed one reaches it over SDS
+        while int(_served(lm, pod)["serial_number"], 16) == first.serial:  # a renewed one reaches it over SDS
             assert time.monotonic() < deadline + 4.0, "the renewed certificate never reached the sidecar"
             time.sleep(0.1)
     finally:

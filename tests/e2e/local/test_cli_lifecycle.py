@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 
 from mesh.dataplane.addresses import allocate_block
+from mesh.dataplane.envoy import UnixHTTPConnection
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -94,7 +95,10 @@ def test_detached_mesh_lifecycle(tmp_path: Path) -> None:
 
         # the control API refuses callers without the state file's token
         api = status["api"] if "api" in status else json.loads((tmp_path / "state.json").read_text())["api"]
-        assert session.get(api + "/status", timeout=5).status_code == 401
+        unauthenticated = UnixHTTPConnection(api.removeprefix("unix:"), 5)  # the control API's owner-only socket
+        unauthenticated.request("GET", "/status")
+        assert unauthenticated.getresponse().status == 401
+        unauthenticated.close()
         assert oct((tmp_path / "state.json").stat().st_mode & 0o777) == "0o600"
 
         again = mesh(tmp_path, "up", "--detach", "--ingress-host", host)
@@ -104,3 +108,7 @@ def test_detached_mesh_lifecycle(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not [p for p in pids if _alive(p)], "processes survived `mesh down`"
     assert mesh(tmp_path, "status").returncode == 69
+    # nothing running: `down` is a no-op success that says so; the detached log never asked for Ctrl-C
+    again_down = mesh(tmp_path, "down")
+    assert again_down.returncode == 0 and "nothing to stop" in again_down.stdout
+    assert "Ctrl-C" not in (tmp_path / "mesh.log").read_text()

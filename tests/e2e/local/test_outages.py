@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from mesh.controlplane.xds.server import XdsServer
 from mesh.harness.under_test import LocalMeshUnderTest
 
 
@@ -28,7 +27,6 @@ def _connected(mesh: LocalMeshUnderTest, pods: list[str], want: int, timeout: fl
 def test_traffic_flows_while_the_control_plane_is_down_and_proxies_resync_after(mesh: LocalMeshUnderTest) -> None:
     local = mesh.mesh
     assert local.xds is not None
-    port = local.xds.port
     pods = [p.name for p in local.registry.pods]
     assert _connected(mesh, pods, 1, timeout=5) == dict.fromkeys(pods, 1)
     local.xds.stop(0)
@@ -37,7 +35,7 @@ def test_traffic_flows_while_the_control_plane_is_down_and_proxies_resync_after(
         assert _connected(mesh, pods, 0, timeout=15) == dict.fromkeys(pods, 0)
         assert [_ok(mesh) for _ in range(20)] == [200] * 20
     finally:
-        local.xds = XdsServer(local.pilot.cache, "127.0.0.1", port, max_proxies=64).start()
+        local.xds = local.serve_xds()
     assert _connected(mesh, pods, 1, timeout=30) == dict.fromkeys(pods, 1)  # and every one reconnected
     ids = [p.id for p in local.registry.proxies]
     results = local.pilot.cache.wait_synced(ids, timeout=15)
@@ -49,13 +47,12 @@ def test_traffic_flows_while_the_control_plane_is_down_and_proxies_resync_after(
 
 
 def test_a_crashed_sidecar_is_restarted_and_gets_its_config_back(mesh: LocalMeshUnderTest) -> None:
-    from mesh.dataplane.envoy import Admin
 
     local = mesh.mesh
     pod = next(p for p in local.registry.pods if p.name == "details-v1-0")
     before = next(s for s in local.supervisor.status() if s["name"] == "envoy/details-v1-0")["restarts"]
     local.supervisor.kill("envoy/details-v1-0")
-    assert local.supervisor.wait_ready("envoy/details-v1-0", Admin(pod.ip).ready, timeout=20)
+    assert local.supervisor.wait_ready("envoy/details-v1-0", local.admin(pod).ready, timeout=20)
     after = next(s for s in local.supervisor.status() if s["name"] == "envoy/details-v1-0")["restarts"]
     assert after == before + 1
     r = mesh.ingress("bookinfo.local").get("/productpage")
@@ -64,12 +61,11 @@ def test_a_crashed_sidecar_is_restarted_and_gets_its_config_back(mesh: LocalMesh
 
 def test_a_crashed_app_leaves_eds_until_it_is_ready_again(mesh: LocalMeshUnderTest) -> None:
     """Like a failing readiness probe: the endpoint turns UNHEALTHY in every proxy, then HEALTHY after restart."""
-    from mesh.dataplane.envoy import Admin
 
     local = mesh.mesh
     pod = next(p for p in local.registry.pods if p.name == "reviews-v1-1")
     productpage = next(p for p in local.registry.pods if p.service == "productpage")
-    admin = Admin(productpage.ip)
+    admin = local.admin(productpage)
 
     def state() -> str:
         for cs in admin.clusters()["cluster_statuses"]:

@@ -14,7 +14,7 @@ from mesh.controlplane.pilot import Pilot
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.cache import NodeStatus, SnapshotCache
 from mesh.controlplane.xds.snapshot import Snapshot
-from mesh.errors import PushRejected
+from mesh.errors import PushRejected, PushTimedOut
 from mesh.runtime import Registry, pods_for
 
 ENVOY_ERROR = "Proto constraint validation failed (RouteConfigurationValidationError.VirtualHosts[0]: bad weight)"
@@ -27,6 +27,7 @@ class FakeProxy:
     def __init__(self, cache: SnapshotCache, node_id: str, reject: Callable[[Snapshot], set[str]]) -> None:
         self.cache, self.node_id, self.reject = cache, node_id, reject
         self.received: list[Snapshot] = []
+        self.stopped = False  # a stopped Envoy: connected, answers nothing
         cache.record(node_id, _connected)
         cache.watch(node_id, self._on_snapshot)
 
@@ -34,6 +35,8 @@ class FakeProxy:
         snap = self.cache.get_snapshot(self.node_id)
         assert snap is not None
         self.received.append(snap)
+        if self.stopped:
+            return
         rejected = self.reject(snap)
         for type_url in snap.by_type:
             self.cache.record(self.node_id, _answer(type_url, snap.version(type_url), type_url in rejected))
@@ -131,3 +134,22 @@ def test_without_rollback_the_rejected_snapshot_stays(world: tuple[Pilot, Snapsh
     assert result.results[nacker_id].state == "NACK"
     assert result.results[nacker_id].errors == {rt.SHORT[rt.ROUTE]: ENVOY_ERROR}
     assert not result.synced and pilot.revision == 1
+
+
+def test_a_push_a_proxy_never_answers_is_rolled_back_like_a_nack(world: tuple[Pilot, SnapshotCache, Registry]) -> None:
+    """Item 9: one sidecar stopped (connected, silent): the push times out, every proxy that took it is given the
+    previous config again, and the record (config, revision) is what runs."""
+    pilot, cache, registry = world
+    silent_id = registry.proxies[0].id
+    proxies = {p.id: FakeProxy(cache, p.id, lambda _: set()) for p in registry.proxies}
+    good = _config(10)
+    pilot.push(good, wait=5.0)
+    applied = {node: cache.get_snapshot(node) for node in proxies}
+    proxies[silent_id].stopped = True
+    with pytest.raises(PushTimedOut) as timed_out:
+        pilot.push(_config(50), wait=0.5)
+    assert set(timed_out.value.rejections) == {silent_id}
+    assert timed_out.value.exit_code == 76
+    assert pilot.config is good and pilot.revision == 1
+    for node in proxies:
+        assert cache.get_snapshot(node) is applied[node], node

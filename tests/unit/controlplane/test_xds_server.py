@@ -6,6 +6,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ from google.rpc import status_pb2
 from mesh.controlplane.translate.protos import ads
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.cache import SnapshotCache
-from mesh.controlplane.xds.server import XdsServer
+from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.controlplane.xds.snapshot import InconsistentSnapshot, Snapshot
 
 NODE = "sidecar~127.0.0.9~test-0.default~default.svc.cluster.local"
@@ -41,8 +42,9 @@ def snap(*names: str) -> Snapshot:
 class Client:
     """A minimal Envoy stand-in: sends DiscoveryRequests, collects DiscoveryResponses."""
 
-    def __init__(self, port: int) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    def __init__(self, port: int, *, address: str = "", token: str = "") -> None:
+        self.channel = grpc.insecure_channel(address or f"127.0.0.1:{port}")
+        self.token = token
         self.requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
         self.responses: queue.Queue[discovery_pb2.DiscoveryResponse] = queue.Queue()
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
@@ -59,8 +61,11 @@ class Client:
     def send(
         self, type_url: str, *, version: str = "", nonce: str = "", names: tuple[str, ...] = (), error: str = ""
     ) -> None:
+        node = base_pb2.Node(id=NODE, cluster="test")
+        if self.token:
+            node.metadata.fields[NodeCredentials.KEY].string_value = self.token
         req = discovery_pb2.DiscoveryRequest(
-            node=base_pb2.Node(id=NODE, cluster="test"),
+            node=node,
             type_url=type_url,
             version_info=version,
             response_nonce=nonce,
@@ -216,5 +221,36 @@ def test_a_new_stream_forgets_what_the_old_one_acked(cache: SnapshotCache) -> No
             time.sleep(0.01)
         assert cache.status(NODE).connected
         second.close()
+    finally:
+        server.stop(0)
+
+
+OTHER = "sidecar~127.0.0.10~other-0.default~default.svc.cluster.local"
+
+
+@pytest.mark.parametrize("token", ["", "forged", NodeCredentials().token(NODE), "other-node"])
+def test_a_stream_without_its_own_credential_gets_nothing_and_counts_for_nothing(
+    cache: SnapshotCache, tmp_path: Path, token: str
+) -> None:
+    """Item 1-2: a local user who claims a proxy's node id (with no token, a forged one, one minted by another
+    control plane, or another proxy's) is served nothing (no SDS key) and its NACKs never veto a push."""
+    creds = NodeCredentials()
+    if token == "other-node":
+        token = creds.token(OTHER)
+    server = XdsServer(cache, max_proxies=8, unix_socket=tmp_path / "xds.sock", credentials=creds).start()
+    try:
+        cache.set_snapshot(NODE, snap("a"))
+        intruder = Client(0, address=server.address, token=token)
+        intruder.send(rt.CLUSTER)
+        intruder.send(rt.CLUSTER, nonce="1", error="vetoed")
+        assert intruder.silent(0.5)
+        assert not cache.status(NODE).connected and not cache.status(NODE).types
+        intruder.close()
+        proxy = Client(0, address=server.address, token=creds.token(NODE))
+        proxy.send(rt.CLUSTER)
+        r = proxy.recv()
+        proxy.send(rt.CLUSTER, version=r.version_info, nonce=r.nonce)
+        assert cache.wait_synced([NODE], timeout=2)[NODE].state == "SYNCED"
+        proxy.close()
     finally:
         server.stop(0)

@@ -129,3 +129,34 @@ def test_status_answers_while_a_readiness_probe_hangs(tmp_path: Path) -> None:
     finally:
         release.set()
         sup.stop()
+
+
+def test_the_restart_backoff_resets_after_a_healthy_interval(tmp_path: Path) -> None:
+    """Item 18: a crash loop backs off (0.1, 0.2, 0.4 ... up to 1 s here); a crash after the process was healthy for
+    `healthy_reset` seconds costs the first step again, not the maximum."""
+    flag = tmp_path / "healthy"
+    events: list[str] = []
+    spec = ProcessSpec(
+        name="flaky",
+        argv=["sh", "-c", f"test -f {flag} && exec sleep 600; exit 3"],
+        log_path=tmp_path / "flaky.log",
+        ready=lambda: True,
+    )
+    sup = Supervisor(on_event=events.append, backoff=0.1, backoff_max=1.0, healthy_reset=0.5)
+    try:
+        sup.start([spec])
+        deadline = time.monotonic() + 20
+        while sum("flaky exited" in e for e in events) < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "restarting in 1.0s" in events[-1], events  # the crash loop reached the maximum
+        flag.touch()
+        while not (sup.status()[0].running and sup._procs["flaky"].ready) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.6)  # healthy for longer than healthy_reset
+        flag.unlink()
+        sup.kill("flaky")
+        while "flaky exited (-9)" not in events[-1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert events[-1] == "flaky exited (-9); restarting in 0.1s", events
+    finally:
+        sup.stop()

@@ -5,6 +5,7 @@ from Istio's own CRD bundle), Helm values against the value paths the pinned cha
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,14 @@ import kubernetes_validate
 import pytest
 
 from mesh.compile import build_policies, dump_yaml, load_yaml, render_istio, render_workloads
+from mesh.targets.kubernetes import incluster
 from mesh.targets.kubernetes.settings import (
+    ADDONS,
     CHART_VALUE_PATHS,
     ISTIO_VERSION,
     KIND_NODE_IMAGE,
     STACKS,
+    ReconcilerSettings,
     StackSettings,
     base_values,
     gateway_values,
@@ -102,12 +106,16 @@ def test_istio_manifests_round_trip_through_the_typed_model(env: str) -> None:
     ("chart", "values"),
     [("base", base_values), ("istiod", istiod_values), ("gateway", gateway_values)],
 )
-@pytest.mark.parametrize("stack", ["dev", "ci", "staging", "prod"])
-def test_helm_value_paths_are_ones_the_pinned_chart_reads(chart: str, values: Any, stack: str) -> None:
-    s = StackSettings.from_mapping(load_stack_file(STACKS / f"Pulumi.{stack}.yaml").get)
-    used = value_paths(values(s))
-    unknown = used - set(CHART_VALUE_PATHS[chart])
-    assert not unknown, f"{chart}: {sorted(unknown)} not in CHART_VALUE_PATHS (find where the chart reads them)"
+def test_helm_value_paths_are_ones_the_pinned_chart_reads(chart: str, values: Any) -> None:
+    """Over every shipped stack, and each with every add-on asked for (they set tracing values)."""
+    used: set[str] = set()
+    for stack in ("dev", "ci", "staging", "prod"):
+        s = StackSettings.from_mapping(load_stack_file(STACKS / f"Pulumi.{stack}.yaml").get)
+        for variant in (s, replace(s, addons=ADDONS)):
+            paths = value_paths(values(variant))
+            unknown = paths - set(CHART_VALUE_PATHS[chart])
+            assert not unknown, f"{chart}: {sorted(unknown)} not in CHART_VALUE_PATHS (find where the chart reads them)"
+            used |= paths
     stale = set(CHART_VALUE_PATHS[chart]) - used
     assert not stale, f"{chart}: CHART_VALUE_PATHS lists {sorted(stale)}, which the program no longer sets"
 
@@ -188,3 +196,78 @@ def test_helm_values_shape() -> None:
 def test_missing_settings_name_the_key() -> None:
     with pytest.raises(ValueError, match="meshops:istioVersion is required"):
         StackSettings.from_mapping({"clusterName": "c", "policyEnv": "dev"}.get)
+
+
+# --- the in-cluster reconciler, the plug-in CA, add-on settings ----------------------------------------------------
+
+RECONCILER = ReconcilerSettings(repo="https://github.com/acme/policies", webhook_secret="x", github_repo="acme/p")
+
+
+def test_reconciler_manifests_validate_against_kubernetes_schemas() -> None:
+    rendered = [
+        *incluster.reconciler_manifests(RECONCILER, "prod", "meshops/reconciler:1", ["default", "istio-system"]),
+        incluster.webhook_secret("s3cret"),
+        incluster.cacerts({"ca-cert.pem": "a", "ca-key.pem": "b", "root-cert.pem": "c", "cert-chain.pem": "d"}),
+    ]
+    assert {m["kind"] for m in rendered} == {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "Secret",
+    }
+    for m in rendered:
+        kubernetes_validate.validate(m, K8S_VERSION, strict=True)
+
+
+def test_the_reconciler_deployment_mounts_its_secret_and_serves_its_webhook_port() -> None:
+    (dep,) = [
+        m for m in incluster.reconciler_manifests(RECONCILER, "prod", "img", ["default"]) if m["kind"] == "Deployment"
+    ]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["volumes"][1]["secret"]["secretName"] == incluster.webhook_secret("x")["metadata"]["name"]
+    (c,) = pod["containers"]
+    assert c["args"][c["args"].index("--listen") + 1].endswith(":9900")
+    assert c["args"][-2:] == ["--github-repo", "acme/p"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"  # one reconcile at a time
+    assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["MESH_INGRESS_URL"] == "http://istio-ingressgateway.istio-ingress.svc.cluster.local"
+
+
+def test_reconciler_and_addon_settings_parse_and_name_what_is_missing() -> None:
+    base = {"clusterName": "c", "policyEnv": "dev", "istioVersion": ISTIO_VERSION}
+    s = StackSettings.from_mapping({**base, "reconciler": "true", "reconcilerRepo": "r", "webhookSecret": "w"}.get)
+    assert s.reconciler == ReconcilerSettings(repo="r", webhook_secret="w")
+    with pytest.raises(ValueError, match="meshops:webhookSecret is required"):
+        StackSettings.from_mapping({**base, "reconciler": "true", "reconcilerRepo": "r"}.get)
+    assert StackSettings.from_mapping({**base, "addons": "true"}.get).addons == ADDONS
+    assert StackSettings.from_mapping({**base, "addons": "prometheus, jaeger"}.get).addons == ("prometheus", "jaeger")
+    assert StackSettings.from_mapping(base.get).addons == ()
+    with pytest.raises(ValueError, match="unknown add-on zipkin"):
+        StackSettings.from_mapping({**base, "addons": "zipkin"}.get)
+
+
+def test_the_plug_in_ca_takes_all_four_files_or_none() -> None:
+    base = {"clusterName": "c", "policyEnv": "dev", "istioVersion": ISTIO_VERSION}
+    pems = {"caCert": "a", "caKey": "b", "rootCert": "c", "certChain": "d"}
+    assert StackSettings.from_mapping({**base, **pems}.get).ca_certs == {
+        "ca-cert.pem": "a",
+        "ca-key.pem": "b",
+        "root-cert.pem": "c",
+        "cert-chain.pem": "d",
+    }
+    with pytest.raises(ValueError, match="meshops:certChain"):
+        StackSettings.from_mapping({**base, "caCert": "a", "caKey": "b", "rootCert": "c"}.get)
+
+
+def test_the_reconciler_image_builds_from_this_checkout_and_its_tag_follows_the_source() -> None:
+    root = incluster.source_root()
+    assert (root / "pyproject.toml").exists() and incluster.DOCKERFILE.exists()
+    dockerfile = incluster.DOCKERFILE.read_text()
+    assert 'ENTRYPOINT ["mesh"]' in dockerfile and "COPY mesh /src/mesh" in dockerfile
+    assert len(incluster.source_digest(root)) == 16

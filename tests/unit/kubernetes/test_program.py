@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ from pulumi.runtime import mocks as pulumi_mocks
 from mesh.compile import build_policies, render_istio, render_workloads
 from mesh.compile.render import SYSTEM_NAMESPACES
 from mesh.targets.kubernetes.settings import (
+    ADDONS,
     GATEWAY_NAMESPACE,
     INGRESS_NODE_PORT,
     ISTIO_NAMESPACE,
     ISTIO_VERSION,
+    ReconcilerSettings,
     StackSettings,
 )
 
@@ -379,3 +381,155 @@ def test_analysis_errors_stop_the_deployment(tmp_path: Path) -> None:
     with pytest.raises(AnalysisFailed):
         program(DEV, policies_dir=pkg, home=tmp_path)
     assert MONITOR.seen == {}
+
+
+# --- the reconciler in the cluster, Istio's add-ons, the plug-in CA ------------------------------------------------
+
+RECONCILER = ReconcilerSettings(repo="git://172.30.0.1/policies.git", webhook_secret="s3cret-hook", ref="main")
+CI_FULL = replace(CI, reconciler=RECONCILER, addons=ADDONS)
+PEMS = {"ca-cert.pem": "CA", "ca-key.pem": "KEY", "root-cert.pem": "ROOT", "cert-chain.pem": "CHAIN"}
+
+
+@pulumi.runtime.test
+def test_the_reconciler_runs_in_the_cluster_against_the_kubernetes_target() -> Any:
+    d = _run(CI_FULL)
+
+    def check() -> None:
+        dep = MONITOR.seen["deployment-meshops-system-meshops-reconciler"]
+        (container,) = dep.inputs["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        assert args[:3] == ["reconcile", "--target", "kubernetes"]
+        assert args[args.index("--repo") + 1] == RECONCILER.repo and args[args.index("--env") + 1] == "e2e"
+        assert args[args.index("--webhook-secret-file") + 1] == "/etc/meshops/webhook/secret"
+        assert container["image"].startswith("meshops/reconciler:")
+        assert dep.inputs["spec"]["template"]["spec"]["serviceAccountName"] == "meshops-reconciler"
+        deps = MONITOR.deps("deployment-meshops-system-meshops-reconciler")
+        assert {"reconciler-image", "secret-meshops-system-webhook", "namespace-meshops-system", "istiod"} <= deps
+        assert "virtualservice-default-reviews" in deps  # it starts from the policies the stack deployed
+        svc = MONITOR.seen["service-meshops-system-meshops-reconciler"].inputs["spec"]
+        assert svc["ports"][0]["port"] == 9900
+        assert MONITOR.seen["namespace-meshops-system"].inputs["metadata"]["labels"]["istio-injection"] == "disabled"
+        for name in MONITOR.seen:
+            if "meshops-reconciler" in name or "meshops-system" in name:
+                assert MONITOR.provider_of(name) == "kubernetes", name
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_the_webhook_secret_reaches_the_engine_only_as_a_secret() -> Any:
+    d = _run(CI_FULL)
+
+    def check() -> None:
+        secret = MONITOR.seen["secret-meshops-system-webhook"]
+        assert secret.typ == "kubernetes:core/v1:Secret"
+        assert "stringData" in secret.secret_inputs, "the webhook secret went to the engine in clear"
+        assert MONITOR.deps("secret-meshops-system-webhook") == {"namespace-meshops-system"}
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_reconciler_rbac_is_istio_config_kinds_and_pods_of_managed_namespaces_only() -> Any:
+    d = _run(CI_FULL)
+
+    def check() -> None:
+        (rule,) = MONITOR.seen["clusterrole-meshops-reconciler"].inputs["rules"]
+        assert set(rule["apiGroups"]) == {"networking.istio.io", "security.istio.io"}
+        assert set(rule["resources"]) == {
+            "gateways",
+            "virtualservices",
+            "destinationrules",
+            "peerauthentications",
+            "authorizationpolicies",
+        }
+        binding = MONITOR.seen["clusterrolebinding-meshops-reconciler"].inputs
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "meshops-reconciler", "namespace": "meshops-system"}
+        ]
+        roles = {
+            r.inputs["metadata"]["namespace"]: r.inputs["rules"]
+            for r in MONITOR.seen.values()
+            if r.typ == "kubernetes:rbac.authorization.k8s.io/v1:Role"
+        }
+        # the e2e policies have objects in istio-system too: one Role there holds both sets of rules
+        assert set(roles) == {"default", "legacy", "istio-system"}
+        assert {res for rule in roles["istio-system"] for res in rule["resources"]} == {
+            "pods",
+            "pods/exec",
+            "deployments",
+            "pods/proxy",
+        }
+        names = [
+            (r.typ, r.inputs["metadata"].get("namespace"), r.inputs["metadata"]["name"])
+            for r in MONITOR.seen.values()
+            if "metadata" in r.inputs
+        ]
+        assert len(names) == len(set(names)), "two resources would be the same Kubernetes object"
+        assert all("secrets" not in rule["resources"] for rules in roles.values() for rule in rules)
+
+    return _settled(d, check)
+
+
+def test_no_reconciler_unless_the_stack_asks_and_an_existing_cluster_needs_an_image() -> None:
+    assert not any("reconciler" in n for n in _run(CI).resources)
+    with pytest.raises(ValueError, match="meshops:reconcilerImage is required"):
+        _run(replace(PROD, reconciler=RECONCILER))
+
+
+@pulumi.runtime.test
+def test_an_existing_cluster_runs_the_reconciler_image_it_names() -> Any:
+    d = _run(replace(PROD, reconciler=replace(RECONCILER, image="ghcr.io/acme/meshops-reconciler:1.0")))
+
+    def check() -> None:
+        assert "reconciler-image" not in MONITOR.seen
+        dep = MONITOR.seen["deployment-meshops-system-meshops-reconciler"]
+        assert dep.inputs["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/meshops-reconciler:1.0"
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_addons_are_istios_manifests_of_the_pinned_version_after_istiod() -> Any:
+    d = _run(CI_FULL)
+
+    def check() -> None:
+        for addon in ADDONS:
+            r = MONITOR.seen[f"addon-{addon}"]
+            assert r.typ == "kubernetes:yaml/v2:ConfigFile"
+            assert r.inputs["file"] == (
+                f"https://raw.githubusercontent.com/istio/istio/{ISTIO_VERSION}/samples/addons/{addon}.yaml"
+            )
+            assert MONITOR.deps(f"addon-{addon}") == {"istiod"}
+            assert MONITOR.provider_of(f"addon-{addon}") == "kubernetes"
+        tracing = MONITOR.seen["istiod"].inputs["values"]["meshConfig"]
+        assert tracing["enableTracing"] is True and tracing["defaultConfig"]["tracing"]["sampling"] == 100.0
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_no_addons_and_default_tracing_unless_asked() -> Any:
+    d = _run(CI)
+
+    def check() -> None:
+        assert not any(n.startswith("addon-") for n in MONITOR.seen)
+        assert MONITOR.seen["istiod"].inputs["values"]["meshConfig"] == {"accessLogFile": "/dev/stdout"}
+
+    return _settled(d, check)
+
+
+@pulumi.runtime.test
+def test_the_plug_in_ca_is_istios_cacerts_secret_before_istiod_starts() -> Any:
+    d = _run(replace(PROD, ca_certs=PEMS))
+
+    def check() -> None:
+        ca = MONITOR.seen["secret-istio-system-cacerts"]
+        assert ca.inputs["metadata"]["name"] == "cacerts" and ca.inputs["metadata"]["namespace"] == "istio-system"
+        assert "stringData" in ca.secret_inputs, "the CA key went to the engine in clear"
+        assert set(ca.inputs["stringData"]["value"]) == set(PEMS)  # the whole map went as one secret value
+        assert MONITOR.deps("secret-istio-system-cacerts") == {"istio-base"}
+        assert MONITOR.deps("istiod") == {"istio-base", "secret-istio-system-cacerts"}
+        assert MONITOR.provider_of("secret-istio-system-cacerts") == "kubernetes"
+
+    return _settled(d, check)

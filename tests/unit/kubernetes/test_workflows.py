@@ -172,3 +172,24 @@ def test_staging_and_prod_need_an_environment_approval() -> None:
     wf = _load("deploy.yml")
     assert wf["on"]["workflow_dispatch"]["inputs"]["stack"]["options"] == ["staging", "prod"]
     assert "environment" in wf["jobs"]["deploy"]
+
+
+def test_kind_run_adds_addons_and_the_reconciler_with_settings_the_stack_understands() -> None:
+    """The second `mesh up` of the kind job appends settings to the ci stack: they must parse into what it checks."""
+    from mesh.targets.kubernetes.settings import STACKS, StackSettings, load_stack_file
+
+    steps = {s.get("name", ""): s.get("run", "") for s in _steps(_load("kind-e2e.yml"))}
+    add = next(run for name, run in steps.items() if name.startswith("Add Istio's add-ons"))
+    appended = dict(line.strip().split(": ", 1) for line in add.splitlines() if line.strip().startswith("meshops:"))
+    raw = {**load_stack_file(STACKS / "Pulumi.ci.yaml")}
+    raw |= {
+        k.removeprefix("meshops:"): v.strip('"').replace("$KIND_GATEWAY", "172.30.0.1") for k, v in appended.items()
+    }
+    s = StackSettings.from_mapping(raw.get)
+    assert s.addons == ("prometheus", "jaeger") and s.reconciler is not None
+    assert s.reconciler.repo == "git://172.30.0.1/policies.git" and s.reconciler.path == "istio"
+    order = list(steps)
+    e2e = order.index("e2e suite against kind + Istio")
+    checks = [n for n in order if n.startswith(("One metric query", "One trace", "push -> reconcile -> verified"))]
+    assert len(checks) == 3 and all(order.index(n) > e2e for n in checks)  # the reconciler never fights the suite
+    assert "MESH_STACKS_DIR" in add  # tracked stack files stay as they are

@@ -1,63 +1,176 @@
-"""The Kubernetes data path's own logic, offline, with a fake kubectl (the live run is the kind-e2e workflow's job):
-pod/workload mapping and exec replies. (Pruning on apply and the propagation wait: test_kubernetes_target.py.)"""
+"""The Kubernetes data path's own logic, offline (the live run is the kind-e2e workflow's job): pod/workload mapping,
+and the long-lived in-pod client driven through a fake `kubectl` that runs the exec'd command on this machine, so
+the client loop, its stream protocol, restarts and reaping run for real against a local HTTP server.
+(Pruning on apply and the propagation wait: test_kubernetes_target.py.)"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import sys
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
 
 import pytest
 import requests
 
 from mesh.compile import build_policies
-from mesh.targets.kubernetes.datapath import ExecClient, KubernetesDataPath
+from mesh.errors import TargetError
+from mesh.targets.kubernetes import datapath
+from mesh.targets.kubernetes.datapath import ExecClient, ExecSession, Kubectl, KubernetesDataPath
+
+FAKE_KUBECTL = """#!{python}
+import os, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+    f.write(" ".join(args[: args.index("--")]) + "\\n")
+cmd = args[args.index("--") + 1 :]
+os.execv(sys.executable, [sys.executable, *cmd[1:]])
+"""
 
 
-class FakeKubectl:
-    def __init__(self, replies: dict[str, Any]) -> None:
-        self.replies = replies
-        self.calls: list[tuple[str, ...]] = []
-        self.inputs: list[str | None] = []
+class Echo(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path.startswith("/slow"):
+            time.sleep(2)
+        body = json.dumps({"path": self.path, "host": self.headers["Host"], "x": self.headers.get("x")}).encode()
+        self.send_response(503 if self.path.startswith("/fail") else 200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-    def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
-        self.calls.append(args)
-        self.inputs.append(input)
-        for prefix, reply in self.replies.items():
-            if " ".join(args).startswith(prefix):
-                return reply(args, input) if callable(reply) else str(reply)
-        raise AssertionError(f"unexpected kubectl {args}")
-
-
-def path_with(fake: FakeKubectl) -> KubernetesDataPath:
-    return KubernetesDataPath(build_policies("e2e"), cluster=None, ingress_url="http://localhost:8080", kubectl=fake)  # type: ignore[arg-type]
+    def log_message(self, *args: object) -> None:
+        pass
 
 
-def test_pods_and_services_map_to_deployments() -> None:
-    m = path_with(FakeKubectl({}))
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Kubectl:
+    script = tmp_path / "kubectl"
+    script.write_text(FAKE_KUBECTL.format(python=sys.executable, log=str(tmp_path / "execs.log")))
+    script.chmod(0o755)
+    monkeypatch.setenv("MESH_KUBECTL", str(script))
+    monkeypatch.delenv("MESH_KUBECONFIG", raising=False)
+    return Kubectl()
+
+
+def execs(kubectl: Kubectl) -> list[str]:
+    log = Path(kubectl.binary).parent / "execs.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def path_with(kubectl: Kubectl) -> KubernetesDataPath:
+    return KubernetesDataPath(build_policies("e2e"), cluster=None, ingress_url="http://localhost:8080", kubectl=kubectl)  # type: ignore[arg-type]
+
+
+def test_pods_and_services_map_to_deployments(kubectl: Kubectl) -> None:
+    m = path_with(kubectl)
     assert m.deployment("reviews-v2-0") == "deploy/reviews-v2"
     assert m.deployment("productpage") == "deploy/productpage-v1"
     with pytest.raises(KeyError):
         m.deployment("nothing")
 
 
-def test_exec_client_turns_replies_into_replies_and_failures_into_connection_errors() -> None:
-    ok = json.dumps({"status": 200, "headers": {"a": "b"}, "body": '{"pod": "x"}', "elapsed": 0.01})
-    fake = FakeKubectl({"exec -n default deploy/productpage-v1 -c productpage": ok})
-    r = ExecClient(fake, "default", "deploy/productpage-v1").get("http://echo:9080/", {"x": "1"})  # type: ignore[arg-type]
-    assert (r.status, r.json["pod"]) == (200, "x")
-    assert fake.calls[0][-3:-1] == ("GET", "http://echo:9080/")
-    fail = FakeKubectl({"exec": json.dumps({"error": "ConnectionResetError: reset by peer", "elapsed": 0.0})})
-    with pytest.raises(requests.ConnectionError, match="reset by peer"):
-        ExecClient(fail, "legacy", "deploy/legacy-client", "http://echo.default.svc.cluster.local:9080").get("/")  # type: ignore[arg-type]
-    assert fail.calls[0][fail.calls[0].index("-c") + 1] == "client"
+def test_many_requests_share_one_exec_session(kubectl: Kubectl, server: str) -> None:
+    session = ExecSession(kubectl, "default", "deploy/productpage-v1", "productpage")
+    client = ExecClient(session, server)
+    try:
+        replies = [client.get(f"/n/{i}", {"x": str(i)}, host="echo") for i in range(40)]
+        assert [r.json["path"] for r in replies] == [f"/n/{i}" for i in range(40)]
+        assert {r.json["host"] for r in replies} == {"echo"}
+        assert replies[7].json["x"] == "7"
+        assert client.get("/fail").status == 503  # an HTTP error status is a reply, not a failure
+        assert execs(kubectl) == ["exec -i -n default deploy/productpage-v1 -c productpage"]
+        assert session.starts == 1
+    finally:
+        session.close()
 
 
-def test_from_pod_and_plaintext_clients_exec_in_the_right_pods() -> None:
-    ok = json.dumps({"status": 200, "headers": {}, "body": "{}", "elapsed": 0.0})
-    fake = FakeKubectl({"exec": ok})
-    m = path_with(fake)
-    m.from_pod("reviews-v2-0").get("http://ratings:9080/")
-    m.plaintext_to("ratings-v1-0").get("/ratings/0")
-    assert fake.calls[0][:4] == ("exec", "-n", "default", "deploy/reviews-v2")
-    assert fake.calls[1][:4] == ("exec", "-n", "legacy", "deploy/legacy-client")
-    assert "http://ratings.default.svc.cluster.local:9080/ratings/0" in fake.calls[1]
+def test_a_batch_is_one_round_trip_with_n_replies(kubectl: Kubectl, server: str) -> None:
+    session = ExecSession(kubectl, "default", "deploy/productpage-v1", "productpage")
+    try:
+        replies = ExecClient(session, server).batch("GET", "/split", n=25)
+        assert len(replies) == 25 and all(r.status == 200 for r in replies)
+        assert all(r.elapsed > 0 for r in replies)
+        assert session.starts == 1
+    finally:
+        session.close()
+
+
+def test_a_failed_request_raises_and_the_session_keeps_serving(kubectl: Kubectl, server: str) -> None:
+    session = ExecSession(kubectl, "legacy", "deploy/legacy-client", "client")
+    client = ExecClient(session)
+    try:
+        with pytest.raises(requests.ConnectionError, match=r"URLError|Connection refused"):
+            client.get("http://127.0.0.1:1/")
+        assert client.get(server + "/after").json["path"] == "/after"
+        assert session.starts == 1
+    finally:
+        session.close()
+
+
+def test_a_request_slower_than_the_timeout_fails_inside_the_pod(
+    kubectl: Kubectl, server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(datapath, "REQUEST_TIMEOUT", 0.3)
+    session = ExecSession(kubectl, "default", "deploy/productpage-v1", "productpage")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(requests.ConnectionError, match="timed out"):
+            ExecClient(session, server).get("/slow")
+        assert time.monotonic() - t0 < 1.9
+    finally:
+        session.close()
+
+
+def test_a_dead_exec_stream_is_restarted_and_closed_sessions_are_reaped(kubectl: Kubectl, server: str) -> None:
+    session = ExecSession(kubectl, "default", "deploy/productpage-v1", "productpage")
+    client = ExecClient(session, server)
+    try:
+        client.get("/one")
+        proc = session._proc
+        assert proc is not None
+        proc.kill()  # the pod restarted, or the API server dropped the stream
+        proc.wait()
+        assert client.get("/two").json["path"] == "/two"
+        assert session.starts == 2 and len(execs(kubectl)) == 2
+        live = session._proc
+        assert live is not None
+    finally:
+        session.close()
+    assert live.poll() is not None  # killed and waited for: no orphan kubectl
+
+
+def test_from_pod_and_plaintext_clients_exec_in_the_right_containers(kubectl: Kubectl, server: str) -> None:
+    m = path_with(kubectl)
+    try:
+        a, b = m.from_pod("reviews-v2-0"), m.from_pod("reviews-v2")
+        assert isinstance(a, ExecClient) and isinstance(b, ExecClient) and a.session is b.session
+        a.get(server + "/")
+        plain = m.plaintext_to("ratings-v1-0")
+        assert isinstance(plain, ExecClient)
+        assert plain.base_url == "http://ratings.default.svc.cluster.local:9080"
+        plain.session.send("GET", server + "/", {})
+        assert execs(kubectl) == [
+            "exec -i -n default deploy/reviews-v2 -c reviews",
+            "exec -i -n legacy deploy/legacy-client -c client",
+        ]
+    finally:
+        m.close()
+
+
+def test_missing_kubectl_is_an_actionable_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MESH_KUBECTL", str(tmp_path / "no-kubectl"))
+    with pytest.raises(TargetError, match="kubectl not found"):
+        ExecSession(Kubectl(), "default", "deploy/x-v1", "x").send("GET", "http://x/", {})
