@@ -26,6 +26,7 @@ KIND_ORDER = (
     "AuthorizationPolicy",
     "Telemetry",
     "Edge",
+    "RateLimit",
 )
 
 

@@ -12,6 +12,7 @@ from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
+from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
 from mesh.api.workloads import Service
 from mesh.controlplane.ca.acme_status import AcmeCredential
@@ -22,7 +23,8 @@ from mesh.observability.layout import Endpoints
 from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
-    c.kind: c for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Edge)
+    c.kind: c
+    for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Edge, RateLimit)
 }
 
 
