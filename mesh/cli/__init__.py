@@ -45,6 +45,9 @@ def cli() -> None:
 
 
 def main() -> None:
+    from mesh.controlplane import prepare_process
+
+    prepare_process()
     from mesh.cli import commands, meshcmds, observe, reconcile  # noqa: F401  (registers commands)
 
     cli(prog_name="mesh")

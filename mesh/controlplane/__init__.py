@@ -5,5 +5,9 @@ Data flows one way: MeshConfig + workload registry -> translate (per proxy) -> S
 
 import os
 
-# grpcio and fork(): we spawn Envoys from a process that runs a gRPC server.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+def prepare_process() -> None:
+    """Call once at a program's entry, before grpc is imported: we spawn Envoys from a process that serves gRPC, and
+    grpcio's fork handlers must stay off for that. A library import never changes the environment; entry points
+    (the CLI, the detached mesh, the pytest plugin) call this."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")

@@ -34,6 +34,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from mesh.controlplane import prepare_process
+
+    prepare_process()
     config.addinivalue_line("markers", "e2e: drives the real data path (Envoy proxies, real sockets)")
 
 

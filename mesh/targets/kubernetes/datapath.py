@@ -11,6 +11,7 @@ Environment: MESH_KUBECONFIG (kubeconfig file), MESH_INGRESS_URL (default http:/
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -21,7 +22,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import requests
 
@@ -35,7 +36,8 @@ from mesh.targets.traffic import HttpClient, Reply
 GATEWAY_IDENTITY = "spiffe://cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
 
 # One long-lived client process per pod container, fed over one `kubectl exec -i` stream: a line of JSON in
-# ({"method", "url", "headers", "n"}), a line of JSON out (a list of n replies). A request then costs one round trip
+# ({"id", "method", "url", "headers", "n"}), a line of JSON out ({"id", "replies": n replies}); each request line is
+# served on its own thread, so concurrent callers (verification sends 8 at a time) stay concurrent. A request then costs one round trip
 # over the API server's exec stream instead of a kubectl process and a new exec session (~0.2-0.5 s each).
 _CLIENT_LOOP = r"""
 import json, sys, time, urllib.request, urllib.error
@@ -53,10 +55,16 @@ def one(q):
         out = {"error": f"{type(e).__name__}: {e}"}
     out["elapsed"] = time.perf_counter() - t0
     return out
+import threading
+lock = threading.Lock()
+def serve(q):
+    out = json.dumps({"id": q["id"], "replies": [one(q) for _ in range(q.get("n", 1))]})
+    with lock:
+        sys.stdout.write(out + "\n")
+        sys.stdout.flush()
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
-    q = json.loads(line)
-    print(json.dumps([one(q) for _ in range(q.get("n", 1))]), flush=True)
+    threading.Thread(target=serve, args=(json.loads(line),), daemon=True).start()
 """
 REQUEST_TIMEOUT = 15.0  # seconds per request inside the pod (the e2e tests' per-test timeouts assume it)
 START_TIMEOUT = 60.0  # kubectl exec + interpreter start
@@ -101,7 +109,8 @@ class Kubectl:
 
 class ExecSession:
     """The client loop running in one pod container behind one `kubectl exec -i`; restarted on the next request if
-    it dies (a pod restart, a dropped stream). The process is reaped on `close()` or when the session is collected."""
+    it dies (a pod restart, a dropped stream). Requests from several threads are in flight together, matched to
+    their replies by id. The process is reaped on `close()` or when the session is collected."""
 
     def __init__(self, kubectl: Kubectl, namespace: str, workload: str, container: str) -> None:
         self.argv = kubectl.argv(
@@ -109,72 +118,91 @@ class ExecSession:
         )
         self.where = f"{namespace}/{workload} ({container})"
         self._proc: subprocess.Popen[str] | None = None
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._pending: dict[int, queue.Queue[Any]] = {}
+        self._ids = itertools.count()
         self._lock = threading.Lock()
         self.starts = 0  # how many exec sessions this client opened (tests: one for many requests)
 
     def send(self, method: str, url: str, headers: dict[str, str], n: int = 1) -> list[dict[str, Any]]:
         """n identical requests in one round trip; each reply a dict (status/headers/body/elapsed, or error)."""
-        query = {"method": method, "url": url, "headers": headers, "n": n, "timeout": REQUEST_TIMEOUT}
+        answer: queue.Queue[Any] = queue.Queue(1)
         with self._lock:
             proc = self._running()
-            assert proc.stdin is not None
+            ident = next(self._ids)
+            self._pending[ident] = answer
+            query = {"id": ident, "method": method, "url": url, "headers": headers, "n": n, "timeout": REQUEST_TIMEOUT}
             try:
+                assert proc.stdin is not None
                 proc.stdin.write(json.dumps(query) + "\n")
                 proc.stdin.flush()
             except (BrokenPipeError, OSError) as e:
-                self._stop()
+                self._stop(proc)
                 raise requests.ConnectionError(f"exec stream to {self.where} closed: {e}") from None
-            replies: list[dict[str, Any]] = json.loads(self._line(REQUEST_TIMEOUT * n + 10))
-            return replies
+        try:
+            replies = answer.get(timeout=REQUEST_TIMEOUT * n + 10)
+        except queue.Empty:
+            with self._lock:
+                self._stop(proc)  # the stream hangs: every request on it is lost; the next one starts anew
+            raise requests.ConnectionError(f"no reply from the client in {self.where}") from None
+        if replies is None:
+            with self._lock:
+                err = self._stop(proc)
+            raise requests.ConnectionError(f"kubectl exec to {self.where} ended: {err or 'no output'}")
+        return cast(list[dict[str, Any]], replies)
 
     def _running(self) -> subprocess.Popen[str]:
+        """The live exec process, started (and its `ready` line awaited) if there is none. Holds the lock."""
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
-        self._stop()
+        if self._proc is not None:
+            self._stop(self._proc)
         try:
             proc = subprocess.Popen(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
             )
         except FileNotFoundError:
             raise TargetError("kubectl not found", hint="install kubectl or set MESH_KUBECTL") from None
-        self._proc, self._lines = proc, queue.Queue()
+        ready: queue.Queue[bool] = queue.Queue(1)
+        self._proc, self._pending = proc, {}
         self.starts += 1
-        threading.Thread(target=_pump, args=(proc, self._lines), daemon=True).start()
+        threading.Thread(target=_pump, args=(proc, self._pending, ready), daemon=True).start()
         self._finalizer = weakref.finalize(self, _reap, proc)
-        if json.loads(self._line(START_TIMEOUT)).get("ready") is not True:
-            raise TargetError(f"the client in {self.where} did not start")
+        try:
+            started = ready.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            started = False
+        if not started:
+            err = self._stop(proc)
+            raise requests.ConnectionError(f"the client in {self.where} did not start: {err or 'no output'}")
         return proc
 
-    def _line(self, timeout: float) -> str:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            self._stop()
-            raise requests.ConnectionError(f"no reply from the client in {self.where} within {timeout:.0f}s") from None
-        if line is None:
-            err = self._stop()
-            raise requests.ConnectionError(f"kubectl exec ended: {err or 'no output'}")
-        return line
-
-    def _stop(self) -> str:
-        """Kill and reap the exec process; returns what it wrote to stderr."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+    def _stop(self, proc: subprocess.Popen[str]) -> str:
+        """Kill and reap `proc` if it is still this session's; returns what it wrote to stderr."""
+        if self._proc is not proc:
             return ""
+        self._proc = None
         _reap(proc)
         return (proc.stderr.read() if proc.stderr else "").strip()[-500:]
 
     def close(self) -> None:
         with self._lock:
-            self._stop()
+            if self._proc is not None:
+                self._stop(self._proc)
 
 
-def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+def _pump(proc: subprocess.Popen[str], pending: dict[int, queue.Queue[Any]], ready: queue.Queue[bool]) -> None:
+    """Replies to their callers by id; when the stream ends, every caller still waiting gets None."""
     assert proc.stdout is not None
     for line in proc.stdout:
-        lines.put(line)
-    lines.put(None)
+        msg = json.loads(line)
+        if "ready" in msg:
+            ready.put(True)
+        elif (answer := pending.pop(msg["id"], None)) is not None:
+            answer.put(msg["replies"])
+    if ready.empty():
+        ready.put(False)  # ended before it was ready
+    for ident in list(pending):
+        pending.pop(ident).put(None)
 
 
 def _reap(proc: subprocess.Popen[str]) -> None:

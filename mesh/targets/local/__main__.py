@@ -2,6 +2,10 @@
 
 import sys
 
-from mesh.targets.local.target import ServeRequest, serve
+from mesh.controlplane import prepare_process
+
+prepare_process()
+
+from mesh.targets.local.target import ServeRequest, serve  # noqa: E402  (after prepare_process, which precedes grpc)
 
 serve(ServeRequest.model_validate_json(sys.stdin.buffer.read()), progress=lambda msg: print(msg, flush=True))

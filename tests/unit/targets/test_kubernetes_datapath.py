@@ -9,6 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -35,6 +36,8 @@ class Echo(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.startswith("/slow"):
             time.sleep(2)
+        if self.path.startswith("/delay"):
+            time.sleep(0.5)
         body = json.dumps({"path": self.path, "host": self.headers["Host"], "x": self.headers.get("x")}).encode()
         self.send_response(503 if self.path.startswith("/fail") else 200)
         self.send_header("content-type", "application/json")
@@ -103,6 +106,22 @@ def test_a_batch_is_one_round_trip_with_n_replies(kubectl: Kubectl, server: str)
         replies = ExecClient(session, server).batch("GET", "/split", n=25)
         assert len(replies) == 25 and all(r.status == 200 for r in replies)
         assert all(r.elapsed > 0 for r in replies)
+        assert session.starts == 1
+    finally:
+        session.close()
+
+
+def test_concurrent_callers_share_the_stream_and_get_their_own_replies(kubectl: Kubectl, server: str) -> None:
+    """Verification sends 8 at a time: 8 requests of 0.5 s each finish together, not one after another (4 s)."""
+    session = ExecSession(kubectl, "default", "deploy/productpage-v1", "productpage")
+    client = ExecClient(session, server)
+    try:
+        client.get("/warm")
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            paths = list(pool.map(lambda i: client.get(f"/delay/{i}").json["path"], range(8)))
+        assert time.monotonic() - t0 < 2.0
+        assert paths == [f"/delay/{i}" for i in range(8)]
         assert session.starts == 1
     finally:
         session.close()
