@@ -50,6 +50,7 @@ from mesh.api.networking import (
     WarmupConfiguration,
     WorkloadSelector,
 )
+from mesh.api.ratelimit import RateLimit, TokenBucket
 from mesh.api.registry import Endpoint, ServiceEntry, ServiceEntryPort, WorkloadEntry
 from mesh.api.security import (
     AuthorizationPolicy,
@@ -128,6 +129,7 @@ __all__ = [
     "PortTrafficPolicy",
     "ProviderRef",
     "Rate",
+    "RateLimit",
     "RateLimits",
     "RequestAuthentication",
     "Resource",
@@ -152,6 +154,7 @@ __all__ = [
     "TLSMatchAttributes",
     "TLSRoute",
     "Telemetry",
+    "TokenBucket",
     "Tracing",
     "TrafficPolicy",
     "Version",

@@ -25,6 +25,8 @@ KIND_ORDER = (
     "RequestAuthentication",
     "AuthorizationPolicy",
     "Telemetry",
+    "Edge",
+    "RateLimit",
 )
 
 

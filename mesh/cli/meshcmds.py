@@ -111,6 +111,28 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
 @click.option(
     "--trace-sampling", default=100.0, show_default=True, help="Percent of requests traced (--observability)."
 )
+@click.option(
+    "--gateway-replicas", default=1, show_default=True, type=click.IntRange(1, 16), help="Ingress gateway Envoys."
+)
+@click.option(
+    "--edge",
+    type=click.Choice(["haproxy"]),
+    default=None,
+    help="An HAProxy edge on the ingress port in front of the gateway replicas (the policies' Edge, or plain HTTP).",
+)
+@click.option(
+    "--workload-cert-ttl",
+    default="24h",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _seconds(value),
+    help="Lifetime of workload certificates (a Go duration); each is renewed at half its life.",
+)
+@click.option(
+    "--ca-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A plug-in CA: a directory with Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).",
+)
 @state_dir_option
 def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: Any) -> None:
     """Bring up a mesh running the policies: the sample app, a sidecar Envoy per pod, an ingress gateway.
@@ -152,6 +174,15 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         if foreground:
             target.down()
             _say("stopped; no process left behind.")
+
+
+def _seconds(duration: str) -> float:
+    from mesh.api._base import parse_duration
+
+    try:
+        return parse_duration(duration)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _observability(enabled: bool, sampling: float) -> Any:
@@ -244,9 +275,33 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
     if processes:
         rows = [[p.name, p.kind, str(p.pid), "running" if p.running else "DOWN", str(p.restarts)] for p in processes]
         click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
+    _print_edge_and_acme(detail)
     for p in target.proxy_status():  # ACKed is not serving: a NACK or a draining proxy is said here too
         for what, err in p.errors.items():
             click.echo(f"warning: {p.proxy} {what}: {err}")
+
+
+def _print_edge_and_acme(detail: BaseModel) -> None:
+    """The edge's backends as HAProxy's health checks see them, and each ACME credential's last renewal."""
+    edge = getattr(detail, "edge", None)
+    if edge is not None:
+        click.echo(f"\nedge: {edge.policy} on {', '.join(edge.listeners)}")
+        rows = [[b.name, b.address, b.status, str(b.requests)] for b in edge.backends]
+        click.echo(table(["BACKEND", "ADDRESS", "STATE", "REQUESTS"], rows))
+    credentials = getattr(detail, "acme", [])
+    if credentials:
+        rows = [
+            [
+                c.name,
+                c.issuer,
+                "ready" if c.ready else "NOT READY",
+                c.last_success or "-",
+                c.not_after or "-",
+                c.error or "",
+            ]
+            for c in credentials
+        ]
+        click.echo("\n" + table(["ACME CREDENTIAL", "ISSUER", "STATE", "LAST RENEWAL", "EXPIRES", "ERROR"], rows))
 
 
 @cli.command("apply")

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from mesh.api._base import Resource
 from mesh.api.config import MeshConfig
+from mesh.api.edge import Edge
 from mesh.api.envoyfilter import EnvoyFilter
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
+from mesh.api.ratelimit import RateLimit
 from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication, RequestAuthentication
 from mesh.api.sidecar import Sidecar
@@ -34,6 +36,8 @@ for _cls, _versions in (
     (EnvoyFilter, ("v1alpha3",)),
     (RequestAuthentication, ("v1", "v1beta1")),
     (Telemetry, ("v1", "v1alpha1")),
+    (Edge, ("v1alpha1",)),  # meshops' own kinds (meshops.dev/v1alpha1)
+    (RateLimit, ("v1alpha1",)),
 ):
     _group = _cls.api_version.split("/")[0]
     for _v in _versions:

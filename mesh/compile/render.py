@@ -8,9 +8,11 @@ from typing import Any
 import yaml
 
 from mesh.api.config import MeshConfig
+from mesh.api.ratelimit import RateLimit
 from mesh.api.workloads import Service, Version
 
 Manifest = dict[str, Any]
+LOCAL_ONLY_KINDS = frozenset({"Edge"})
 
 INJECTION_LABEL = {"istio-injection": "enabled"}
 
@@ -20,8 +22,17 @@ SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-no
 
 
 def render_istio(config: MeshConfig) -> list[Manifest]:
-    """The Istio resources, sorted by kind, namespace and name."""
-    return [r.to_manifest() for r in config.sorted_resources()]
+    """The Istio resources, sorted by kind, namespace and name. `Edge` is the local target's only (docs/edge.md says
+    why): it renders to nothing here; a `RateLimit` renders to an EnvoyFilter."""
+    from mesh.compile.ratelimit import envoy_filter
+
+    out = []
+    for r in config.sorted_resources():
+        if isinstance(r, RateLimit):  # Istio has no such kind: the EnvoyFilter its users would write
+            out.append(envoy_filter(r).to_manifest())
+        elif r.kind not in LOCAL_ONLY_KINDS:
+            out.append(r.to_manifest())
+    return out
 
 
 def render_workloads(config: MeshConfig) -> list[Manifest]:

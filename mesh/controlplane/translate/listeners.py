@@ -23,6 +23,7 @@ from mesh.controlplane.translate.authz import rbac_filters
 from mesh.controlplane.translate.context import PushContext, inbound_cluster
 from mesh.controlplane.translate.gateway import gateway_servers, server_route_name, terminates_tls
 from mesh.controlplane.translate.protos import ads, duration, packed
+from mesh.controlplane.translate.ratelimit import rate_limit_filters
 from mesh.controlplane.translate.route import CORS_FILTER, FAULT_FILTER
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG
 from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
@@ -109,7 +110,7 @@ def outbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
 def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     pod = proxy.pod
     assert pod is not None
-    filters = rbac_filters(push.authorization_policies(proxy))
+    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.config, proxy)]
     out = []
     for port in pod.ports:
         mode = push.mtls_mode(pod, port.number)
@@ -175,7 +176,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     """One listener per server port; plaintext servers share `http.<port>`, each TLS server gets a filter chain
     matched by SNI (its hosts) with its credential from SDS (`kubernetes://<credentialName>`)."""
-    filters = rbac_filters(push.authorization_policies(proxy))
+    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.config, proxy)]
     by_port: dict[int, list[tuple[Gateway, Server]]] = {}
     for gw, server in gateway_servers(push, proxy):
         by_port.setdefault(server.port.number, []).append((gw, server))

@@ -10,16 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from mesh.analyze.findings import Finding
 from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
+from mesh.api.edge import Edge
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
+from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
 from mesh.api.workloads import Service
+from mesh.controlplane.ca.acme_status import AcmeCredential
 from mesh.dataplane.supervisor import ProcessStatus
+from mesh.edge.local import EdgeInfo
 from mesh.errors import Reportable
 from mesh.observability.layout import Endpoints
 from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
-    c.kind: c for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy)
+    c.kind: c
+    for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Edge, RateLimit)
 }
 
 
@@ -141,6 +146,8 @@ class MeshDescription(_Model):
     pods: list[PodInfo] = Field(default_factory=list)
     processes: list[ProcessStatus] = Field(default_factory=list)
     observability: Endpoints | None = None  # where the telemetry stack listens (`mesh up --observability`)
+    edge: EdgeInfo | None = None  # the HAProxy edge and its backends (`mesh up --edge haproxy`)
+    acme: list[AcmeCredential] = Field(default_factory=list)  # ACME credentials: last renewal, error if any
 
 
 class StateFile(MeshDescription):

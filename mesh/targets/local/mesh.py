@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import shutil
@@ -16,8 +17,10 @@ from typing import cast
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service
+from mesh.controlplane.ca import acme_status
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
+from mesh.controlplane.ca.rotation import Rotation
 from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.translate.context import MeshOptions
 from mesh.controlplane.xds import resources as rt
@@ -25,7 +28,9 @@ from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
-from mesh.errors import TargetError, WorkloadChange
+from mesh.edge import local as edge_local
+from mesh.edge.tier import EdgeTier
+from mesh.errors import MeshError, TargetError, WorkloadChange
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
 from mesh.observability.stack import ObservabilityOptions, TelemetryStack
@@ -75,7 +80,8 @@ class LocalMesh:
         self.options = options or LocalOptions()
         self.progress: Progress = progress or (lambda msg: log.info(msg))
         self.registry = Registry()
-        self.ca = CertificateAuthority()
+        self.ca = self._certificate_authority()
+        self.rotation: Rotation | None = None  # pushes when a workload certificate falls due
         self.pilot = Pilot(
             self.registry,
             self.ca,
@@ -88,6 +94,8 @@ class LocalMesh:
         self.supervisor.on_health = self._on_health
         self.block: LoopbackBlock | None = None
         self.gateway: Proxy | None = None
+        self.gateways: list[Proxy] = []  # the ingress gateway replicas (`--gateway-replicas`); gateway is the first
+        self.edge: EdgeTier | None = None  # HAProxy in front of them (`--edge haproxy`)
         self.xds: XdsServer | None = None
         self.credentials = NodeCredentials()
         self.run_dir = self.options.state_dir / "run"
@@ -156,8 +164,10 @@ class LocalMesh:
             self.capture.add_pods(pods, self.config.services)
         for pod in pods:
             self.registry.add_pod(pod)
-        self.gateway = gateway_proxy(block.gateway_ip, listen)
-        self.registry.add_proxy(self.gateway)
+        self.gateways = self._gateway_replicas(block, listen)
+        self.gateway = self.gateways[0]
+        for gateway in self.gateways:
+            self.registry.add_proxy(gateway)
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
             self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
@@ -170,7 +180,13 @@ class LocalMesh:
 
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
-        specs.append(self._envoy_spec(self.gateway))
+        specs += [self._envoy_spec(g) for g in self.gateways]
+        if opts.edge is not None:
+            try:
+                specs.append(self._edge_spec())
+            except MeshError:
+                self.stop()
+                raise
 
         def step(done: int, total: int) -> None:
             if done == total or done % max(1, total // 4) == 0:
@@ -188,9 +204,36 @@ class LocalMesh:
         stale = {n: r.state for n, r in results.items() if r.state != "SYNCED"}
         if stale:
             raise TargetError(f"proxies did not sync their config: {stale}")
+        self.rotation = Rotation(self.ca, lambda: self.pilot.push(self.config)).start()
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
+
+    def _certificate_authority(self) -> CertificateAuthority:
+        """The mesh CA: a plug-in one from Istio's `cacerts` files (`--ca-dir`), else a self-made root."""
+        ttl = dt.timedelta(seconds=self.options.workload_cert_ttl)
+        if self.options.ca_dir is not None:
+            return CertificateAuthority.from_cacerts(self.options.ca_dir, workload_ttl=ttl)
+        return CertificateAuthority(workload_ttl=ttl)
+
+    def _gateway_replicas(self, block: LoopbackBlock, listen: dict[int, tuple[str, int]]) -> list[Proxy]:
+        """One gateway Envoy, or N on distinct addresses. Behind an edge every replica listens on its own address
+        (the edge owns the ingress port); without one replica 0 keeps the ingress port."""
+        opts = self.options
+        out = []
+        for i in range(opts.gateway_replicas):
+            ip = edge_local.replica_ip(block.b, i)
+            on = listen if i == 0 and opts.edge is None else {p: (ip, port) for p, (_, port) in listen.items()}
+            out.append(gateway_proxy(ip, on, edge_local.replica_name(i)))
+        return out
+
+    def _edge_spec(self) -> ProcessSpec:
+        opts = self.options
+        policy = edge_local.edge_policy(self.config, opts.ingress_host, opts.ingress_port)
+        replicas = edge_local.replicas(self.gateways)
+        self.edge = EdgeTier(policy, replicas, self.run_dir / "edge", opts.state_dir / "credentials")
+        self.progress(f"edge: HAProxy at {self.edge.url()} in front of {len(replicas)} gateway replicas")
+        return self.edge.spec()
 
     def serve_xds(self) -> XdsServer:
         """The ADS server on the owner-only socket, serving only proxies that present their own credential."""
@@ -319,6 +362,10 @@ class LocalMesh:
             analysis.check(config, capabilities("local"))
         result = self.pilot.push(config, wait=wait)
         self._wait_warm(result.changed, timeout=wait)
+        if self.edge is not None:  # a changed Edge policy: a checked config, then a hitless reload
+            policy = edge_local.edge_policy(config, self.options.ingress_host, self.options.ingress_port)
+            if policy != self.edge.edge:
+                self.edge.apply(policy)
         self.config = config
         return result
 
@@ -418,9 +465,19 @@ class LocalMesh:
             ],
             processes=self.supervisor.status(),
             observability=self.telemetry.layout.read_endpoints() if self.telemetry else None,
+            edge=self._describe_edge(),
+            acme=acme_status.read_status(self.options.state_dir / "credentials" / "acme-status.json"),
         )
 
+    def _describe_edge(self) -> edge_local.EdgeInfo | None:
+        if self.edge is None:
+            return None
+        return edge_local.describe(self.edge.edge, self.edge.replicas, self.edge.runtime, str(self.edge.config_path))
+
     def stop(self) -> None:
+        if self.rotation is not None:
+            self.rotation.stop()
+            self.rotation = None
         self.supervisor.stop()
         if self.xds is not None:
             self.xds.stop()

@@ -31,3 +31,8 @@ class LocalOptions(BaseModel):
     # meshConfig.outboundTrafficPolicy: where a captured connection to an unknown destination goes (iptables mode)
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
     observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)
+    # the edge and certificates (docs/edge.md)
+    gateway_replicas: int = Field(default=1, ge=1, le=16)  # ingress gateway Envoys, each on its own address
+    edge: Literal["haproxy"] | None = None  # an HAProxy edge tier on the ingress port, in front of the replicas
+    workload_cert_ttl: float = Field(default=24 * 3600.0, ge=2.0)  # seconds (Istio's default: 24h), renewed at half
+    ca_dir: Path | None = None  # a plug-in CA: Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, ...)

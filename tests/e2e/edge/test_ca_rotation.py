@@ -12,7 +12,6 @@ import pytest
 from cryptography import x509
 
 from mesh.compile import build_policies
-from mesh.controlplane.ca.rotation import Rotation
 from mesh.dataplane.addresses import allocate_block
 from mesh.edge.testing import Load
 from mesh.targets.local import LocalMesh, LocalOptions
@@ -28,10 +27,15 @@ def mesh(tmp_path: Path) -> Iterator[LocalMesh]:
     block = allocate_block()
     lm = LocalMesh(
         build_policies("e2e"),
-        LocalOptions(state_dir=tmp_path, ingress_host=block.gateway_ip, ingress_port=8080, loopback_block=block.b),
+        LocalOptions(
+            state_dir=tmp_path,
+            ingress_host=block.gateway_ip,
+            ingress_port=8080,
+            loopback_block=block.b,
+            workload_cert_ttl=LIFETIME.total_seconds(),  # the first certificates are already short-lived
+        ),
         progress=lambda m: None,
     )
-    lm.ca.workload_ttl = LIFETIME  # before start: the first certificates are already short-lived
     lm.start()
     try:
         yield lm
@@ -54,22 +58,21 @@ def _served_leaf(lm: LocalMesh, service: str) -> dict[str, object]:
 
 def test_short_lived_certificates_rotate_before_expiry_under_load(mesh: LocalMesh) -> None:
     first = _served_leaf(mesh, "echo")
-    rotation = Rotation(mesh.ca, lambda: mesh.pilot.push(mesh.config, wait=5), idle=0.2).start()
-    try:
-        with Load(ECHO, workers=3, proxy=_proxy_of(mesh, "productpage")) as load:
-            deadline = time.monotonic() + 2.5 * LIFETIME.total_seconds()  # past two lifetimes of the first certs
-            while time.monotonic() < deadline:
-                load.wait_for(20)
-        # a new connection (a handshake with today's certificates) from a pod that had none to echo
-        fresh = Load(ECHO, workers=1, proxy=_proxy_of(mesh, "reviews"))
-        with fresh:
-            fresh.wait_for(5)
-    finally:
-        rotation.stop()
+    rotation = mesh.rotation  # the mesh's own: `mesh up --workload-cert-ttl`
+    assert rotation is not None
+    pushes = rotation.pushes
+    with Load(ECHO, workers=3, proxy=_proxy_of(mesh, "productpage")) as load:
+        deadline = time.monotonic() + 2.5 * LIFETIME.total_seconds()  # past two lifetimes of the first certs
+        while time.monotonic() < deadline:
+            load.wait_for(20)
+    # a new connection (a handshake with today's certificates) from a pod that had none to echo
+    fresh = Load(ECHO, workers=1, proxy=_proxy_of(mesh, "reviews"))
+    with fresh:
+        fresh.wait_for(5)
     assert load.result.failed == 0, (load.result.statuses, load.result.errors[:5])
     assert fresh.result.failed == 0, (fresh.result.statuses, fresh.result.errors[:5])
     assert load.result.total > 100
-    assert rotation.pushes >= 4  # every identity rotated at half-life, at least four times in 2.5 lifetimes
+    assert rotation.pushes - pushes >= 4  # every identity rotated at half-life, at least four times in 2.5 lifetimes
     now = _served_leaf(mesh, "echo")
     assert now["serial_number"] != first["serial_number"]
     assert int(str(now["days_until_expiration"])) == 0  # still short-lived

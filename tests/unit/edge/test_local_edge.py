@@ -1,0 +1,55 @@
+"""Which Edge a local mesh runs, the replicas' addresses, and what `mesh status` reads of ACME credentials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mesh.api import Edge, EdgeListener, HealthCheck
+from mesh.api.config import MeshConfig
+from mesh.controlplane.ca.acme_status import read_status
+from mesh.edge import local
+from mesh.edge.errors import EdgePolicyError
+from mesh.runtime import gateway_proxy
+
+
+def test_default_edge_is_plain_http_on_the_ingress_port_checking_the_admin_readiness() -> None:
+    edge = local.edge_policy(MeshConfig(), "127.9.0.1", 8080)
+    assert [(x.address, x.port, x.tls) for x in edge.listeners] == [("127.9.0.1", 8080, None)]
+    assert edge.health_check.path == "/ready"
+
+
+def test_the_policies_edge_wins_and_a_custom_health_path_is_kept() -> None:
+    mine = Edge(name="public", listeners=[EdgeListener(name="web", port=9000)], health_check=HealthCheck(path="/x"))
+    assert local.edge_policy(MeshConfig(resources=[mine]), "127.0.0.1", 8080) == mine
+
+
+def test_two_edges_are_refused() -> None:
+    a = Edge(name="a", listeners=[EdgeListener(name="web", port=9000)])
+    with pytest.raises(EdgePolicyError, match="one edge"):
+        local.edge_policy(MeshConfig(resources=[a, a.model_copy(update={"name": "b"})]), "127.0.0.1", 8080)
+
+
+def test_replicas_have_distinct_addresses_and_are_checked_on_the_admin_port() -> None:
+    ips = [local.replica_ip(42, i) for i in range(3)]
+    assert ips == ["127.42.0.1", "127.42.0.11", "127.42.0.12"]
+    gws = [gateway_proxy(ip, {80: (ip, 8080)}, local.replica_name(i)) for i, ip in enumerate(ips)]
+    reps = local.replicas(gws)
+    assert [(r.name, r.host, r.port, r.health_port) for r in reps][1] == ("istio-ingressgateway-1", ips[1], 8080, 15000)
+
+
+def test_acme_status_reads_last_renewal_and_error(tmp_path: Path) -> None:
+    assert read_status(tmp_path / "missing.json") == []
+    path = tmp_path / "acme-status.json"
+    cert = {"name": "shop", "hosts": ["shop.test"], "ready": True, "last_success": "t1", "error": "down", "issued": 2}
+    path.write_text(json.dumps({"issuer": "pebble", "certificates": {"shop": cert}}))
+    (status,) = read_status(path)
+    assert (status.issuer, status.name, status.ready, status.last_success, status.error) == (
+        "pebble",
+        "shop",
+        True,
+        "t1",
+        "down",
+    )
