@@ -175,9 +175,23 @@ def import_cmd(file: str | None, namespace: str) -> None:
 @click.option("--header", "-H", "headers", multiple=True, help="Request header NAME:VALUE (repeatable).")
 @click.option("--method", "-X", default="GET", show_default=True)
 @file_option("Simulate the environment's policies with this Istio YAML applied on top (as `mesh apply -f` would).")
+@click.option(
+    "--state-dir",
+    default=".meshops",
+    show_default=True,
+    envvar="MESH_STATE_DIR",
+    help="Where a running local mesh keeps its state: its live config is simulated unless --env is given.",
+)
 @click.argument("url")
 def simulate_cmd(
-    env: str, policies: str, source: str, headers: tuple[str, ...], method: str, file: str | None, url: str
+    env: str,
+    policies: str,
+    source: str,
+    headers: tuple[str, ...],
+    method: str,
+    file: str | None,
+    state_dir: str,
+    url: str,
 ) -> None:
     """Which route and cluster a request would hit — answered offline from the translated config, no Envoy needed
     (like Istio's pilot simulation).
@@ -187,12 +201,16 @@ def simulate_cmd(
       mesh simulate http://bookinfo.local/productpage
       mesh simulate --from productpage-v1-0 -H end-user:jason http://reviews:9080/reviews
       mesh simulate -f canary-90.yaml --from productpage.default http://reviews:9080/reviews
+
+    When a local mesh runs, its live config is simulated (the first line says which revision); --env forces the
+    environment's policies instead.
     """
     from mesh.api.config import MeshConfig
-    from mesh.compile import build_policies
     from mesh.controlplane.simulate import explain, simulate
 
-    config = build_policies(env, policies)
+    explicit = click.get_current_context().get_parameter_source("env") is not click.core.ParameterSource.DEFAULT
+    config, origin = simulated_config(env, policies, state_dir, explicit)
+    click.echo(f"config: {origin}", err=True)
     if file:  # kubectl-apply semantics: the file's objects replace their namesakes
         extra = load_config(env, policies, file)
         keys = {r.key for r in extra.resources}
@@ -204,3 +222,22 @@ def simulate_cmd(
         click.echo(line)
     if sim.hit is None:
         sys.exit(EXIT_NO_ROUTE)
+
+
+def simulated_config(env: str, policies: str, state_dir: str, forced: bool) -> tuple[MeshConfig, str]:
+    """The running local mesh's config when one runs (what its proxies serve), else the environment's policies."""
+    from pathlib import Path
+
+    from mesh.compile import build_policies
+    from mesh.errors import MeshNotRunning
+
+    if not forced and Path(state_dir, "state.json").exists():
+        from mesh.targets.local import LocalOptions, LocalTarget
+
+        target = LocalTarget(LocalOptions(state_dir=Path(state_dir)))
+        try:
+            revision = target.describe().revision
+            return target.live_config(), f"live mesh revision {revision}"
+        except MeshNotRunning:
+            pass  # a state file left by a mesh that is gone: the environment is what there is
+    return build_policies(env, policies), f"environment {env} from {policies.rstrip('/')}/"

@@ -4,20 +4,27 @@ pilot/pkg/simulation): proves translation without starting Envoy, and explains r
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import itertools
 import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from envoy.config.core.v3 import address_pb2
+from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 
 from mesh.api.config import MeshConfig
+from mesh.controlplane.translate.authz import RBAC_FILTER
 from mesh.controlplane.translate.context import PushContext
 from mesh.controlplane.translate.gateway import gateway_route_name
+from mesh.controlplane.translate.listeners import inbound_listeners
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG, build_routes
 from mesh.errors import UsageError
 from mesh.runtime import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
@@ -126,9 +133,167 @@ def route(
 # --- a request through a whole mesh, offline --------------------------------------------------------------
 
 
+# --- the destination's RBAC filters, evaluated as Envoy evaluates them -------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the destination's RBAC filters see of a request: the caller's mTLS identity (None: plaintext), its
+    address, and the request itself (headers lower-cased, pseudo-headers included)."""
+
+    principal: str | None
+    ip: str
+    port: int
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The RBAC verdict at one destination workload: which policy (Envoy's `ns[..]-policy[..]-rule[..]` name) decided."""
+
+    workload: str
+    allowed: bool
+    policy: str | None  # None: no policy matched (allowed: no ALLOW policy; denied: ALLOW policies matched nothing)
+    reason: str
+
+
+def _cidr_contains(cidr: address_pb2.CidrRange, ip: str) -> bool:
+    net = ipaddress.ip_network(f"{cidr.address_prefix}/{cidr.prefix_len.value}", strict=False)
+    return ipaddress.ip_address(ip) in net
+
+
+def _header_matches(m: rc.HeaderMatcher, headers: dict[str, str]) -> bool:
+    value = headers.get(m.name.lower())
+    kind = m.WhichOneof("header_match_specifier")
+    if kind == "present_match":
+        ok = (value is not None) == m.present_match
+    else:
+        ok = value is not None and _string_match(m.string_match, value)
+    return bool(ok != m.invert_match)
+
+
+def _principal_matches(p: rbac_pb2.Principal, peer: Peer) -> bool:
+    kind = p.WhichOneof("identifier")
+    if kind == "any":
+        return bool(p.any)
+    if kind == "authenticated":  # an empty matcher matches any authenticated peer, none matches plaintext
+        if peer.principal is None:
+            return False
+        return not p.authenticated.HasField("principal_name") or _string_match(
+            p.authenticated.principal_name, peer.principal
+        )
+    if kind == "and_ids":
+        return all(_principal_matches(q, peer) for q in p.and_ids.ids)
+    if kind == "or_ids":
+        return any(_principal_matches(q, peer) for q in p.or_ids.ids)
+    if kind == "not_id":
+        return not _principal_matches(p.not_id, peer)
+    if kind in ("direct_remote_ip", "remote_ip", "source_ip"):
+        return _cidr_contains(getattr(p, kind), peer.ip)
+    if kind == "header":
+        return _header_matches(p.header, peer.headers)
+    raise NotImplementedError(f"RBAC principal {kind!r} is not simulated")
+
+
+def _permission_matches(p: rbac_pb2.Permission, peer: Peer) -> bool:
+    kind = p.WhichOneof("rule")
+    if kind == "any":
+        return bool(p.any)
+    if kind == "and_rules":
+        return all(_permission_matches(q, peer) for q in p.and_rules.rules)
+    if kind == "or_rules":
+        return any(_permission_matches(q, peer) for q in p.or_rules.rules)
+    if kind == "not_rule":
+        return not _permission_matches(p.not_rule, peer)
+    if kind == "header":
+        return _header_matches(p.header, peer.headers)
+    if kind == "url_path":  # Envoy matches the path without its query string
+        return _string_match(p.url_path.path, peer.path.partition("?")[0])
+    if kind == "destination_port":
+        return bool(p.destination_port == peer.port)
+    raise NotImplementedError(f"RBAC permission {kind!r} is not simulated")
+
+
+def _matching_policy(rbac: rbac_pb2.RBAC, peer: Peer) -> str | None:
+    """The first policy (by name, as Envoy sorts them) whose permissions and principals both match."""
+    for name in sorted(rbac.policies):
+        pol = rbac.policies[name]
+        if any(_permission_matches(x, peer) for x in pol.permissions) and any(
+            _principal_matches(x, peer) for x in pol.principals
+        ):
+            return str(name)
+    return None
+
+
+def authorize(filters: list[hcm.HttpFilter], peer: Peer, workload: str) -> Decision:
+    """Run the inbound chain's RBAC filters in order (DENY before ALLOW): the first to deny decides."""
+    allowed_by: str | None = None
+    for f in filters:
+        if not f.name.startswith(RBAC_FILTER):
+            continue
+        config = rbac_filter.RBAC()
+        f.typed_config.Unpack(config)
+        match = _matching_policy(config.rules, peer)
+        if config.rules.action == rbac_pb2.RBAC.DENY and match is not None:
+            return Decision(workload, False, match, f"denied by DENY policy {match}")
+        if config.rules.action == rbac_pb2.RBAC.ALLOW:
+            if match is None:
+                return Decision(workload, False, None, "denied: no ALLOW policy matches")
+            allowed_by = match
+    if allowed_by is not None:
+        return Decision(workload, True, allowed_by, f"allowed by ALLOW policy {allowed_by}")
+    return Decision(workload, True, None, "allowed: no authorization policy applies")
+
+
+def _inbound_filters(push: PushContext, pod: Pod, port: int, mtls: bool) -> list[hcm.HttpFilter] | None:
+    """The HTTP filters of the destination listener's chain for this transport (None: no chain accepts it)."""
+    chain_name = f"inbound_{port}_{'mtls' if mtls else 'plaintext'}"
+    for listener in inbound_listeners(push, sidecar_for(pod)):
+        for chain in listener.filter_chains:
+            if chain.name == chain_name:
+                m = hcm.HttpConnectionManager()
+                chain.filters[0].typed_config.Unpack(m)
+                return list(m.http_filters)
+    return None
+
+
+def _decide(push: PushContext, proxy: Proxy, cluster: str, path: str, headers: dict[str, str]) -> Decision | None:
+    """The RBAC decision at the first pod behind an outbound cluster (`outbound|port|subset|fqdn`)."""
+    parts = cluster.split("|")
+    if len(parts) != 4 or parts[0] != "outbound":
+        return None
+    port, subset, fqdn = int(parts[1]), parts[2], parts[3]
+    view = push.service(fqdn, proxy.namespace)
+    if view is None:
+        return None
+    sub = push.subset(view.fqdn, subset, proxy.namespace) if subset else None
+    pods = push.pods_for(view, sub.labels if sub else None)
+    if not pods:
+        return None
+    pod = pods[0]
+    target = next((p for p in pod.ports if p.number == port), None)
+    if target is None:
+        return None
+    mtls = push.upstream_tls(view, port, subset, proxy.namespace) == "ISTIO_MUTUAL"
+    filters = _inbound_filters(push, pod, target.number, mtls)
+    workload = f"{pod.name}.{pod.namespace}"
+    if filters is None:
+        mode = push.mtls_mode(pod, port)
+        return Decision(
+            workload,
+            False,
+            None,
+            f"rejected: port {port} is {mode} and the caller sends {'mTLS' if mtls else 'plaintext'}",
+        )
+    peer = Peer(proxy.identity if mtls else None, proxy.ip, port, path, headers)
+    return authorize(filters, peer, workload)
+
+
 @dataclass(frozen=True)
 class Simulation:
-    """Where one request goes: from which proxy, through which route table, to which route (None: a 404)."""
+    """Where one request goes: from which proxy, through which route table, to which route (None: a 404), and
+    what each destination's RBAC filters decide."""
 
     proxy: Proxy
     method: str
@@ -136,6 +301,7 @@ class Simulation:
     path: str
     table: route_pb2.RouteConfiguration | None
     hit: Hit | None
+    decisions: dict[str, Decision] = field(default_factory=dict)  # cluster -> decision at its first pod
 
 
 def _pods(config: MeshConfig) -> list[Pod]:
@@ -163,11 +329,20 @@ def simulate(config: MeshConfig, source: str, url: str, headers: dict[str, str],
     parts = urlsplit(url if "://" in url else f"http://{url}")
     host = parts.netloc or parts.path.split("/")[0]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    tables = build_routes(PushContext(config, pods), proxy)
+    push = PushContext(config, pods)
+    tables = build_routes(push, proxy)
     http_tables = (SIDECAR_ROUTE_CONFIG, gateway_route_name(GATEWAY_PORT))
     table = next((t for t in tables if t.name in http_tables), tables[0] if tables else None)
-    hit = route(table, host, path, {k.strip(): v.strip() for k, v in headers.items()}, method) if table else None
-    return Simulation(proxy, method, host, path, table, hit)
+    request = {k.strip(): v.strip() for k, v in headers.items()}
+    hit = route(table, host, path, request, method) if table else None
+    decisions: dict[str, Decision] = {}
+    if hit is not None and not hit.redirect:
+        seen = {k.lower(): v for k, v in request.items()} | {":method": method, ":authority": host, ":path": path}
+        for cluster in hit.clusters:
+            decision = _decide(push, proxy, cluster, path, seen)
+            if decision is not None:
+                decisions[cluster] = decision
+    return Simulation(proxy, method, host, path, table, hit, decisions)
 
 
 def explain(sim: Simulation) -> list[str]:
@@ -201,6 +376,9 @@ def explain(sim: Simulation) -> list[str]:
     lines += _faults(r)
     if r.typed_per_filter_config:
         lines.append(f"  filters:      {', '.join(sorted(r.typed_per_filter_config))}")
+    for cluster, d in sim.decisions.items():
+        at = f" (for {cluster})" if len(sim.decisions) > 1 else ""
+        lines.append(f"  rbac:         {d.reason} at {d.workload}{at}")
     return lines
 
 
