@@ -46,7 +46,7 @@ def edge_mesh(tmp_path: Path, haproxy: str) -> Iterator[LocalMesh]:
 
 def _served(lm: LocalMesh, pod: Pod) -> dict[str, str]:
     certs = lm.admin(pod).certs()["certificates"]  # admin is on the proxy's owner-only socket
-    return next(c["cert_chain"][0] for c in certs if c.get("cert_chain"))  # type: ignore[no-any-return]
+    return next(c["cert_chain"][0] for c in certs if c.get("cert_chain"))
 
 
 def _backends_up(lm: LocalMesh, timeout: float = 15.0) -> dict[str, str]:
