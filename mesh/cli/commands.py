@@ -208,7 +208,7 @@ def simulate_cmd(
     from mesh.api.config import MeshConfig
     from mesh.controlplane.simulate import explain, simulate
 
-    explicit = click.get_current_context().get_parameter_source("env") is not click.core.ParameterSource.DEFAULT
+    explicit = click.get_current_context().get_parameter_source("env") is click.core.ParameterSource.COMMANDLINE
     config, origin = simulated_config(env, policies, state_dir, explicit)
     click.echo(f"config: {origin}", err=True)
     if file:  # kubectl-apply semantics: the file's objects replace their namesakes

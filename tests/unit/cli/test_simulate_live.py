@@ -65,3 +65,13 @@ def test_env_forces_the_environment(live: tuple[Path, LocalMesh]) -> None:
 def test_without_a_mesh_the_environment_is_simulated(tmp_path: Path) -> None:
     code, _, err = _run("--state-dir", str(tmp_path), "http://bookinfo.local/productpage")
     assert code == 0 and "config: environment dev from policies/" in err
+
+
+def test_mesh_env_in_the_environment_does_not_hide_the_live_mesh(
+    live: tuple[Path, LocalMesh], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only `--env` on the command line forces the environment; an exported MESH_ENV is a default."""
+    state_dir, mesh = live
+    monkeypatch.setenv("MESH_ENV", "dev")
+    code, out, err = _run("--state-dir", str(state_dir), *REQUEST)
+    assert code == 0 and f"config: live mesh revision {mesh.pilot.revision}" in err and "live-only-deny" in out

@@ -65,3 +65,13 @@ def test_a_principal_rule_does_not_match_another_caller() -> None:
     rule = Rule(from_=[RuleFrom(source=Source(principals=["cluster.local/ns/default/sa/someone-else"]))])
     allowed, _, _ = _decision(_with(_allow("others", rule)))
     assert not allowed
+
+
+def test_the_ingress_calls_with_its_own_identity_over_mtls() -> None:
+    """The gateway's upstream is ISTIO_MUTUAL, so the destination sees its istio-system principal (a pod does not)."""
+    rule = Rule(from_=[RuleFrom(source=Source(namespaces=["istio-system"]))])
+    config = _with(_allow("from-ingress", rule))
+    via_gateway = simulate(config, "gateway", "http://bookinfo.local/productpage", {})
+    from_pod = simulate(config, "reviews-v1-0", "http://productpage:9080/", {})
+    assert [d.allowed for d in via_gateway.decisions.values()] == [True]
+    assert [d.allowed for d in from_pod.decisions.values()] == [False]
