@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from bench.common import row
@@ -33,59 +32,17 @@ def peak_rss_mb() -> float:
 
 def point(services: int, proxies: int) -> dict[str, float]:
     """One measurement, in this process: connect the clients, sync, then time a change to every route."""
-    from bench.scale import build
-    from mesh.controlplane.ca import CertificateAuthority
-    from mesh.controlplane.pilot import Pilot
+    from bench.scale import build, simulated_mesh
     from mesh.controlplane.xds import resources as rt
-    from mesh.controlplane.xds.server import XdsServer
-    from mesh.runtime import Registry, pods_for
 
-    registry = Registry()
-    counter = iter(range(1, 100_000))
-
-    def ips() -> tuple[str, str]:
-        k = next(counter)
-        return f"127.98.{k // 250}.{k % 250 + 1}", f"127.97.{k // 250}.{k % 250 + 1}"
-
-    base = build(10, services=services, proxies=proxies)
-    for svc in base.services:
-        for pod in pods_for(svc, ips):
-            registry.add_pod(pod)
-    pilot = Pilot(registry, CertificateAuthority())
-    server = XdsServer(pilot.cache, port=0, max_proxies=proxies + 8).start()
-    nodes = [p.id for p in registry.proxies]
-    pilot.push(base, wait=0)
-    snap = pilot.cache.get_snapshot(nodes[0])
-    assert snap is not None
-    spec = {
-        "nodes": nodes,
-        "eds": sorted(snap.resources(rt.ENDPOINT).items),
-        "rds": sorted(snap.resources(rt.ROUTE).items),
-    }
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(spec, f)
-    env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
-    clients = subprocess.Popen(
-        [sys.executable, "-m", "bench.adsclients", str(server.port), f.name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert clients.stdout is not None and clients.stdout.readline().strip() == "ready"
-        synced = pilot.cache.wait_synced(nodes, timeout=1800)
+    with simulated_mesh(build(10, services=services, proxies=proxies), proxies) as mesh:
+        pilot, snap = mesh.pilot, mesh.snapshot
+        synced = pilot.cache.wait_synced(mesh.nodes, timeout=1800)
         assert all(r.state == "SYNCED" for r in synced.values())
         t0 = time.perf_counter()
         full = pilot.push(build(20, services=services, proxies=proxies), wait=1800)
         full_ms = (time.perf_counter() - t0) * 1000
         assert full.synced
-    finally:
-        if clients.stdin:
-            clients.stdin.close()
-        clients.wait(timeout=60)
-        server.stop(0)
-        os.unlink(f.name)
     t0 = time.perf_counter()
     for t in rt.ORDER:
         for m in snap.resources(t).items.values():

@@ -6,12 +6,15 @@ Proxies are simulated ADS clients in another process that subscribe and ACK like
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from bench.common import row
 from mesh.api import (
@@ -25,9 +28,10 @@ from mesh.api import (
 )
 from mesh.api import helpers as h
 from mesh.controlplane.ca import CertificateAuthority
-from mesh.controlplane.pilot import Pilot
+from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.server import XdsServer
+from mesh.controlplane.xds.snapshot import Snapshot
 from mesh.runtime import Registry, pods_for
 
 SERVICES, PROXIES = 1000, 50
@@ -81,20 +85,30 @@ def build(
     return cfg
 
 
-def main() -> None:
+@dataclass
+class SimulatedMesh:
+    pilot: Pilot
+    nodes: list[str]
+    snapshot: Snapshot  # the first proxy's, from the first push
+    first: PushResult
+
+
+@contextlib.contextmanager
+def simulated_mesh(base: MeshConfig, proxies: int) -> Iterator[SimulatedMesh]:
+    """A Pilot serving `base` over a real ADS server to `proxies` simulated clients in another process
+    (`bench.adsclients`, which decode every resource and ACK); yields once the clients are connected."""
     registry = Registry()
-    counter = iter(range(1, 10_000))
+    counter = iter(range(1, 100_000))
 
     def ips() -> tuple[str, str]:
         k = next(counter)
         return f"127.98.{k // 250}.{k % 250 + 1}", f"127.97.{k // 250}.{k % 250 + 1}"
 
-    base = build(10)
     for svc in base.services:
         for pod in pods_for(svc, ips):
             registry.add_pod(pod)
     pilot = Pilot(registry, CertificateAuthority())
-    server = XdsServer(pilot.cache, port=0, max_proxies=PROXIES + 8).start()
+    server = XdsServer(pilot.cache, port=0, max_proxies=proxies + 8).start()
     nodes = [p.id for p in registry.proxies]
     first = pilot.push(base, wait=0)
     snap = pilot.cache.get_snapshot(nodes[0])
@@ -116,6 +130,18 @@ def main() -> None:
     )
     try:
         assert clients.stdout is not None and clients.stdout.readline().strip() == "ready"
+        yield SimulatedMesh(pilot, nodes, snap, first)
+    finally:
+        if clients.stdin:
+            clients.stdin.close()
+        clients.wait(timeout=60)
+        server.stop(0)
+        os.unlink(f.name)
+
+
+def main() -> None:
+    with simulated_mesh(build(10), PROXIES) as mesh:
+        pilot, nodes, snap, first = mesh.pilot, mesh.nodes, mesh.snapshot, mesh.first
         t0 = time.perf_counter()
         synced = pilot.cache.wait_synced(nodes, timeout=120)
         initial = time.perf_counter() - t0
@@ -137,12 +163,6 @@ def main() -> None:
             one.append((time.perf_counter() - t0) * 1000)
             one_translate.append(res.translate_ms)
             assert res.synced
-    finally:
-        if clients.stdin:
-            clients.stdin.close()
-        clients.wait(timeout=10)
-        server.stop(0)
-        os.unlink(f.name)
 
     t0 = time.perf_counter()
     size = 0

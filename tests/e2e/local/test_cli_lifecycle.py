@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import requests
 
 from mesh.dataplane.addresses import allocate_block
 from mesh.dataplane.envoy import UnixHTTPConnection
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def mesh(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESH_STATE_DIR": str(state), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+from tests.e2e.local.cli import alive as _alive
+from tests.e2e.local.cli import mesh
 
 
 def test_detached_mesh_lifecycle(tmp_path: Path) -> None:

@@ -12,22 +12,8 @@ import time
 from pathlib import Path
 
 from mesh.dataplane.addresses import allocate_block
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def mesh(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESH_STATE_DIR": str(state), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "mesh", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
+from tests.e2e.local.cli import ROOT, mesh
+from tests.e2e.local.cli import alive as _alive
 
 
 def _all_gone(pids: list[int], timeout: float) -> list[int]:
