@@ -114,7 +114,7 @@ def _target(name: str, state_dir: str) -> Target:
         options = importlib.import_module("mesh.targets.local.options")
     except ImportError:
         raise TargetError(f"the {name} target is not available in this build") from None
-    return cast(Target, module.LocalTarget(options.LocalOptions(state_dir=Path(state_dir))))
+    return cast("Target", module.LocalTarget(options.LocalOptions(state_dir=Path(state_dir))))
 
 
 def _store(state_dir: str) -> StateStore:
