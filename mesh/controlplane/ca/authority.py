@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mesh.api.workloads import CLUSTER_DOMAIN
-from mesh.controlplane.ca.signer import Signer, self_signed_root
+from mesh.controlplane.ca.signer import Signer, key_usage, self_signed_root
 
 
 @dataclass(frozen=True)
@@ -40,21 +40,6 @@ class SVID:
     serial: int
     not_before: dt.datetime | None = None
     epoch: int = 0  # the CA's trust epoch when issued: a root change makes older SVIDs due
-
-
-def _key_usage(*, ca: bool) -> x509.KeyUsage:
-    """CA: sign certificates and CRLs. Leaf: sign and (RSA-style) encipher keys, as istiod's workload certs."""
-    return x509.KeyUsage(
-        digital_signature=True,
-        key_encipherment=not ca,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        content_commitment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _now() -> dt.datetime:
@@ -180,7 +165,7 @@ class CertificateAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.SubjectAlternativeName(sans), critical=True)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(ca=False), critical=True)
+            .add_extension(key_usage(ca=False), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,

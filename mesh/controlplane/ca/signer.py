@@ -41,12 +41,13 @@ class Signer:
     chain_pem: bytes = b""  # appended after each leaf: the signer's cert and intermediates (empty for a root)
 
 
-def _ca_usage() -> x509.KeyUsage:
+def key_usage(*, ca: bool) -> x509.KeyUsage:
+    """CA: sign certificates and CRLs. Leaf: sign and (RSA-style) encipher keys, as istiod's workload certs."""
     return x509.KeyUsage(
         digital_signature=True,
-        key_encipherment=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_encipherment=not ca,
+        key_cert_sign=ca,
+        crl_sign=ca,
         content_commitment=False,
         data_encipherment=False,
         key_agreement=False,
@@ -68,7 +69,7 @@ def _ca_cert(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(min(now + ttl, issuer.not_valid_after_utc) if issuer else now + ttl)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_ca_usage(), critical=True)
+        .add_extension(key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     if issuer is not None:
