@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from mesh.dataplane.envoy import envoy_binary
+from mesh.dataplane.envoy import envoy_binary, static_cluster
 
 
 def pct(values: list[float], p: float) -> float:
@@ -52,27 +52,7 @@ def static_envoy_config(
     if upstream:
         route["route"] = {"cluster": "upstream", "timeout": "0s"}
         clusters.append(
-            {
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "load_assignment": {
-                    "cluster_name": "upstream",
-                    "endpoints": [
-                        {
-                            "lb_endpoints": [
-                                {
-                                    "endpoint": {
-                                        "address": {
-                                            "socket_address": {"address": upstream[0], "port_value": upstream[1]}
-                                        }
-                                    }
-                                }
-                            ]
-                        }
-                    ],
-                },
-            }
+            static_cluster("upstream", {"socket_address": {"address": upstream[0], "port_value": upstream[1]}})
         )
     else:
         route["direct_response"] = {"status": 200, "body": {"inline_string": "ok\n"}}

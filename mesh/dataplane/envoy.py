@@ -45,6 +45,23 @@ def _address(host: str, port: int, pipe: Path | None = None) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": port}}
 
 
+def static_cluster(name: str, address: dict[str, Any], *, http2: bool = False) -> dict[str, Any]:
+    """A bootstrap cluster with one fixed endpoint (HTTP/2 for gRPC services: ADS, access logs, OTLP)."""
+    cluster: dict[str, Any] = {"name": name, "type": "STATIC", "connect_timeout": "1s"}
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
+    cluster["load_assignment"] = {
+        "cluster_name": name,
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+    }
+    return cluster
+
+
 def bootstrap(
     proxy: Proxy,
     xds_host: str,
@@ -83,25 +100,7 @@ def bootstrap(
             "lds_config": ads,
         },
         "static_resources": {
-            "clusters": [
-                {
-                    "name": "xds-grpc",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "typed_extension_protocol_options": {
-                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                            "explicit_http_config": {"http2_protocol_options": {}},
-                        }
-                    },
-                    "load_assignment": {
-                        "cluster_name": "xds-grpc",
-                        "endpoints": [
-                            {"lb_endpoints": [{"endpoint": {"address": _address(xds_host, xds_port, xds_socket)}}]}
-                        ],
-                    },
-                }
-            ]
+            "clusters": [static_cluster("xds-grpc", _address(xds_host, xds_port, xds_socket), http2=True)]
         },
         # a connection cap, as Envoy asks every edge proxy to have (and without which it warns at start)
         "overload_manager": {

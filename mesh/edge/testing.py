@@ -126,27 +126,9 @@ def gateway_bootstrap(ip: str, port: int, admin_port: int, upstream: tuple[str, 
             "clusters": []
             if upstream is None
             else [
-                {
-                    "name": "upstream",
-                    "type": "STATIC",
-                    "connect_timeout": "1s",
-                    "load_assignment": {
-                        "cluster_name": "upstream",
-                        "endpoints": [
-                            {
-                                "lb_endpoints": [
-                                    {
-                                        "endpoint": {
-                                            "address": {
-                                                "socket_address": {"address": upstream[0], "port_value": upstream[1]}
-                                            }
-                                        }
-                                    }
-                                ]
-                            }
-                        ],
-                    },
-                }
+                envoy.static_cluster(
+                    "upstream", {"socket_address": {"address": upstream[0], "port_value": upstream[1]}}
+                )
             ],
         },
     }
