@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports
+from mesh.controlplane.translate.context import PushContext, ServiceView
 from mesh.runtime import Proxy
 
 T = TypeVar("T")
@@ -107,16 +107,19 @@ class PushCache:
         return ("eds", view.fqdn, ns, self.digest(view.service), self.digest(dr), pods)
 
     def sidecar_routes_key(self, proxy: Proxy) -> Hashable:
-        """Sidecars with equal keys get identical routes: per namespace, unless a rule matches the caller's labels."""
+        """Sidecars with equal keys get identical routes: per namespace and Sidecar scope, unless a rule matches the
+        caller's labels."""
         labels = tuple(sorted(proxy.labels.items())) if self.push.uses_source_labels else ()
-        return (proxy.namespace, labels)
+        return (proxy.namespace, labels, self.push.proxy_scope(proxy).key)
 
     def vhost_keys(self, proxy: Proxy) -> list[tuple[Hashable, ServiceView, int]]:
-        """One key per sidecar virtual host (service port): its inputs' content."""
+        """One key per sidecar virtual host (service port in the proxy's scope): its inputs' content."""
         base = self.sidecar_routes_key(proxy)
+        scope = self.push.proxy_scope(proxy)
         out: list[tuple[Hashable, ServiceView, int]] = []
-        for view in self.push.services.values():
-            vss = tuple(self.digest(vs) for vs in self.push.mesh_virtual_services.get(view.fqdn, [])[:1])
-            for port in http_ports(view.service):
-                out.append((("vh", view.fqdn, port.number, base, vss, self.world_digest), view, port.number))
+        for fqdn, ports in scope.vhost_ports.items():
+            view = self.push.services[fqdn]
+            vs = self.digest(scope.virtual_services.get(fqdn))
+            for port in ports:
+                out.append((("vh", fqdn, port, base, vs, self.world_digest), view, port))
         return out
