@@ -124,7 +124,7 @@ def _store(state_dir: str) -> StateStore:
 
 
 def _reconciler(kw: dict[str, Any], progress: Callable[[str], None]) -> Reconciler:
-    from mesh.gitops.errors import SourceError
+    from mesh.errors import SourceError
     from mesh.gitops.github import GitHubStatus
     from mesh.gitops.reconciler import Reconciler, Settings
     from mesh.gitops.render import Limits
@@ -216,7 +216,7 @@ def reconcile_group(ctx: click.Context, /, **kw: Any) -> None:
 
 
 def _webhook(kw: dict[str, Any]) -> WebhookConfig | None:
-    from mesh.gitops.errors import WebhookMisconfigured
+    from mesh.errors import WebhookMisconfigured
     from mesh.gitops.triggers import WebhookConfig
 
     if not kw["listen"]:
