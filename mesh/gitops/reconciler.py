@@ -26,7 +26,7 @@ from mesh.api.config import MeshConfig
 from mesh.compile.diff import diff_configs
 from mesh.errors import (
     AnalysisFailed,
-    GitOpsError,
+    PolicyError,
     PushRejected,
     RenderFailed,
     SourceError,
@@ -335,5 +335,5 @@ def _first_caller(config: MeshConfig, service: str) -> str:
     target = service_for(config, service)
     caller = _caller_for(config, target)
     if caller is None:
-        raise GitOpsError(f"no service may call {service} to check its canary", hint="set Rollout(caller=...)")
+        raise PolicyError(f"no service may call {service} to check its canary", hint="set Rollout(caller=...)")
     return caller.name
