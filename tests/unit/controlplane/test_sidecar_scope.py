@@ -10,7 +10,8 @@ from mesh.api.sidecar import IstioEgressListener, OutboundTrafficPolicy, Sidecar
 from mesh.compile import build_policies
 from mesh.controlplane.simulate import route
 from mesh.controlplane.translate import MeshOptions, PushContext
-from mesh.controlplane.translate.capture import BLACKHOLE, PASSTHROUGH
+from mesh.controlplane.translate.capture import PASSTHROUGH
+from mesh.controlplane.translate.clusters import BLACKHOLE
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.snapshot import Snapshot
 
@@ -32,7 +33,7 @@ def _scoped(name: str, hosts: list[str], selector: dict[str, str] | None = None,
         name=name,
         workload_selector=SidecarWorkloadSelector(labels=selector) if selector else None,
         egress=[IstioEgressListener(hosts=hosts)],
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

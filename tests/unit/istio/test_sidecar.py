@@ -28,7 +28,7 @@ def sidecar(
         namespace=namespace,
         workload_selector=SidecarWorkloadSelector(labels=selector) if selector else None,
         egress=[IstioEgressListener(hosts=list(hosts), port=SidecarPort(number=port) if port else None)],
-        outbound_traffic_policy=OutboundTrafficPolicy(mode=policy) if policy else None,  # type: ignore[arg-type]
+        outbound_traffic_policy=OutboundTrafficPolicy(mode=policy) if policy else None,
     )
 
 
