@@ -116,11 +116,13 @@ class SidecarScope:
         ports = self.ports(namespace, fqdn)
         return None in ports or (port in ports if port is not None else bool(ports))
 
-    def selects_virtual_service(self, vs: VirtualService) -> bool:
+    def selects_virtual_service(self, vs: VirtualService, hosts: Iterable[str] | None = None) -> bool:
+        """`hosts`: the VirtualService's hosts already resolved in its namespace (callers that test many scopes
+        resolve them once)."""
         if self.unscoped:
             return True
-        hosts = [resolve_host(h, vs.namespace) for h in vs.hosts]
-        return any(eh.selects(vs.namespace, h) for lst in self.listeners for eh in lst.hosts for h in hosts)
+        resolved = list(hosts) if hosts is not None else [resolve_host(h, vs.namespace) for h in vs.hosts]
+        return any(eh.selects(vs.namespace, h) for lst in self.listeners for eh in lst.hosts for h in resolved)
 
     def outbound_traffic_policy(self, mesh_default: str) -> str:
         """The Sidecar's `outboundTrafficPolicy.mode`, else meshConfig's."""

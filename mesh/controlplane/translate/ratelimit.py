@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import json_format
@@ -22,10 +24,12 @@ def selects(limit: RateLimit, proxy: Proxy) -> bool:
     return all(proxy.labels.get(k) == v for k, v in labels.items())
 
 
-def applicable(config: MeshConfig, proxy: Proxy) -> RateLimit | None:
+def applicable(config: MeshConfig | Sequence[RateLimit], proxy: Proxy) -> RateLimit | None:
     """The one limit for this proxy: a namespace-local one wins over the root namespace's, then by name (as
-    Istio orders EnvoyFilters: root namespace first, so the workload's own namespace is applied last and wins)."""
-    matching = [r for r in config.of_kind(RateLimit) if selects(r, proxy)]
+    Istio orders EnvoyFilters: root namespace first, so the workload's own namespace is applied last and wins).
+    `config`: the whole config, or its RateLimits already picked out (the push context's, once per push)."""
+    limits = config.of_kind(RateLimit) if isinstance(config, MeshConfig) else config
+    matching = [r for r in limits if selects(r, proxy)]
     matching.sort(key=lambda r: (r.namespace != ROOT_NAMESPACE, r.name))
     return matching[-1] if matching else None
 
@@ -34,7 +38,7 @@ def local_rate_limit(limit: RateLimit) -> lrl.LocalRateLimit:
     return json_format.ParseDict(limit.envoy_config(), lrl.LocalRateLimit())
 
 
-def rate_limit_filters(config: MeshConfig, proxy: Proxy) -> list[hcm.HttpFilter]:
+def rate_limit_filters(config: MeshConfig | Sequence[RateLimit], proxy: Proxy) -> list[hcm.HttpFilter]:
     """The filter for this proxy's HTTP chains (before the router), or none."""
     limit = applicable(config, proxy)
     if limit is None:
