@@ -12,13 +12,12 @@ from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
-from mesh.api.sidecar import Sidecar
 from mesh.api.workloads import Service, ServicePort
 from mesh.istio import (
     DEFAULT_MTLS_MODE,
     ROOT_NAMESPACE,
+    SidecarIndex,
     SidecarScope,
-    applicable_sidecar,
     binds_gateway,
     gateway_hosts,
     mesh_virtual_services,
@@ -111,7 +110,7 @@ class PushContext:
         self._destination_rules: list[DestinationRule] = sorted(
             kinds["DestinationRule"], key=lambda d: (d.namespace, d.name)
         )
-        self._sidecars: list[Sidecar] = sorted(kinds["Sidecar"], key=lambda s: (s.namespace, s.name))
+        self._sidecars = SidecarIndex(kinds["Sidecar"])
         self._scopes: dict[tuple[str, str, str] | None, ProxyScope] = {}
         self._proxy_scopes: dict[str, ProxyScope] = {}
         self._vs_hosts: dict[int, list[str]] = {}  # by id: the VirtualServices live as long as this context
@@ -258,7 +257,7 @@ class PushContext:
         found = self._proxy_scopes.get(proxy.id)
         if found is not None:
             return found
-        sidecar = applicable_sidecar(self._sidecars, proxy.namespace, proxy.labels) if proxy.kind == "sidecar" else None
+        sidecar = self._sidecars.applicable(proxy.namespace, proxy.labels) if proxy.kind == "sidecar" else None
         scope = SidecarScope.of(sidecar, proxy.namespace)
         cached = self._scopes.get(scope.key)
         if cached is None:
