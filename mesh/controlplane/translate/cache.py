@@ -75,7 +75,8 @@ class PushCache:
         push = self.push
         dr = push.destination_rule(view.fqdn, ns)
         modes = tuple(push.mtls_mode(p, port.number) for p in view.pods for port in view.service.ports)
-        return ("cds", view.fqdn, ns, self.digest(view.service), self.digest(dr), modes)
+        mesh = (push.options.h2_upgrade_policy, push.options.interception)  # protocol and cluster type
+        return ("cds", view.fqdn, ns, self.digest(view.service), self.digest(dr), modes, mesh)
 
     def endpoints_key(self, view: ServiceView, ns: str) -> Hashable:
         """Everything a service's load assignments depend on, by content."""

@@ -59,6 +59,8 @@ class MeshOptions:
     # how apps reach their sidecar: HTTP_PROXY (`proxy`), or Istio's transparent capture (`iptables`, capture.py)
     interception: Literal["proxy", "iptables"] = "proxy"
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy
+    # meshConfig.h2UpgradePolicy: UPGRADE sends every HTTP/1.1 port's sidecar-to-sidecar traffic over HTTP/2
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 
 
 class PushContext:
