@@ -75,6 +75,7 @@ class LocalTarget:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
+        self.options.check()  # before a detached mesh is started: the error reaches the caller as itself
         state_dir = self.options.state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_dir.chmod(0o700)  # owner-only: the state file, logs, bootstraps and credentials live here

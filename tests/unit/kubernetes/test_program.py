@@ -544,3 +544,56 @@ def test_the_plug_in_ca_is_istios_cacerts_secret_before_istiod_starts() -> Any:
         assert MONITOR.provider_of("secret-istio-system-cacerts") == "kubernetes"
 
     return _settled(d, check)
+
+
+@pulumi_test
+def test_a_route_scoped_rate_limit_reaches_the_engine_as_istios_envoyfilters(tmp_path: Path) -> Any:
+    """A RateLimit on one gateway route, bucketed per `x-user`: the engine receives the limit's HTTP_ROUTE patch
+    (Istio's route name, the per-route config the local mesh pushes) and the shared filter insertion."""
+    pkg = tmp_path / "limited"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import policies\n"
+        "from mesh.api import MeshConfig, RateLimit, RateLimitDescriptor, RouteSelector, TokenBucket, VirtualService\n"
+        "from mesh.api import WorkloadSelector\n"
+        "def build(env):\n"
+        "    base = policies.build(env)\n"
+        "    out = []\n"
+        "    for r in base.resources:\n"
+        "        if isinstance(r, VirtualService) and r.name == 'bookinfo':\n"
+        "            r = r.model_copy(update={'http': [x.model_copy(update={'name': n})\n"
+        "                                              for x, n in zip(r.http, ('pages', 'static'))]})\n"
+        "        out.append(r)\n"
+        "    limit = RateLimit(name='pages', namespace='istio-system',\n"
+        "        workload_selector=WorkloadSelector(match_labels={'istio': 'ingressgateway'}),\n"
+        "        token_bucket=TokenBucket(max_tokens=5, fill_interval='1m'),\n"
+        "        routes=[RouteSelector(virtual_service='default/bookinfo', route='pages')],\n"
+        "        descriptors=[RateLimitDescriptor(header='x-user', token_bucket=TokenBucket(max_tokens=3))])\n"
+        "    return MeshConfig(services=list(base.services), resources=[*out, limit])\n"
+    )
+    MONITOR.seen.clear()
+    d = program(DEV, policies_dir=pkg, home=tmp_path)
+
+    def check() -> None:
+        limit = MONITOR.seen["envoyfilter-istio-system-ratelimit-pages"]
+        assert limit.typ == "kubernetes:networking.istio.io/v1alpha3:EnvoyFilter"
+        assert "istiod" in MONITOR.deps("envoyfilter-istio-system-ratelimit-pages")
+        spec = limit.inputs["spec"]
+        assert spec["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
+        (patch,) = spec["configPatches"]
+        assert patch["applyTo"] == "HTTP_ROUTE" and patch["match"]["context"] == "GATEWAY"
+        assert patch["match"]["routeConfiguration"] == {"vhost": {"route": {"name": "pages"}}}
+        per_route = patch["patch"]["value"]["typed_per_filter_config"]["meshops.route_local_ratelimit"]
+        assert per_route["token_bucket"]["max_tokens"] == 5
+        assert per_route["descriptors"] == [
+            {
+                "entries": [{"key": "x-user"}],
+                "token_bucket": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1s"},
+            }
+        ]
+        shared = MONITOR.seen["envoyfilter-istio-system-meshops-route-ratelimit"].inputs["spec"]
+        (insert,) = shared["configPatches"]
+        assert insert["applyTo"] == "HTTP_FILTER" and insert["patch"]["operation"] == "INSERT_BEFORE"
+        assert insert["patch"]["value"]["name"] == "meshops.route_local_ratelimit"
+
+    return _settled(d, check)
