@@ -52,6 +52,13 @@ class CapturedPods:
     def host_ip(self) -> str:
         return self.net.host_ip
 
+    @property
+    def telemetry_ip(self) -> str:
+        """Where the mesh's telemetry (collector, Prometheus) listens: the host's address on this run's bridge, the one
+        host address its pods reach (their rules let the proxy user through to the pod subnet only), and no
+        interface beyond the host and this run's pods."""
+        return self.net.host_ip
+
     def next_pod(self) -> tuple[str, str]:
         """(pod ip, app ip): the app listens on the pod's own address; only its sidecar's rules stand before it."""
         ip = self.net.next_pod_ip()

@@ -171,7 +171,9 @@ class LocalMesh:
             self.registry.add_proxy(gateway)
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
-            self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
+            self._start_telemetry(
+                opts.observability, self.capture.telemetry_ip if self.capture else f"127.{block.b}.0.3"
+            )
         self.xds = self.serve_xds()
         if self.capture:  # Envoy runs as the proxy user inside the pods: let it reach xDS and place its admin socket
             self.capture.share(self.private_dir, self.private_dir / "xds.sock")
@@ -336,7 +338,9 @@ class LocalMesh:
             admin_socket=Path(self.admin_address(proxy).removeprefix("unix:")),
             node_metadata={NodeCredentials.KEY: self.credentials.token(proxy.id)},
         )
-        config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
+        # a gateway outside the pods cannot send from its loopback address over the bridge: it binds nothing there
+        bind = None if self.capture is not None and proxy.pod is None else proxy.ip
+        config = add_to_bootstrap(config, self.pilot.options.telemetry, bind)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = self.admin(proxy)
         argv = envoy.command(path, log_level=self.options.envoy_log_level)

@@ -17,12 +17,15 @@ import pytest
 from mesh.api import HTTPRoute, MeshConfig, VirtualService
 from mesh.api import helpers as h
 from mesh.compile import build_policies
+from mesh.dataplane import netns
 from mesh.dataplane.addresses import allocate_block
 from mesh.harness.stats import assert_fraction
 from mesh.observability import prometheus as prom
 from mesh.observability.stack import ObservabilityOptions
 from mesh.observability.traces import Span, TraceStore
+from mesh.targets.base import Client
 from mesh.targets.local import LocalMesh, LocalOptions
+from mesh.targets.local.podclient import PodClient
 from mesh.targets.traffic import HttpClient
 from tests.e2e.conftest import replace
 
@@ -34,11 +37,15 @@ REVIEWS_BY_VERSION = (
 
 
 class ObservedMesh:
-    def __init__(self, config: MeshConfig) -> None:
+    def __init__(self, config: MeshConfig, interception: str = "proxy") -> None:
         try:
             prom.prometheus_binary()
         except Exception as e:
             pytest.fail(f"{e} — .ci/run must install the Debian package `prometheus`")
+        if interception == "iptables" and not (ok_why := netns.available())[0]:
+            pytest.fail(
+                f"transparent interception cannot run here: {ok_why[1]} (run as root; apt-get install iproute2 iptables)"
+            )
         self._tmp = tempfile.TemporaryDirectory(prefix="meshops-obs-")
         block = allocate_block()
         self.mesh = LocalMesh(
@@ -49,6 +56,7 @@ class ObservedMesh:
                 ingress_port=8080,
                 loopback_block=block.b,
                 observability=ObservabilityOptions(sampling=100.0, scrape_interval=1.0),
+                interception=interception,  # pydantic validates the choice
             ),
             progress=lambda m: None,
         )
@@ -65,8 +73,10 @@ class ObservedMesh:
     def ingress(self, host: str = "bookinfo.local") -> HttpClient:
         return HttpClient(self.mesh.ingress_url, host=host)
 
-    def from_pod(self, name: str) -> HttpClient:
+    def from_pod(self, name: str) -> Client:
         pod = next(p for p in self.mesh.registry.pods if name in (p.name, p.service))
+        if self.mesh.capture is not None:  # transparent capture: from inside the pod, as its app would call
+            return PodClient(self.mesh.capture.namespace(pod.name))
         return HttpClient("", proxy=f"http://{pod.ip}:15001")
 
     def settled(self, promql: str, expected_total: float, timeout: float = 30.0) -> float:
@@ -90,8 +100,8 @@ class ObservedMesh:
 
 
 @pytest.fixture(scope="module")
-def observed() -> Iterator[ObservedMesh]:
-    m = ObservedMesh(build_policies("e2e"))
+def observed(pytestconfig: pytest.Config) -> Iterator[ObservedMesh]:
+    m = ObservedMesh(build_policies("e2e"), interception=pytestconfig.getoption("--mesh-interception"))
     try:
         yield m
     finally:
