@@ -62,6 +62,7 @@ def dns_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
             dns_resolver_options=resolver_pb2.DnsResolverOptions(no_default_search_domain=True),
         )
         config.client_config.resolver_timeout.CopyFrom(duration(2.0))
+        config.client_config.max_pending_lookups = 256
         config.client_config.typed_dns_resolver_config.CopyFrom(
             extension_pb2.TypedExtensionConfig(name="envoy.network.dns_resolver.cares", typed_config=packed(cares))
         )

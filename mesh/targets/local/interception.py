@@ -23,6 +23,7 @@ from mesh.istio import DOMAIN_SUFFIX
 from mesh.runtime import Pod
 
 log = logging.getLogger("mesh.local")
+RECORDS = "netns-runs"  # under the state dir: one record per run that made a pod network
 DNS_PROXY_PORT = 15053  # the sidecar's DNS listener (Istio's agent port), as the control plane configures it
 
 Mode = Literal["proxy", "iptables"]
@@ -54,11 +55,9 @@ class CapturedPods:
     service's VIP (what cluster DNS would answer)."""
 
     def __init__(self, state_dir: Path | None = None, *, dns_proxy: bool = False) -> None:
-        records = state_dir / "netns-runs" if state_dir is not None else None
-        if records is not None:
-            stale = netns.remove_stale(records)
-            if stale:
-                log.info("removed the pod networks of killed meshes: %s", ", ".join(stale))
+        records = state_dir / RECORDS if state_dir is not None else None
+        if state_dir is not None:
+            remove_stale_networks(state_dir)
         self.net = netns.PodNetwork(netns.free_subnet())
         self.vips: dict[str, str] = {}  # service fqdn -> VIP
         self.dns_proxy = dns_proxy
@@ -151,6 +150,18 @@ class CapturedPods:
     def destroy(self) -> None:
         self.resolver.stop()
         self.net.destroy()
+
+
+def remove_stale_networks(state_dir: Path) -> list[str]:
+    """Pod networks (namespaces, bridge) that meshes of this state dir left when they were killed (SIGKILL skips
+    `destroy`): removed on the next `mesh up` or `mesh down`. Runs whose mesh process lives are left alone."""
+    records = state_dir / RECORDS
+    if not records.is_dir() or not netns.available()[0]:
+        return []
+    stale = netns.remove_stale(records)
+    if stale:
+        log.warning("removed the pod networks of killed meshes: %s", ", ".join(f"mb{r}" for r in stale))
+    return stale
 
 
 def _names(service: Service, client_namespace: str) -> list[str]:
