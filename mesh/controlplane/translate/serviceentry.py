@@ -8,7 +8,8 @@
 - HTTP ports: a virtual host per host in the route table of the port (domains `host`, `host:port`), routed by a
   mesh-bound VirtualService when one claims the host. TCP-like ports: a tcp_proxy listener `ADDRESS_PORT` on the
   entry's address (declared or auto-allocated), or `0.0.0.0_PORT` when it has none.
-- Visibility: an entry reaches only the namespaces its exportTo names.
+- Visibility: an entry reaches only the namespaces its exportTo names, and a sidecar only the entry hosts its
+  Sidecar's egress hosts select.
 """
 
 from __future__ import annotations
@@ -108,6 +109,16 @@ def _single_ip(address: str) -> bool:
 
 def visible_entries(push: PushContext, namespace: str) -> list[EntryHost]:
     return [e for e in entry_hosts(push).values() if visible_to(e.entry, namespace)]
+
+
+def scoped_entries(push: PushContext, proxy: Proxy, port: int) -> list[EntryHost]:
+    """Entries visible to the proxy whose `port` its Sidecar egress hosts select (every one without a Sidecar)."""
+    scope = push.proxy_scope(proxy).scope
+    return [
+        e
+        for e in visible_entries(push, proxy.namespace)
+        if any(p.number == port for p in e.ports) and scope.selects_service(e.entry.namespace, e.host, port)
+    ]
 
 
 def entry_for(push: PushContext, host: str, namespace: str) -> EntryHost | None:
@@ -305,9 +316,7 @@ def entry_vhosts(push: PushContext, proxy: Proxy, port: int) -> list[rc.VirtualH
     VirtualService that claims each host (else straight to the entry's cluster)."""
     from mesh.controlplane.translate.route import RouteScope, translate_http  # route.py resolves entry hosts here
 
-    entries = [
-        e for e in visible_entries(push, proxy.namespace) if any(p.number == port and is_http(p) for p in e.ports)
-    ]
+    entries = [e for e in scoped_entries(push, proxy, port) if any(p.number == port and is_http(p) for p in e.ports)]
     if not entries:
         return []
     vss = sorted(push.config.virtual_services, key=lambda v: (v.namespace, v.name))
@@ -349,7 +358,7 @@ def entry_tcp_listeners(push: PushContext, proxy: Proxy, taken: set[int]) -> lis
     out: dict[str, listener_pb2.Listener] = {}
     for e in visible_entries(push, proxy.namespace):
         for port in e.ports:
-            if is_http(port):
+            if is_http(port) or e not in scoped_entries(push, proxy, port.number):
                 continue
             ip = e.address or "0.0.0.0"
             if ip == "0.0.0.0" and port.number in taken:
