@@ -158,6 +158,8 @@ class LocalMesh:
         self.progress(f"interception: {mode} ({why})")
         if mode == "iptables":
             self.capture = CapturedPods(opts.state_dir, dns_proxy=opts.dns_proxy)
+            for run in self.capture.removed_stale:
+                self.progress(f"removed the pod network mb{run} a killed mesh left behind")
             self.pilot.options = replace(self.pilot.options, interception="iptables")
         next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
