@@ -11,6 +11,7 @@ from mesh.analyze.findings import Finding
 from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge
+from mesh.api.issuer import Issuer
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
@@ -24,7 +25,16 @@ from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
     c.kind: c
-    for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Edge, RateLimit)
+    for c in (
+        Gateway,
+        VirtualService,
+        DestinationRule,
+        PeerAuthentication,
+        AuthorizationPolicy,
+        Edge,
+        RateLimit,
+        Issuer,
+    )
 }
 
 
