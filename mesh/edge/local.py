@@ -55,9 +55,12 @@ def _http(host: str, port: int) -> EdgeListener:
 
 
 def replicas(gateways: list[Proxy]) -> list[Replica]:
-    """The gateway replicas' plain-HTTP port (gateway port 80), health-checked on their admin port."""
+    """The gateway replicas' plain-HTTP port (gateway port 80), health-checked on their admin port (which Envoy
+    serves on the proxy's own address, not necessarily the one its listeners bind)."""
     return [
-        Replica(name=g.name, host=g.listen[80][0], port=g.listen[80][1], health_port=SIDECAR_ADMIN_PORT)
+        Replica(
+            name=g.name, host=g.listen[80][0], port=g.listen[80][1], health_port=SIDECAR_ADMIN_PORT, health_host=g.ip
+        )
         for g in gateways
     ]
 
