@@ -67,6 +67,8 @@ def http_access_log(options: TelemetryOptions, reporter: Reporter) -> accesslog_
             buffer_size_bytes={"value": options.buffer_bytes},
         ),
         additional_request_headers_to_log=["content-type"],  # request_protocol: grpc or http
+        # grpc-status rides in trailers, or in the headers of a trailers-only reply (errors, Envoy's gRPC aborts)
+        additional_response_headers_to_log=["grpc-status"],
         additional_response_trailers_to_log=["grpc-status"],
     )
     return accesslog_pb2.AccessLog(name=ALS, typed_config=_pack(config))

@@ -15,6 +15,7 @@ from mesh.api.issuer import Issuer
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.sidecar import Sidecar
 from mesh.api.workloads import Service
 from mesh.controlplane.ca.acme_status import AcmeCredential
 from mesh.dataplane.supervisor import ProcessStatus
@@ -34,6 +35,7 @@ KINDS: dict[str, type[Resource]] = {
         Edge,
         RateLimit,
         Issuer,
+        Sidecar,
     )
 }
 
