@@ -18,6 +18,8 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.envoyjson import socket_address, static_cluster
+
 TELEMETRY_CLUSTER = "mesh-telemetry"
 ALS = "envoy.access_loggers.http_grpc"
 OTEL = "envoy.tracers.opentelemetry"
@@ -102,36 +104,9 @@ def instrument(
 
 def bootstrap_additions(options: TelemetryOptions, proxy_ip: str) -> dict[str, Any]:
     """Merged into the bootstrap: the collector's static cluster (HTTP/2 for gRPC) and the upstream bind address."""
-    cluster = {
-        "name": TELEMETRY_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": TELEMETRY_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": options.collector_host,
-                                        "port_value": options.collector_port,
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-    }
+    cluster = static_cluster(
+        TELEMETRY_CLUSTER, socket_address(options.collector_host, options.collector_port), http2=True
+    )
     return {
         "clusters": [cluster],
         "cluster_manager": {

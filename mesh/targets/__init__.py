@@ -12,7 +12,6 @@ from mesh.analyze.context import TargetCapabilities
 from mesh.api.envoyfilter import EnvoyFilter
 from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import RequestAuthentication
-from mesh.api.sidecar import Sidecar
 from mesh.api.telemetry import Telemetry
 from mesh.errors import UnknownTarget
 
@@ -47,12 +46,21 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
 }
 # Kinds the local control plane does not translate yet: every top-level field of theirs is reported.
-for _kind in (ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter, RequestAuthentication, Telemetry):
+for _kind in (ServiceEntry, WorkloadEntry, EnvoyFilter, RequestAuthentication, Telemetry):
     for _name, _field in _kind.model_fields.items():
         if _name not in ("name", "namespace", "labels", "annotations"):
             LOCAL_UNSUPPORTED[f"{_kind.kind}.{_field.alias or _name}"] = (
                 f"{_kind.kind} is not translated by the local control plane yet"
             )
+# Sidecar: egress hosts, workloadSelector and outboundTrafficPolicy.mode are translated (mesh/istio/sidecar.py)
+for _path, _why in {
+    "Sidecar.ingress": "Sidecar ingress listeners are not translated locally yet: inbound listeners follow the service's ports",
+    "Sidecar.inboundConnectionPool": "inboundConnectionPool is not translated locally",
+    "Sidecar.egress[].bind": "egress listeners bind where the local data path puts them (the outbound port)",
+    "Sidecar.egress[].captureMode": "the capture mode is chosen per mesh (`mesh up --interception`), not per listener",
+    "Sidecar.outboundTrafficPolicy.egressProxy": "egressProxy is not translated locally",
+}.items():
+    LOCAL_UNSUPPORTED[_path] = _why
 for _path, _why in {
     "Gateway.servers[].defaultEndpoint": "the local gateway does not forward to a default endpoint",
     "Gateway.servers[].tls.caCrl": "certificate revocation lists are not implemented locally",
