@@ -12,7 +12,7 @@ import pytest
 from mesh.api import MeshConfig, Service, Version
 from mesh.dataplane import netns
 from mesh.harness.under_test import LocalMeshUnderTest
-from mesh.targets.local.podclient import PodClient, hosts_file
+from mesh.targets.local.podclient import PodClient, resolve_in
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +28,13 @@ def _config() -> MeshConfig:
     return MeshConfig(services=[client, db])
 
 
-@pytest.fixture(scope="module")
-def stateful() -> Iterator[LocalMeshUnderTest]:
+@pytest.fixture(scope="module", params=[False, True], ids=["hosts-file", "dns-proxy"])
+def stateful(request: pytest.FixtureRequest) -> Iterator[LocalMeshUnderTest]:
+    """Names from the pods' hosts files, or from their sidecars' DNS proxies (Istio's name table)."""
     ok, why = netns.available()
     if not ok:
         pytest.fail(f"transparent interception cannot run here: {why} (run as root; apt-get install iproute2 iptables)")
-    m = LocalMeshUnderTest(_config(), interception="iptables")
+    m = LocalMeshUnderTest(_config(), interception="iptables", dns_proxy=request.param)
     try:
         yield m
     finally:
@@ -61,7 +62,7 @@ def test_each_pod_name_reaches_that_pod_through_both_sidecars_over_mtls(
     client = _client(stateful)
     for pod in PEERS:
         name = form.format(pod=pod)
-        assert hosts_file(client.ns)[name] == _ip(stateful, pod)  # the pod's own address: there is no VIP
+        assert resolve_in(client.ns, name) == _ip(stateful, pod)  # the pod's own address: there is no VIP
         seen: Counter[str] = Counter()
         for _ in range(8):  # one connection per request: a name never lands on the other replica
             r = client.get(f"http://{name}:9080/whoami")
@@ -91,7 +92,7 @@ def test_the_service_name_reaches_every_pod(stateful: LocalMeshUnderTest) -> Non
     client = _client(stateful)
     r = client.get("http://db:9080/")
     assert r.status == 200 and r.json["pod"] in PEERS, r.text
-    assert r.json["pod"] == next(p for p in PEERS if _ip(stateful, p) == hosts_file(client.ns)["db"])
+    assert resolve_in(client.ns, "db") in {_ip(stateful, p) for p in PEERS}
 
 
 def test_a_pod_of_the_set_reaches_its_peer_by_name(stateful: LocalMeshUnderTest) -> None:
