@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -17,8 +18,6 @@ from mesh.cli.tables import table
 from mesh.errors import MeshNotRunning, UsageError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from mesh.api.config import MeshConfig
     from mesh.targets.base import ChangeModel, Target, TargetStatus
     from mesh.targets.local.api import MeshDescription
@@ -101,6 +100,28 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     type=click.Choice(["auto", "proxy", "iptables"]),
     help="How apps reach their sidecars: HTTP_PROXY (proxy), Istio's transparent capture with a network namespace "
     "per pod (iptables; root), or auto (iptables where possible). `mesh up` prints which it chose and why.",
+)
+@click.option(
+    "--outbound-traffic-policy",
+    default="ALLOW_ANY",
+    show_default=True,
+    type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]),
+    help="meshConfig.outboundTrafficPolicy (iptables mode): where a pod's connection to a destination the mesh does "
+    "not know goes: passed through (ALLOW_ANY) or blocked (REGISTRY_ONLY; ServiceEntries add what may be reached).",
+)
+@click.option(
+    "--dns-proxy/--no-dns-proxy",
+    default=False,
+    show_default=True,
+    help="Istio's DNS proxying (iptables mode; ISTIO_META_DNS_CAPTURE): each sidecar answers its pod's DNS with "
+    "service VIPs and ServiceEntry hosts, instead of per-pod hosts files.",
+)
+@click.option(
+    "--dns-auto-allocate/--no-dns-auto-allocate",
+    default=True,
+    show_default=True,
+    help="With --dns-proxy: ServiceEntries without addresses get one from 240.240.0.0/16 "
+    "(ISTIO_META_DNS_AUTO_ALLOCATE).",
 )
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
@@ -244,9 +265,13 @@ def down_cmd(target_name: str, env: str, state_dir: Path, force: bool) -> None:
     st = target.status()  # a damaged state file raises here (exit 69), naming `--force`
     if not st.running:
         click.echo(f"nothing to stop: {(st.detail or f'the {target.name} mesh is not running').splitlines()[0]}")
-        return
-    target.down()
-    click.echo(f"✔ {target.name} mesh stopped")
+    else:
+        target.down()
+        click.echo(f"✔ {target.name} mesh stopped")
+    leftovers = getattr(target, "remove_leftovers", None)  # what a killed local mesh left (iptables mode)
+    removed = leftovers() if leftovers is not None else []
+    if removed:
+        click.echo(f"✔ removed the pod network of {len(removed)} killed mesh(es): {', '.join(removed)}")
 
 
 @cli.command("status")
@@ -261,43 +286,59 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
     Example:
       mesh status -o json
     """
+    if target_name == "local":  # read without loading the mesh's modules: `mesh status` answers instantly
+        from mesh.cli.localstatus import StatusClient
+
+        client = StatusClient(state_dir)
+        desc = client.describe()
+        _print_status(desc.get("ingress"), desc.get("revision"), desc, client.proxy_errors(), output)
+        return
     target = _target(target_name, env, state_dir)
     st = target.status()
     if not st.running:
         raise MeshNotRunning(st.detail or f"the {target.name} mesh is not running", hint="start it with `mesh up`")
-    describe = getattr(target, "describe", None)
-    detail: BaseModel = describe() if describe is not None else st
+    errors = [(p.proxy, what, err) for p in target.proxy_status() for what, err in p.errors.items()]
+    _print_status(st.ingress_url, st.revision, st.model_dump(mode="json"), errors, output)
+
+
+def _print_status(
+    ingress: object, revision: object, detail: dict[str, Any], errors: list[tuple[str, str, str]], output: str
+) -> None:
+    """`detail`: the target's own description as JSON (the local mesh's MeshDescription names its processes,
+    edge and ACME credentials). `errors`: (proxy, xDS type, NACK text)."""
     if output == "json":
-        click.echo(detail.model_dump_json(indent=2))
+        click.echo(json.dumps(detail, indent=2, ensure_ascii=False))
         return
-    click.echo(f"ingress:  {st.ingress_url}\nrevision: {st.revision}\n")
-    processes = getattr(detail, "processes", [])
+    click.echo(f"ingress:  {ingress}\nrevision: {revision}\n")
+    processes = detail.get("processes") or []
     if processes:
-        rows = [[p.name, p.kind, str(p.pid), "running" if p.running else "DOWN", str(p.restarts)] for p in processes]
+        rows = [
+            [p["name"], p["kind"], str(p["pid"]), "running" if p["running"] else "DOWN", str(p["restarts"])]
+            for p in processes
+        ]
         click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
     _print_edge_and_acme(detail)
-    for p in target.proxy_status():  # ACKed is not serving: a NACK or a draining proxy is said here too
-        for what, err in p.errors.items():
-            click.echo(f"warning: {p.proxy} {what}: {err}")
+    for proxy, what, err in errors:  # ACKed is not serving: a NACK or a draining proxy is said here too
+        click.echo(f"warning: {proxy} {what}: {err}")
 
 
-def _print_edge_and_acme(detail: BaseModel) -> None:
+def _print_edge_and_acme(detail: dict[str, Any]) -> None:
     """The edge's backends as HAProxy's health checks see them, and each ACME credential's last renewal."""
-    edge = getattr(detail, "edge", None)
-    if edge is not None:
-        click.echo(f"\nedge: {edge.policy} on {', '.join(edge.listeners)}")
-        rows = [[b.name, b.address, b.status, str(b.requests)] for b in edge.backends]
+    edge = detail.get("edge")
+    if edge:
+        click.echo(f"\nedge: {edge['policy']} on {', '.join(edge['listeners'])}")
+        rows = [[b["name"], b["address"], b["status"], str(b["requests"])] for b in edge["backends"]]
         click.echo(table(["BACKEND", "ADDRESS", "STATE", "REQUESTS"], rows))
-    credentials = getattr(detail, "acme", [])
+    credentials = detail.get("acme") or []
     if credentials:
         rows = [
             [
-                c.name,
-                c.issuer,
-                "ready" if c.ready else "NOT READY",
-                c.last_success or "-",
-                c.not_after or "-",
-                c.error or "",
+                c["name"],
+                c["issuer"],
+                "ready" if c["ready"] else "NOT READY",
+                c.get("last_success") or "-",
+                c.get("not_after") or "-",
+                c.get("error") or "",
             ]
             for c in credentials
         ]

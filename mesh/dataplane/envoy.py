@@ -7,12 +7,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mesh.dataplane.unixhttp import UnixHTTPConnection as UnixHTTPConnection  # also imported from here
 from mesh.envoyjson import OWNER_ONLY, pipe_address, socket_address, static_cluster
 from mesh.runtime import SIDECAR_ADMIN_PORT, Proxy
 
@@ -182,24 +182,6 @@ def write_bootstrap(path: Path, config: dict[str, Any]) -> Path:
 
 class AdminError(OSError):
     """Envoy's admin did not answer, or answered with an error status."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket (Envoy's admin pipe, the local mesh's control API)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class Admin:

@@ -89,7 +89,8 @@ class PushCache:
     def world_digest(self) -> str:
         """Everything a route may read besides its own VirtualService: services and DestinationRules."""
         h = hashlib.blake2b(digest_size=8)
-        for obj in [*self.push.config.services, *self.push.destination_rules]:
+        entries = [r for r in self.push.config.resources if r.kind in ("ServiceEntry", "WorkloadEntry")]
+        for obj in [*self.push.config.services, *self.push.destination_rules, *entries]:
             h.update(self.digest(obj).encode())
         return h.hexdigest()
 
@@ -98,7 +99,8 @@ class PushCache:
         push = self.push
         dr = push.destination_rule(view.fqdn, ns)
         modes = tuple(push.mtls_mode(p, port.number) for p in view.pods for port in view.service.ports)
-        return ("cds", view.fqdn, ns, self.digest(view.service), self.digest(dr), modes)
+        mesh = (push.options.h2_upgrade_policy, push.options.interception)  # protocol and cluster type
+        return ("cds", view.fqdn, ns, self.digest(view.service), self.digest(dr), modes, mesh)
 
     def endpoints_key(self, view: ServiceView, ns: str) -> Hashable:
         """Everything a service's load assignments depend on, by content."""

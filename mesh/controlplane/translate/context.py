@@ -80,6 +80,14 @@ class MeshOptions:
     # how apps reach their sidecar: HTTP_PROXY (`proxy`), or Istio's transparent capture (`iptables`, capture.py)
     interception: Literal["proxy", "iptables"] = "proxy"
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy
+    # Istio's DNS proxying (ISTIO_META_DNS_CAPTURE, ISTIO_META_DNS_AUTO_ALLOCATE): each sidecar answers its pod's
+    # DNS (`dns.py`) and ServiceEntries without addresses get one from 240.240.0.0/16
+    dns_proxy: bool = False
+    dns_auto_allocate: bool = False
+    service_vips: tuple[tuple[str, str], ...] = ()  # (service fqdn, VIP) the pods' DNS answers with
+    dns_upstream: str = ""  # `ip:port` where the DNS proxy sends names it does not know; "": answer NXDOMAIN
+    # meshConfig.h2UpgradePolicy: UPGRADE sends every HTTP/1.1 port's sidecar-to-sidecar traffic over HTTP/2
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 
 
 class PushContext:
@@ -343,6 +351,13 @@ class PushContext:
             ):
                 out.append(ap)
         return out
+
+
+def routes_by_original_destination(push: PushContext, view: ServiceView) -> bool:
+    """A headless service under transparent interception, as Istio serves it: its clusters are ORIGINAL_DST
+    (the pod the client dialled, by IP) and its virtual hosts also answer `*.<name>` (each pod's own name). In the
+    HTTP_PROXY mode there is no original destination: the service's name is load-balanced like any other."""
+    return view.service.headless and push.options.interception == "iptables"
 
 
 def http_ports(service: Service) -> list[ServicePort]:

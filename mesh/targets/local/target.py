@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import spiffe_id
+from mesh.dataplane.procs import process_start
 from mesh.errors import MeshNotRunning, StateCorrupt, TargetError
 from mesh.runtime import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, SIDECAR_OUTBOUND_PORT
 from mesh.targets.base import ApplyResult, Client, Progress, ProxyStatus, TargetStatus
@@ -28,11 +29,11 @@ from mesh.targets.local.control import (
     ControlClient,
     ControlServer,
     discard_state,
-    process_start,
     read_state,
     state_path,
     write_state,
 )
+from mesh.targets.local.interception import remove_stale_networks
 from mesh.targets.local.mesh import LocalMesh
 from mesh.targets.local.options import LocalOptions
 from mesh.targets.traffic import HttpClient
@@ -75,6 +76,7 @@ class LocalTarget:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
+        self.options.check()  # before a detached mesh is started: the error reaches the caller as itself
         state_dir = self.options.state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_dir.chmod(0o700)  # owner-only: the state file, logs, bootstraps and credentials live here
@@ -131,6 +133,10 @@ class LocalTarget:
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGTERM)  # our own child: its pid cannot have been reused while we hold it
         raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
+
+    def remove_leftovers(self) -> list[str]:
+        """The pod networks (bridge `mb<run>` and its namespaces) that killed meshes of this state dir left."""
+        return [f"mb{run}" for run in remove_stale_networks(self.options.state_dir)]
 
     def down(self) -> None:
         if self._server is not None or self.mesh is not None:
