@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import weakref
 from dataclasses import dataclass
@@ -296,6 +297,12 @@ def origination_tls(tls: ClientTLSSettings, host: str) -> base_pb2.TransportSock
 def origination_credentials(push: PushContext, ns: str) -> list[tuple[str, tuple[str, ...]]]:
     """(credentialName, hosts) every DestinationRule visible in `ns` names for SIMPLE/MUTUAL origination: the
     proxy's SDS must serve them."""
+    return _origination_credentials(push)
+
+
+@functools.lru_cache(maxsize=1)
+def _origination_credentials(push: PushContext) -> list[tuple[str, tuple[str, ...]]]:
+    """Once per push, not per proxy (every proxy asks; 50 proxies x 1,000 rules was ~90 ms a push)."""
     out: dict[str, tuple[str, ...]] = {}
     for dr in push.destination_rules:
         policies = [dr.traffic_policy] + [s.traffic_policy for s in dr.subsets]

@@ -53,6 +53,7 @@ class SnapshotCache:
         self._snapshots: dict[str, Snapshot] = {}
         self._status: dict[str, NodeStatus] = {}
         self._watchers: dict[str, list[Watcher]] = {}
+        self._changes: dict[str, int] = {}  # per node: bumped on every snapshot or status change (for wait_synced)
 
     # --- snapshots --------------------------------------------------------------------------------
 
@@ -60,6 +61,7 @@ class SnapshotCache:
         snapshot.consistent()
         with self._lock:
             self._snapshots[node_id] = snapshot
+            self._changes[node_id] = self._changes.get(node_id, 0) + 1
             watchers = list(self._watchers.get(node_id, ()))
             self._lock.notify_all()
         for w in watchers:
@@ -88,6 +90,7 @@ class SnapshotCache:
     def record(self, node_id: str, update: Callable[[NodeStatus], None]) -> None:
         with self._lock:
             update(self._status.setdefault(node_id, NodeStatus(node_id)))
+            self._changes[node_id] = self._changes.get(node_id, 0) + 1
             self._lock.notify_all()
 
     def status(self, node_id: str) -> NodeStatus:
@@ -135,12 +138,20 @@ class SnapshotCache:
         """Block until every node has ACKed or NACKed its current snapshot, or the timeout passes."""
         nodes = list(node_ids)
         deadline = time.monotonic() + timeout
+        results: dict[str, SyncResult] = {}
+        seen: dict[str, int] = {}
         with self._lock:
             while True:
-                results = {n: self._sync_state_locked(n) for n in nodes}
+                # Only nodes whose snapshot or status moved since the last look: every ACK of every proxy wakes this
+                # loop, and recomputing all 1,000 proxies' states each time (under the lock the streams record
+                # into) made a 1,000-proxy sync quadratic.
+                for n in nodes:
+                    change = self._changes.get(n, 0)
+                    if n not in results or seen[n] != change:
+                        results[n], seen[n] = self._sync_state_locked(n), change
                 if all(r.state in ("SYNCED", "NACK") for r in results.values()):
-                    return results
+                    return dict(results)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return results
+                    return dict(results)
                 self._lock.wait(remaining)
