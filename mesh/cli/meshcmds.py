@@ -161,6 +161,7 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     status = target.up(config, progress=lambda m: _say(f"  {m}"))
+    _say_elapsed()
     try:
         _print_ready(target, status, config)
         if not foreground:
@@ -173,6 +174,17 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         if foreground:
             target.down()
             _say("stopped; no process left behind.")
+
+
+def _say_elapsed() -> None:
+    """The user's clock: from the command's exec (interpreter start and imports included) to a mesh that serves."""
+    import os
+
+    from mesh.dataplane.procs import process_age
+
+    age = process_age(os.getpid())
+    if age is not None:
+        _say(f"  up {age:.2f}s after `mesh up` started")
 
 
 def _seconds(duration: str) -> float:
