@@ -1,7 +1,8 @@
 """`mesh`: the command line. Commands are thin; the work lives in the role packages.
 
 The group (`cli`) lives in `mesh.cli.group`, loaded on first use: a plain `mesh --help` replays the page click
-rendered last time (`mesh.cli.fasthelp`) before click is even imported.
+rendered last time (`mesh.cli.fasthelp`) and a plain `mesh status` reads the local mesh (`mesh.cli.localstatus`)
+before click is even imported.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def main() -> None:
     if page is not None:
         sys.stdout.write(page + "\n")  # as click.echo writes it
         return
+    from mesh.cli import localstatus
+
+    code = localstatus.plain_status(sys.argv[1:])  # a plain `mesh status`, also before click
+    if code is not None:
+        sys.exit(code)
     from mesh.controlplane import prepare_process
 
     prepare_process()
