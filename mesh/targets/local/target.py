@@ -144,13 +144,11 @@ class LocalTarget:
             proc.wait(timeout=10)  # it closed the pipe without serving: it is exiting
         raise TargetError(f"the mesh exited while starting:\n{log_path.read_text(errors='replace')[-3000:]}")
 
-    def down(self) -> None:
-        try:
-            self._down()
-        finally:  # what a killed mesh of this state dir left behind (iptables mode)
-            remove_stale_networks(self.options.state_dir)
+    def remove_leftovers(self) -> list[str]:
+        """The pod networks (bridge `mb<run>` and its namespaces) that killed meshes of this state dir left."""
+        return [f"mb{run}" for run in remove_stale_networks(self.options.state_dir)]
 
-    def _down(self) -> None:
+    def down(self) -> None:
         if self._server is not None or self.mesh is not None:
             self._stop_here()
             return
