@@ -56,8 +56,7 @@ class CapturedPods:
 
     def __init__(self, state_dir: Path | None = None, *, dns_proxy: bool = False) -> None:
         records = state_dir / RECORDS if state_dir is not None else None
-        if state_dir is not None:
-            remove_stale_networks(state_dir)
+        self.removed_stale = remove_stale_networks(state_dir) if state_dir is not None else []
         self.net = netns.PodNetwork(netns.free_subnet())
         self.vips: dict[str, str] = {}  # service fqdn -> VIP
         self.dns_proxy = dns_proxy
@@ -184,7 +183,7 @@ def remove_stale_networks(state_dir: Path) -> list[str]:
         return []
     stale = netns.remove_stale(records)
     if stale:
-        log.warning("removed the pod networks of killed meshes: %s", ", ".join(f"mb{r}" for r in stale))
+        log.info("removed the pod networks of killed meshes: %s", ", ".join(f"mb{r}" for r in stale))
     return stale
 
 
