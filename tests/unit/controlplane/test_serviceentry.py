@@ -113,6 +113,8 @@ def test_auto_allocation_is_stable_unique_and_in_istios_range() -> None:
     assert all(ipaddress.ip_address(a) in AUTO_ALLOCATE_RANGE and not a.endswith(".0") for a in first.values())
     alone = allocate_addresses(hosts[:1])[hosts[0]]
     assert alone == allocate_addresses(hosts[:1])[hosts[0]]  # stable from push to push
+    # Istio's own expectation for `foo.com` (key "/foo.com", its servicediscovery tests): the same hash and slots
+    assert allocate_addresses([("", "foo.com")]) == {("", "foo.com"): "240.240.227.81"}
 
 
 def test_the_dns_proxy_table_has_service_vips_and_entry_addresses(world: World) -> None:
