@@ -182,11 +182,11 @@ def _cluster(
     tp = push.traffic_policy(e.host, port.number, subset, ns)
     if kind != "NONE":
         _apply_policy(c, tp, _service_port(port))
+        if tp.load_balancer is None and kind != "STATIC":
+            c.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN  # Istio's choice for DNS clusters
     if is_http(port):  # h2 for HTTP2/GRPC ports; entries are never upgraded (Istio upgrades mesh traffic only)
         options = protocol_options(tp, _service_port(port), "DO_NOT_UPGRADE")
         c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(options))
-        if tp.load_balancer is None and kind != "STATIC":
-            c.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN  # Istio's choice for DNS clusters
     socket = upstream_tls(tp.tls, e, port, subset)
     if socket is not None:
         c.transport_socket.CopyFrom(socket)
