@@ -122,6 +122,14 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="With --dns-proxy: ServiceEntries without addresses get one from 240.240.0.0/16 "
     "(ISTIO_META_DNS_AUTO_ALLOCATE).",
 )
+@click.option(
+    "--h2-upgrade-policy",
+    default="DO_NOT_UPGRADE",
+    show_default=True,
+    type=click.Choice(["DO_NOT_UPGRADE", "UPGRADE"]),
+    help="meshConfig.h2UpgradePolicy: UPGRADE carries HTTP/1.1 ports between sidecars over HTTP/2 (a DestinationRule's "
+    "connectionPool.http.h2UpgradePolicy overrides it per service).",
+)
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
     "--observability",

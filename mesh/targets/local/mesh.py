@@ -92,7 +92,9 @@ class LocalMesh:
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
             options=MeshOptions(
-                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+                access_log=self.options.access_log,
+                outbound_traffic_policy=self.options.outbound_traffic_policy,
+                h2_upgrade_policy=self.options.h2_upgrade_policy,
             ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
