@@ -265,9 +265,13 @@ def down_cmd(target_name: str, env: str, state_dir: Path, force: bool) -> None:
     st = target.status()  # a damaged state file raises here (exit 69), naming `--force`
     if not st.running:
         click.echo(f"nothing to stop: {(st.detail or f'the {target.name} mesh is not running').splitlines()[0]}")
-        return
-    target.down()
-    click.echo(f"✔ {target.name} mesh stopped")
+    else:
+        target.down()
+        click.echo(f"✔ {target.name} mesh stopped")
+    leftovers = getattr(target, "remove_leftovers", None)  # what a killed local mesh left (iptables mode)
+    removed = leftovers() if leftovers is not None else []
+    if removed:
+        click.echo(f"✔ removed the pod network of {len(removed)} killed mesh(es): {', '.join(removed)}")
 
 
 @cli.command("status")

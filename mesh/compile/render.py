@@ -72,6 +72,7 @@ def service_manifests(svc: Service) -> list[Manifest]:
             "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": labels},
             "spec": {
                 "selector": {"app": svc.name},
+                **({"clusterIP": "None"} if svc.headless else {}),
                 "ports": [
                     {
                         "name": p.name,
