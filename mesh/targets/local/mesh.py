@@ -92,7 +92,9 @@ class LocalMesh:
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
             options=MeshOptions(
-                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+                access_log=self.options.access_log,
+                outbound_traffic_policy=self.options.outbound_traffic_policy,
+                h2_upgrade_policy=self.options.h2_upgrade_policy,
             ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
@@ -195,6 +197,8 @@ class LocalMesh:
         self.gateway = self.gateways[0]
         for gateway in self.gateways:
             self.registry.add_proxy(gateway)
+        for note in edge_local.per_replica_limits(self.config, self.gateways):
+            self.progress(f"note: {note}")
         self.egress = self._egress_gateway()
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
