@@ -25,6 +25,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from mesh.controlplane.translate import tcp
 from mesh.controlplane.translate.clusters import BLACKHOLE, DEFAULT_CONNECT_TIMEOUT
 from mesh.controlplane.translate.context import PushContext, http_ports
 from mesh.controlplane.translate.listeners import TLS_INSPECTOR, _cors, _fault, _hcm_filter, _router, inbound_listeners
@@ -65,7 +66,12 @@ def mesh_http_ports(push: PushContext) -> list[int]:
 
 
 def capture_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
-    return [virtual_outbound(push), *outbound_port_listeners(push, proxy), virtual_inbound(push, proxy)]
+    return [
+        virtual_outbound(push),
+        *outbound_port_listeners(push, proxy),
+        *tcp.outbound_tcp_listeners(push, proxy),
+        virtual_inbound(push, proxy),
+    ]
 
 
 def virtual_outbound(push: PushContext) -> listener_pb2.Listener:

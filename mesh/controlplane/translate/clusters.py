@@ -14,18 +14,19 @@ from mesh.api.workloads import ServicePort
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
-    http_ports,
     inbound_cluster,
     outbound_cluster,
     outbound_sni,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
 from mesh.controlplane.translate.tls import istio_mutual_upstream
+from mesh.istio.protocol import is_http2, is_http_port, port_protocol
 from mesh.runtime import Proxy
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 BLACKHOLE = "BlackHoleCluster"
+ISTIO_TCP_ALPN = ("istio-peer-exchange", "istio")  # what Istio's mTLS clients offer on TCP ports
 
 _LB = {
     "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
@@ -50,7 +51,7 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
     dr = push.destination_rule(view.fqdn, ns)
     out = []
-    for port in http_ports(view.service):
+    for port in view.service.ports:  # TCP ports too: tcp_proxy reaches them (tcp.py)
         out.append(_outbound(push, view, port, "", ns))
         for subset in dr.subsets if dr else []:
             out.append(_outbound(push, view, port, subset.name, ns))
@@ -70,7 +71,9 @@ def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: s
     _apply_policy(c, tp, port)
     if push.upstream_tls(view, port.number, subset, ns) == "ISTIO_MUTUAL":
         identities = sorted({p.identity for p in view.pods} or {view.service.identity})
-        c.transport_socket.CopyFrom(istio_mutual_upstream(outbound_sni(port.number, subset, view.fqdn), identities))
+        alpn = () if is_http_port(port) else ISTIO_TCP_ALPN  # the TCP mTLS chains inbound match it (tcp.py)
+        sni = outbound_sni(port.number, subset, view.fqdn)
+        c.transport_socket.CopyFrom(istio_mutual_upstream(sni, identities, alpn))
     return c
 
 
@@ -113,13 +116,16 @@ def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) 
             common.idle_timeout.CopyFrom(duration(h.idle_timeout))
     c.circuit_breakers.thresholds.append(t)
 
-    if port.protocol in ("http2", "grpc"):
-        http_opts.explicit_http_config.http2_protocol_options.SetInParent()
+    if not is_http_port(port):
+        pass  # a TCP port's connections are bytes to Envoy: no HTTP protocol options
     else:
-        http_opts.explicit_http_config.http_protocol_options.SetInParent()
-    if common.ByteSize():
-        http_opts.common_http_protocol_options.CopyFrom(common)
-    c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
+        if is_http2(port_protocol(port)):
+            http_opts.explicit_http_config.http2_protocol_options.SetInParent()
+        else:
+            http_opts.explicit_http_config.http_protocol_options.SetInParent()
+        if common.ByteSize():
+            http_opts.common_http_protocol_options.CopyFrom(common)
+        c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
 
     od = tp.outlier_detection
     if od is not None:
@@ -166,8 +172,10 @@ def _inbound(app_ip: str, port: ServicePort, app_socket: str = "") -> cluster_pb
             ],
         ),
     )
+    if not is_http_port(port):
+        return c
     opts = hpo.HttpProtocolOptions()
-    if port.protocol in ("http2", "grpc"):
+    if is_http2(port_protocol(port)):
         opts.explicit_http_config.http2_protocol_options.SetInParent()
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()

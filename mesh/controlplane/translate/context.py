@@ -24,6 +24,7 @@ from mesh.istio import (
     rule_host,
     served_hosts,
 )
+from mesh.istio.protocol import is_http_port
 from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
 
@@ -59,6 +60,8 @@ class MeshOptions:
     # how apps reach their sidecar: HTTP_PROXY (`proxy`), or Istio's transparent capture (`iptables`, capture.py)
     interception: Literal["proxy", "iptables"] = "proxy"
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy
+    # (fqdn, VIP) per service where the target gives services addresses (iptables): TCP listeners are per VIP
+    service_addresses: tuple[tuple[str, str], ...] = ()
 
 
 class PushContext:
@@ -238,4 +241,10 @@ class PushContext:
 
 
 def http_ports(service: Service) -> list[ServicePort]:
-    return [p for p in service.ports if p.protocol in ("http", "http2", "grpc")]
+    """Ports routed by Host and path (Istio's protocol selection: `mesh.istio.protocol`)."""
+    return [p for p in service.ports if is_http_port(p)]
+
+
+def tcp_ports(service: Service) -> list[ServicePort]:
+    """Ports routed as connections (TCP, TLS, HTTPS, databases): `tcp.py`."""
+    return [p for p in service.ports if not is_http_port(p)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
+from mesh.controlplane.translate.context import PushContext, ServiceView, outbound_cluster
 from mesh.runtime import Pod
 
 
@@ -24,7 +24,7 @@ def service_endpoints(push: PushContext, view: ServiceView, ns: str) -> list[end
     subsets: list[tuple[str, dict[str, str]]] = [("", {})]
     subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]
     out = []
-    for port in http_ports(view.service):
+    for port in view.service.ports:
         for subset, labels in subsets:
             lb = [_lb_endpoint(pod, port.number) for pod in push.pods_for(view, labels)]
             out.append(

@@ -34,9 +34,10 @@ def _common(peer_sans: list[str] | None) -> tls_pb2.CommonTlsContext:
     )
 
 
-def istio_mutual_upstream(sni: str, peer_identities: list[str]) -> base_pb2.TransportSocket:
+def istio_mutual_upstream(sni: str, peer_identities: list[str], alpn: tuple[str, ...] = ()) -> base_pb2.TransportSocket:
     """Client side: present our SVID, accept only the destination's service accounts."""
     ctx = tls_pb2.UpstreamTlsContext(common_tls_context=_common(peer_identities), sni=sni)
+    ctx.common_tls_context.alpn_protocols.extend(alpn)
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(ctx))
 
 
