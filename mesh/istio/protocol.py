@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Literal
 
 from mesh.api._base import istio_name
+from mesh.api.config import MeshConfig
 from mesh.api.security import Rule
 from mesh.api.workloads import ServicePort
+from mesh.istio.gateways import binds_mesh
 
 Protocol = Literal["HTTP", "HTTP2", "GRPC", "GRPC-Web", "HTTPS", "TCP", "TLS", "Mongo", "Redis", "MySQL", "UDP"]
 
@@ -117,3 +119,20 @@ def tcp_rule(rule: Rule, action: str) -> Rule | None:
             setattr(f_.source, f, [])
     stripped.when = [c for c in stripped.when if not c.key.startswith(_HTTP_CONDITION_PREFIXES)]
     return stripped
+
+
+def routed_as_connections(config: MeshConfig) -> list[str]:
+    """What in `config` a sidecar must route as connections (TCP-family service ports, mesh-bound tcp/tls
+    routes): the parts an app can only reach through transparent interception, never through HTTP_PROXY."""
+    out = [
+        f"Service {s.namespace}/{s.name} port {p.number} ({port_protocol(p)})"
+        for s in config.services
+        for p in s.ports
+        if not is_http_port(p)
+    ]
+    out += [
+        f"VirtualService {vs.namespace}/{vs.name} ({' and '.join(k for k in ('tcp', 'tls') if getattr(vs, k))} routes)"
+        for vs in config.virtual_services
+        if (vs.tcp or vs.tls) and binds_mesh(vs)
+    ]
+    return out

@@ -151,6 +151,7 @@ class LocalMesh:
         mode, why = interception.choose(opts.interception)
         self.interception = mode
         self.progress(f"interception: {mode} ({why})")
+        interception.check_mode(mode, self.config)
         if mode == "iptables":
             self.capture = CapturedPods()
             self.pilot.options = replace(self.pilot.options, interception="iptables")
@@ -162,6 +163,8 @@ class LocalMesh:
         ]
         if self.capture:
             self.capture.add_pods(pods, self.config.services)
+            vips = tuple(sorted(self.capture.vips.items()))  # TCP listeners are per service address
+            self.pilot.options = replace(self.pilot.options, service_addresses=vips)
         for pod in pods:
             self.registry.add_pod(pod)
         self.gateways = self._gateway_replicas(block, listen)
@@ -358,6 +361,7 @@ class LocalMesh:
     def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
         """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
         self.check_workloads(config)
+        interception.check_mode(cast(interception.Mode, self.interception), config)
         if analyze:
             analysis.check(config, capabilities("local"))
         result = self.pilot.push(config, wait=wait)
