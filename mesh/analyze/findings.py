@@ -165,6 +165,14 @@ _CATALOG = [
         "The target needs a command (local) or an image (kubernetes) for every version.",
     ),
     Message(
+        "MSH0007",
+        "HttpOnlyAuthorizationOnTcp",
+        "Warning",
+        "Rule uses HTTP-only fields ({fields}) but applies to TCP ports {ports}: {effect}",
+        "A TCP connection has no method, path, host or request header. Istio drops an ALLOW rule that names them on "
+        "TCP ports (so it matches nothing: connections are refused) and applies a DENY rule without them.",
+    ),
+    Message(
         "MSH0100",
         "UnsupportedByTarget",
         "Error",

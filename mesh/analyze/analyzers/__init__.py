@@ -9,6 +9,7 @@ from mesh.analyze.analyzers import (
     security,
     sidecars,
     subsets,
+    tcp,
     weights,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "security",
     "sidecars",
     "subsets",
+    "tcp",
     "weights",
 ]
