@@ -85,6 +85,15 @@ def build(
     return cfg
 
 
+def touch(config: MeshConfig, k: int, weight: int) -> MeshConfig:
+    """`config` with service k's VirtualService replaced by one with canary `weight`: one changed object, the rest
+    the same objects (a reconciler applying a one-file change; recompiling every object instead costs ~30 ms more
+    at 1k services, the content digests of ~3,000 new objects)."""
+    one = build(0, touched=k, touched_weight=weight, services=k + 1, proxies=0)
+    vs = next(r for r in one.resources if isinstance(r, VirtualService) and r.name == f"svc-{k:04d}")
+    return MeshConfig(services=config.services, resources=[vs if r.key == vs.key else r for r in config.resources])
+
+
 @dataclass
 class SimulatedMesh:
     pilot: Pilot
@@ -157,7 +166,7 @@ def main() -> None:
 
         one, one_translate = [], []
         for k in range(5):
-            cfg = build(20, touched=k, touched_weight=30 + k)
+            cfg = touch(changed_all, k, 30 + k)
             t0 = time.perf_counter()
             res = pilot.push(cfg, wait=30)
             one.append((time.perf_counter() - t0) * 1000)

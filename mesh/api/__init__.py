@@ -50,7 +50,7 @@ from mesh.api.networking import (
     WarmupConfiguration,
     WorkloadSelector,
 )
-from mesh.api.ratelimit import RateLimit, TokenBucket
+from mesh.api.ratelimit import RateLimit, RateLimitDescriptor, RouteSelector, TokenBucket
 from mesh.api.registry import Endpoint, ServiceEntry, ServiceEntryPort, WorkloadEntry
 from mesh.api.security import (
     AuthorizationPolicy,
@@ -130,10 +130,12 @@ __all__ = [
     "ProviderRef",
     "Rate",
     "RateLimit",
+    "RateLimitDescriptor",
     "RateLimits",
     "RequestAuthentication",
     "Resource",
     "RouteDestination",
+    "RouteSelector",
     "Rule",
     "RuleFrom",
     "RuleTo",

@@ -11,10 +11,15 @@ import click
 from mesh.errors import MeshError
 
 EPILOG = """\b
-Exit codes: 0 ok, 1 simulate: no route matched, 2 usage (also an unknown pod or
-proxy name), 65 malformed input, 69 target unavailable (or a workload change that needs
-`mesh up`), 70 internal error, 75 stale --base-revision, 76 the data plane rejected
-the push or did not confirm it (rolled back), 79 analysis errors.
+Exit codes:
+  0   ok                                    69  target unavailable, or a workload
+  1   simulate: no route matched                change that needs `mesh up`
+  2   usage (also an unknown pod or         70  internal error
+      proxy name)                           75  stale --base-revision
+  64  an unknown --target                   76  the data plane rejected the push or
+  65  malformed input                           did not confirm it (rolled back)
+  79  analysis errors                       80  any other error (the message says)
+`mesh reconcile --help` lists its own (3, 4, 66, 78).
 Set MESH_DEBUG=1 to see tracebacks."""
 
 

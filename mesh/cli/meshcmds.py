@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -17,8 +18,6 @@ from mesh.cli.tables import table
 from mesh.errors import MeshNotRunning, UsageError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from mesh.api.config import MeshConfig
     from mesh.targets.base import ChangeModel, Target, TargetStatus
     from mesh.targets.local.api import MeshDescription
@@ -261,43 +260,59 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
     Example:
       mesh status -o json
     """
+    if target_name == "local":  # read without loading the mesh's modules: `mesh status` answers instantly
+        from mesh.cli.localstatus import StatusClient
+
+        client = StatusClient(state_dir)
+        desc = client.describe()
+        _print_status(desc.get("ingress"), desc.get("revision"), desc, client.proxy_errors(), output)
+        return
     target = _target(target_name, env, state_dir)
     st = target.status()
     if not st.running:
         raise MeshNotRunning(st.detail or f"the {target.name} mesh is not running", hint="start it with `mesh up`")
-    describe = getattr(target, "describe", None)
-    detail: BaseModel = describe() if describe is not None else st
+    errors = [(p.proxy, what, err) for p in target.proxy_status() for what, err in p.errors.items()]
+    _print_status(st.ingress_url, st.revision, st.model_dump(mode="json"), errors, output)
+
+
+def _print_status(
+    ingress: object, revision: object, detail: dict[str, Any], errors: list[tuple[str, str, str]], output: str
+) -> None:
+    """`detail`: the target's own description as JSON (the local mesh's MeshDescription names its processes,
+    edge and ACME credentials). `errors`: (proxy, xDS type, NACK text)."""
     if output == "json":
-        click.echo(detail.model_dump_json(indent=2))
+        click.echo(json.dumps(detail, indent=2, ensure_ascii=False))
         return
-    click.echo(f"ingress:  {st.ingress_url}\nrevision: {st.revision}\n")
-    processes = getattr(detail, "processes", [])
+    click.echo(f"ingress:  {ingress}\nrevision: {revision}\n")
+    processes = detail.get("processes") or []
     if processes:
-        rows = [[p.name, p.kind, str(p.pid), "running" if p.running else "DOWN", str(p.restarts)] for p in processes]
+        rows = [
+            [p["name"], p["kind"], str(p["pid"]), "running" if p["running"] else "DOWN", str(p["restarts"])]
+            for p in processes
+        ]
         click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
     _print_edge_and_acme(detail)
-    for p in target.proxy_status():  # ACKed is not serving: a NACK or a draining proxy is said here too
-        for what, err in p.errors.items():
-            click.echo(f"warning: {p.proxy} {what}: {err}")
+    for proxy, what, err in errors:  # ACKed is not serving: a NACK or a draining proxy is said here too
+        click.echo(f"warning: {proxy} {what}: {err}")
 
 
-def _print_edge_and_acme(detail: BaseModel) -> None:
+def _print_edge_and_acme(detail: dict[str, Any]) -> None:
     """The edge's backends as HAProxy's health checks see them, and each ACME credential's last renewal."""
-    edge = getattr(detail, "edge", None)
-    if edge is not None:
-        click.echo(f"\nedge: {edge.policy} on {', '.join(edge.listeners)}")
-        rows = [[b.name, b.address, b.status, str(b.requests)] for b in edge.backends]
+    edge = detail.get("edge")
+    if edge:
+        click.echo(f"\nedge: {edge['policy']} on {', '.join(edge['listeners'])}")
+        rows = [[b["name"], b["address"], b["status"], str(b["requests"])] for b in edge["backends"]]
         click.echo(table(["BACKEND", "ADDRESS", "STATE", "REQUESTS"], rows))
-    credentials = getattr(detail, "acme", [])
+    credentials = detail.get("acme") or []
     if credentials:
         rows = [
             [
-                c.name,
-                c.issuer,
-                "ready" if c.ready else "NOT READY",
-                c.last_success or "-",
-                c.not_after or "-",
-                c.error or "",
+                c["name"],
+                c["issuer"],
+                "ready" if c["ready"] else "NOT READY",
+                c.get("last_success") or "-",
+                c.get("not_after") or "-",
+                c.get("error") or "",
             ]
             for c in credentials
         ]

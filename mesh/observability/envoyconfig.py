@@ -18,6 +18,8 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.envoyjson import socket_address, static_cluster
+
 TELEMETRY_CLUSTER = "mesh-telemetry"
 ALS = "envoy.access_loggers.http_grpc"
 OTEL = "envoy.tracers.opentelemetry"
@@ -65,6 +67,8 @@ def http_access_log(options: TelemetryOptions, reporter: Reporter) -> accesslog_
             buffer_size_bytes={"value": options.buffer_bytes},
         ),
         additional_request_headers_to_log=["content-type"],  # request_protocol: grpc or http
+        # grpc-status rides in trailers, or in the headers of a trailers-only reply (errors, Envoy's gRPC aborts)
+        additional_response_headers_to_log=["grpc-status"],
         additional_response_trailers_to_log=["grpc-status"],
     )
     return accesslog_pb2.AccessLog(name=ALS, typed_config=_pack(config))
@@ -100,36 +104,9 @@ def instrument(
 
 def bootstrap_additions(options: TelemetryOptions, proxy_ip: str) -> dict[str, Any]:
     """Merged into the bootstrap: the collector's static cluster (HTTP/2 for gRPC) and the upstream bind address."""
-    cluster = {
-        "name": TELEMETRY_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": TELEMETRY_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": options.collector_host,
-                                        "port_value": options.collector_port,
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-    }
+    cluster = static_cluster(
+        TELEMETRY_CLUSTER, socket_address(options.collector_host, options.collector_port), http2=True
+    )
     return {
         "clusters": [cluster],
         "cluster_manager": {

@@ -12,7 +12,6 @@ from mesh.analyze.context import TargetCapabilities
 from mesh.api.envoyfilter import EnvoyFilter
 from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import RequestAuthentication
-from mesh.api.sidecar import Sidecar
 from mesh.api.telemetry import Telemetry
 from mesh.errors import UnknownTarget
 
@@ -48,12 +47,21 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
 }
 # Kinds the local control plane does not translate yet: every top-level field of theirs is reported.
-for _kind in (ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter, RequestAuthentication, Telemetry):
+for _kind in (ServiceEntry, WorkloadEntry, EnvoyFilter, RequestAuthentication, Telemetry):
     for _name, _field in _kind.model_fields.items():
         if _name not in ("name", "namespace", "labels", "annotations"):
             LOCAL_UNSUPPORTED[f"{_kind.kind}.{_field.alias or _name}"] = (
                 f"{_kind.kind} is not translated by the local control plane yet"
             )
+# Sidecar: egress hosts, workloadSelector and outboundTrafficPolicy.mode are translated (mesh/istio/sidecar.py)
+for _path, _why in {
+    "Sidecar.ingress": "Sidecar ingress listeners are not translated locally yet: inbound listeners follow the service's ports",
+    "Sidecar.inboundConnectionPool": "inboundConnectionPool is not translated locally",
+    "Sidecar.egress[].bind": "egress listeners bind where the local data path puts them (the outbound port)",
+    "Sidecar.egress[].captureMode": "the capture mode is chosen per mesh (`mesh up --interception`), not per listener",
+    "Sidecar.outboundTrafficPolicy.egressProxy": "egressProxy is not translated locally",
+}.items():
+    LOCAL_UNSUPPORTED[_path] = _why
 for _path, _why in {
     "Gateway.servers[].defaultEndpoint": "the local gateway does not forward to a default endpoint",
     "Gateway.servers[].tls.caCrl": "certificate revocation lists are not implemented locally",
@@ -74,7 +82,10 @@ for _path, _why in {
     "VirtualService.http[].rewrite.uriRegexRewrite": "regex rewrites are not translated locally yet",
     "VirtualService.http[].retries.retryIgnorePreviousHosts": "retryIgnorePreviousHosts is not translated locally",
     "VirtualService.http[].retries.backoff": "retry backoff is not translated locally",
-    "VirtualService.http[].fault.abort.http2Error": "HTTP/2 error aborts are not translated locally",
+    # Istio's validation rejects it too ("HTTP/2 abort fault injection not supported yet"): Envoy's fault filter
+    # can abort with an HTTP or a gRPC status, or a header's, but has no HTTP/2 error (RST_STREAM code) abort
+    "VirtualService.http[].fault.abort.http2Error": "Envoy cannot abort with an HTTP/2 error (Istio rejects it too): "
+    "use grpcStatus or httpStatus",
     "VirtualService.http[].corsPolicy.allowOrigin": "use allowOrigins (the deprecated allowOrigin is not translated)",
     "VirtualService.http[].corsPolicy.unmatchedPreflights": "unmatchedPreflights is not translated locally",
     "DestinationRule.workloadSelector": "DestinationRule workloadSelector is not implemented locally",
@@ -103,10 +114,6 @@ for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].traff
         "connectionPool.tcp.tcpKeepalive": "TCP keepalive is not translated locally yet",
         "connectionPool.tcp.maxConnectionDuration": "maxConnectionDuration is not translated locally yet",
         "connectionPool.tcp.idleTimeout": "TCP idleTimeout is not translated locally yet",
-        "connectionPool.http.h2UpgradePolicy": "h2UpgradePolicy is not translated locally yet",
-        "connectionPool.http.useClientProtocol": "useClientProtocol is not translated locally yet",
-        "connectionPool.http.maxConcurrentStreams": "maxConcurrentStreams is not translated locally yet",
-        "connectionPool.http.http2KeepAlive": "HTTP/2 keepalive is not translated locally yet",
         "outlierDetection.consecutiveErrors": "use consecutive5xxErrors (the deprecated consecutiveErrors is not translated)",
         "outlierDetection.splitExternalLocalOriginErrors": "local-origin error splitting is not translated locally",
         "outlierDetection.consecutiveLocalOriginFailures": "local-origin error splitting is not translated locally",

@@ -52,21 +52,22 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
 def _per_service(
     cache: PushCache,
     kind: str,
-    ns: str,
+    proxy: Proxy,
     key: Callable[[ServiceView, str], Hashable],
     build: Callable[[PushContext, ServiceView, str], Sequence[Message]],
     extra: Sequence[Resources] = (),
 ) -> Resources:
-    """One namespace's share of a type: per-service parts reused across pushes while their key holds, combined
-    once per push."""
-    push = cache.push
+    """One namespace's share of a type, for the services its Sidecar scope shows: per-service parts reused across
+    pushes while their key holds, combined once per push."""
+    push, ns = cache.push, proxy.namespace
+    scope = push.proxy_scope(proxy)
 
     def make() -> Resources:
-        parts = [cache.cached(key(v, ns), partial(_resources, build, push, v, ns)) for v in push.services.values()]
+        parts = [cache.cached(key(v, ns), partial(_resources, build, push, v, ns)) for v in scope.services.values()]
         parts += extra
         return cache.cached((f"{kind}-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
 
-    return cache.once((kind, ns), make)
+    return cache.once((kind, ns, scope.key), make)
 
 
 def _resources(
@@ -75,13 +76,13 @@ def _resources(
     return Resources.of(build(push, view, ns))
 
 
-def _outbound_clusters(cache: PushCache, ns: str) -> Resources:
+def _outbound_clusters(cache: PushCache, proxy: Proxy) -> Resources:
     hole = cache.cached(("cds-blackhole",), lambda: Resources.of([blackhole()]))
-    return _per_service(cache, "cds", ns, cache.clusters_key, service_clusters, [hole])
+    return _per_service(cache, "cds", proxy, cache.clusters_key, service_clusters, [hole])
 
 
-def _endpoints(cache: PushCache, ns: str) -> Resources:
-    return _per_service(cache, "eds", ns, cache.endpoints_key, service_endpoints)
+def _endpoints(cache: PushCache, proxy: Proxy) -> Resources:
+    return _per_service(cache, "eds", proxy, cache.endpoints_key, service_endpoints)
 
 
 def _sidecar_routes(cache: PushCache, proxy: Proxy) -> Resources:
@@ -115,15 +116,14 @@ def _secrets(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Resources
 def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache: PushCache | None = None) -> Snapshot:
     """One proxy's complete config. `cache` carries reusable pieces across proxies and pushes (a fresh one if None)."""
     cache = cache or PushCache(push)
-    ns = proxy.namespace
     if proxy.kind == "sidecar" and push.options.interception == "iptables":
         return _captured_snapshot(cache, proxy, secrets)
     local = [*inbound_clusters(proxy), *tcp.sni_dnat_clusters(push, proxy)]
-    clusters = Resources.combine(_outbound_clusters(cache, ns), Resources.of(local))
+    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local))
     routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,
-        endpoints=_endpoints(cache, ns),
+        endpoints=_endpoints(cache, proxy),
         listeners=build_listeners(push, proxy),
         routes=routes,
         secrets=_secrets(cache, proxy, secrets),
@@ -133,18 +133,19 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
 def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Snapshot:
     """A sidecar under transparent interception (`capture.py`): virtualOutbound/virtualInbound, per-port route
     tables cut from the shared sidecar routes, passthrough clusters."""
-    push, ns = cache.push, proxy.namespace
+    push = cache.push
     shared = _sidecar_routes(cache, proxy)
     sidecar = next(iter(shared.items.values()))
     assert isinstance(sidecar, RouteConfiguration)
+    policy = push.proxy_scope(proxy).outbound_traffic_policy
     routes = cache.cached(
-        ("rds-capture", shared.version, push.options.outbound_traffic_policy),
-        lambda: Resources.of(capture.capture_routes(push, sidecar)),
+        ("rds-capture", shared.version, policy),
+        lambda: Resources.of(capture.capture_routes(push, sidecar, policy)),
     )
     local = [*capture.passthrough_clusters(), *capture.bind_inbound(inbound_clusters(proxy))]
     return Snapshot.build(
-        clusters=Resources.combine(_outbound_clusters(cache, ns), Resources.of(local)),
-        endpoints=_endpoints(cache, ns),
+        clusters=Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local)),
+        endpoints=_endpoints(cache, proxy),
         listeners=capture.capture_listeners(push, proxy),
         routes=routes,
         secrets=_secrets(cache, proxy, secrets),

@@ -53,9 +53,11 @@ def _tcp_proxy(cluster: str, stat_prefix: str) -> lc.Filter:
     )
 
 
-def unknown_destination(push: PushContext) -> str:
-    """Where a destination the mesh does not know goes: Istio's outboundTrafficPolicy."""
-    return BLACKHOLE if push.options.outbound_traffic_policy == "REGISTRY_ONLY" else PASSTHROUGH
+def unknown_destination(push: PushContext, policy: str | None = None) -> str:
+    """Where a destination the mesh does not know goes: Istio's outboundTrafficPolicy (the proxy's Sidecar's
+    `policy` when given, else meshConfig's)."""
+    policy = policy or push.options.outbound_traffic_policy
+    return BLACKHOLE if policy == "REGISTRY_ONLY" else PASSTHROUGH
 
 
 def mesh_http_ports(push: PushContext) -> list[int]:
@@ -66,16 +68,17 @@ def mesh_http_ports(push: PushContext) -> list[int]:
 
 
 def capture_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
+    policy = push.proxy_scope(proxy).outbound_traffic_policy
     return [
-        virtual_outbound(push),
+        virtual_outbound(push, policy),
         *outbound_port_listeners(push, proxy),
         *tcp.outbound_tcp_listeners(push, proxy),
         virtual_inbound(push, proxy),
     ]
 
 
-def virtual_outbound(push: PushContext) -> listener_pb2.Listener:
-    cluster = unknown_destination(push)
+def virtual_outbound(push: PushContext, policy: str | None = None) -> listener_pb2.Listener:
+    cluster = unknown_destination(push, policy)
     return listener_pb2.Listener(
         name=VIRTUAL_OUTBOUND,
         address=_address("0.0.0.0", OUTBOUND_PORT),
@@ -146,21 +149,23 @@ def virtual_inbound(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
 # --- routes ---------------------------------------------------------------------------------------------------
 
 
-def capture_routes(push: PushContext, sidecar: route_pb2.RouteConfiguration) -> list[route_pb2.RouteConfiguration]:
+def capture_routes(
+    push: PushContext, sidecar: route_pb2.RouteConfiguration, policy: str | None = None
+) -> list[route_pb2.RouteConfiguration]:
     """Route table `<port>` per HTTP port: the sidecar's virtual hosts for that port plus Istio's catch-all."""
     out = []
     for port in mesh_http_ports(push):
         vhosts = [vh for vh in sidecar.virtual_hosts if vh.name.endswith(f":{port}")]
         out.append(
             route_pb2.RouteConfiguration(
-                name=str(port), virtual_hosts=[*vhosts, _catch_all(push)], validate_clusters={"value": False}
+                name=str(port), virtual_hosts=[*vhosts, _catch_all(push, policy)], validate_clusters={"value": False}
             )
         )
     return out
 
 
-def _catch_all(push: PushContext) -> rc.VirtualHost:
-    if unknown_destination(push) == BLACKHOLE:
+def _catch_all(push: PushContext, policy: str | None = None) -> rc.VirtualHost:
+    if unknown_destination(push, policy) == BLACKHOLE:
         return rc.VirtualHost(
             name="block_all",
             domains=["*"],

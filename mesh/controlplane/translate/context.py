@@ -11,10 +11,13 @@ from typing import Any, Literal
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.sidecar import Sidecar
 from mesh.api.workloads import Service, ServicePort
 from mesh.istio import (
     DEFAULT_MTLS_MODE,
     ROOT_NAMESPACE,
+    SidecarScope,
+    applicable_sidecar,
     binds_gateway,
     gateway_hosts,
     mesh_virtual_services,
@@ -25,6 +28,7 @@ from mesh.istio import (
     served_hosts,
 )
 from mesh.istio.protocol import is_http_port
+from mesh.istio.sidecar import route_destinations
 from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
 
@@ -52,6 +56,23 @@ class ServiceView:
 
 
 @dataclass(frozen=True)
+class ProxyScope:
+    """What one sidecar is configured with under its Sidecar resource (`mesh.istio.sidecar`): the services whose
+    clusters and endpoints it gets, the service ports it gets a virtual host for, the VirtualService routing each
+    host, and where unknown destinations go. Proxies with equal `key`s share everything here."""
+
+    scope: SidecarScope
+    services: dict[str, ServiceView]
+    vhost_ports: dict[str, tuple[int, ...]]  # fqdn -> the HTTP ports with a virtual host
+    virtual_services: dict[str, VirtualService]
+    outbound_traffic_policy: str
+
+    @property
+    def key(self) -> tuple[str, str, str] | None:
+        return self.scope.key
+
+
+@dataclass(frozen=True)
 class MeshOptions:
     """Mesh-wide settings (Istio keeps these in meshConfig)."""
 
@@ -62,6 +83,8 @@ class MeshOptions:
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy
     # (fqdn, VIP) per service where the target gives services addresses (iptables): TCP listeners are per VIP
     service_addresses: tuple[tuple[str, str], ...] = ()
+    # meshConfig.h2UpgradePolicy: UPGRADE sends every HTTP/1.1 port's sidecar-to-sidecar traffic over HTTP/2
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 
 
 class PushContext:
@@ -92,6 +115,8 @@ class PushContext:
         self._destination_rules: list[DestinationRule] = sorted(
             kinds["DestinationRule"], key=lambda d: (d.namespace, d.name)
         )
+        self._sidecars: list[Sidecar] = kinds["Sidecar"]
+        self._scopes: dict[tuple[str, str, str] | None, ProxyScope] = {}
         by_service: dict[str, list[Pod]] = defaultdict(list)
         for p in pods:
             by_service[p.fqdn].append(p)
@@ -225,6 +250,39 @@ class PushContext:
 
     def gateways_for(self, proxy: Proxy) -> list[Gateway]:
         return [g for g in self._gateways if g.selector and g.selector.items() <= proxy.labels.items()]
+
+    # --- Sidecar scope --------------------------------------------------------------------------------
+
+    def proxy_scope(self, proxy: Proxy) -> ProxyScope:
+        """The proxy's Sidecar scope (computed once per Sidecar and namespace). Gateways are never scoped."""
+        sidecar = applicable_sidecar(self._sidecars, proxy.namespace, proxy.labels) if proxy.kind == "sidecar" else None
+        scope = SidecarScope.of(sidecar, proxy.namespace)
+        cached = self._scopes.get(scope.key)
+        if cached is None:
+            cached = self._scopes[scope.key] = self._proxy_scope(scope)
+        return cached
+
+    def _proxy_scope(self, scope: SidecarScope) -> ProxyScope:
+        policy = scope.outbound_traffic_policy(self.options.outbound_traffic_policy)
+        routing = {
+            fqdn: next((vs for vs in vss if scope.selects_virtual_service(vs)), None)
+            for fqdn, vss in self.mesh_virtual_services.items()
+        }
+        chosen = {fqdn: vs for fqdn, vs in routing.items() if vs is not None}
+        if scope.unscoped:
+            ports = {f: tuple(p.number for p in http_ports(v.service)) for f, v in self.services.items()}
+            return ProxyScope(scope, self.services, ports, chosen, policy)
+        visible = {
+            f: tuple(p.number for p in http_ports(v.service) if scope.selects_service(v.service.namespace, f, p.number))
+            for f, v in self.services.items()
+        }
+        vhost_ports = {f: ports for f, ports in visible.items() if ports}
+        wanted = set(vhost_ports)
+        for fqdn in vhost_ports:
+            if fqdn in chosen:
+                wanted |= route_destinations(chosen[fqdn])
+        services = {f: v for f, v in self.services.items() if f in wanted}
+        return ProxyScope(scope, services, vhost_ports, {f: chosen[f] for f in vhost_ports if f in chosen}, policy)
 
     # --- authorization --------------------------------------------------------------------------------
 

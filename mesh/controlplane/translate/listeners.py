@@ -58,10 +58,10 @@ def _fault() -> hcm.HttpFilter:
     return hcm.HttpFilter(name=FAULT_FILTER, typed_config=packed(fault_pb2.HTTPFault()))
 
 
-# Istio's default text format, slightly shortened
+# Istio's default text format, slightly shortened, with the gRPC status after the HTTP one ("-" for plain HTTP)
 ACCESS_LOG_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% '
-    '%BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" %UPSTREAM_CLUSTER% '
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %GRPC_STATUS% '
+    '%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" %UPSTREAM_CLUSTER% '
     "%UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS%\n"
 )
 

@@ -29,9 +29,11 @@ from mesh.api.networking import (
     StringMatch,
     VirtualService,
 )
+from mesh.api.ratelimit import ROUTE_RATELIMIT_FILTER
 from mesh.controlplane.translate.clusters import BLACKHOLE
 from mesh.controlplane.translate.context import PushContext, outbound_cluster
 from mesh.controlplane.translate.protos import duration, fraction, packed, u32
+from mesh.controlplane.translate.ratelimit import route_rate_limit
 from mesh.controlplane.translate.retry import retry_policy
 from mesh.istio import FaultShare, destination_port, fault_share, gateway_ref
 from mesh.runtime import Proxy
@@ -92,6 +94,9 @@ def http_route(scope: RouteScope, rule: HTTPRoute, m: HTTPMatchRequest | None, n
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(fault_filter(rule.fault)))
     if rule.cors_policy is not None:
         route.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(rule.cors_policy)))
+    limit = route_rate_limit(scope.push.config, scope.proxy, scope.vs, rule, m)  # a route-scoped RateLimit
+    if limit is not None:
+        route.typed_per_filter_config[ROUTE_RATELIMIT_FILTER].CopyFrom(packed(limit))
     return route
 
 

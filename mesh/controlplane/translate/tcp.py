@@ -28,7 +28,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from mesh.api.networking import Gateway, L4MatchAttributes, RouteDestination, Server, TLSMatchAttributes, VirtualService
 from mesh.api.workloads import ServicePort
 from mesh.controlplane.translate.authz import network_rbac_filters
-from mesh.controlplane.translate.clusters import BLACKHOLE, DEFAULT_CONNECT_TIMEOUT, ISTIO_TCP_ALPN
+from mesh.controlplane.translate.clusters import ALPN_HTTP, BLACKHOLE, DEFAULT_CONNECT_TIMEOUT
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
@@ -114,7 +114,7 @@ def outbound_tcp_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2
     """`<VIP>_<port>` for every TCP-family service port: virtualOutbound's hand-off by original destination."""
     vips = service_addresses(push)
     out = []
-    for view in push.services.values():
+    for view in push.proxy_scope(proxy).services.values():  # what its Sidecar lets it see
         vip = vips.get(view.fqdn)
         if vip is None:
             continue
@@ -193,9 +193,7 @@ def inbound_tcp_chains(push: PushContext, proxy: Proxy, port: ServicePort, mode:
         chains.append(
             lc.FilterChain(
                 name=f"inbound_{port.number}_mtls",
-                filter_chain_match=lc.FilterChainMatch(
-                    transport_protocol="tls", application_protocols=list(ISTIO_TCP_ALPN)
-                ),
+                filter_chain_match=lc.FilterChainMatch(transport_protocol="tls", application_protocols=list(ALPN_HTTP)),
                 transport_socket=istio_mutual_downstream(),
                 filters=filters(),
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
@@ -34,7 +36,7 @@ def _common(peer_sans: list[str] | None) -> tls_pb2.CommonTlsContext:
     )
 
 
-def istio_mutual_upstream(sni: str, peer_identities: list[str], alpn: tuple[str, ...] = ()) -> base_pb2.TransportSocket:
+def istio_mutual_upstream(sni: str, peer_identities: list[str], alpn: Sequence[str] = ()) -> base_pb2.TransportSocket:
     """Client side: present our SVID, accept only the destination's service accounts."""
     ctx = tls_pb2.UpstreamTlsContext(common_tls_context=_common(peer_identities), sni=sni)
     ctx.common_tls_context.alpn_protocols.extend(alpn)

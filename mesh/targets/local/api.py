@@ -14,6 +14,7 @@ from mesh.api.edge import Edge
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.sidecar import Sidecar
 from mesh.api.workloads import Service
 from mesh.controlplane.ca.acme_status import AcmeCredential
 from mesh.dataplane.supervisor import ProcessStatus
@@ -24,7 +25,16 @@ from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
     c.kind: c
-    for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Edge, RateLimit)
+    for c in (
+        Gateway,
+        VirtualService,
+        DestinationRule,
+        PeerAuthentication,
+        AuthorizationPolicy,
+        Edge,
+        RateLimit,
+        Sidecar,
+    )
 }
 
 

@@ -126,6 +126,7 @@ class LocalMesh:
     def _start(self) -> LocalMesh:
         t0 = time.perf_counter()
         opts = self.options
+        opts.check()
         findings = analysis.check(self.config, capabilities("local"))
         for f in findings:
             self.progress(f"  {f}")

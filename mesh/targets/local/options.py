@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.errors import UsageError
 from mesh.observability.stack import ObservabilityOptions
 
 
@@ -36,3 +37,20 @@ class LocalOptions(BaseModel):
     edge: Literal["haproxy"] | None = None  # an HAProxy edge tier on the ingress port, in front of the replicas
     workload_cert_ttl: float = Field(default=24 * 3600.0, ge=2.0)  # seconds (Istio's default: 24h), renewed at half
     ca_dir: Path | None = None  # a plug-in CA: Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, ...)
+
+    def check(self) -> None:
+        """Refuse what would start but not work (before anything starts, so the message is the whole story)."""
+        check_gateway_replicas(self.gateway_replicas, self.edge)
+
+
+def check_gateway_replicas(replicas: int, edge: str | None) -> None:
+    """N gateway replicas need something in front of them: locally only the edge tier spreads the ingress port over
+    replicas on distinct addresses (in a cluster the gateway Service does). Without it replicas 2..N would run,
+    report healthy and never see a request, so the option is refused instead of silently doing nothing."""
+    if replicas > 1 and edge is None:
+        raise UsageError(
+            f"--gateway-replicas {replicas} without --edge: nothing would balance the ingress port over the replicas "
+            f"(only the first would ever receive traffic)",
+            hint=f"add `--edge haproxy` (HAProxy balances the {replicas} replicas with active health checks; "
+            "`apt-get install haproxy`), or run one replica",
+        )

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import spiffe_id
+from mesh.dataplane.procs import process_start
 from mesh.errors import MeshNotRunning, StateCorrupt, TargetError
 from mesh.runtime import GATEWAY_NAMESPACE, GATEWAY_SERVICE_ACCOUNT, SIDECAR_OUTBOUND_PORT
 from mesh.targets.base import ApplyResult, Client, Progress, ProxyStatus, TargetStatus
@@ -28,7 +29,6 @@ from mesh.targets.local.control import (
     ControlClient,
     ControlServer,
     discard_state,
-    process_start,
     read_state,
     state_path,
     write_state,
@@ -75,6 +75,7 @@ class LocalTarget:
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def up(self, config: MeshConfig, progress: Progress | None = None) -> TargetStatus:
+        self.options.check()  # before a detached mesh is started: the error reaches the caller as itself
         state_dir = self.options.state_dir
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         state_dir.chmod(0o700)  # owner-only: the state file, logs, bootstraps and credentials live here

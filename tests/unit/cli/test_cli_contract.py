@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from mesh.compile import build_policies
+from mesh.dataplane.procs import process_start
 from mesh.errors import EXIT_CLI_USAGE
 from mesh.targets.local.api import StateFile
-from mesh.targets.local.control import process_start, write_state
+from mesh.targets.local.control import write_state
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -12,7 +12,9 @@ from mesh.api.config import MeshConfig
 from mesh.controlplane.ca.acme_status import read_status
 from mesh.edge import local
 from mesh.edge.errors import EdgePolicyError
+from mesh.errors import UsageError
 from mesh.runtime import gateway_proxy
+from mesh.targets.local import LocalMesh, LocalOptions
 
 
 def test_default_edge_is_plain_http_on_the_ingress_port_checking_the_admin_readiness() -> None:
@@ -53,3 +55,21 @@ def test_acme_status_reads_last_renewal_and_error(tmp_path: Path) -> None:
         "t1",
         "down",
     )
+
+
+def test_gateway_replicas_without_an_edge_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    """Nothing would balance N replicas locally without the edge: `mesh up` says so and what to do (exit 2), and
+    leaves no state behind (no process started, no state file)."""
+    from click.testing import CliRunner
+
+    from mesh.cli import cli, meshcmds  # noqa: F401  (registers `up`)
+
+    state = tmp_path / "state"
+    r = CliRunner().invoke(cli, ["up", "--gateway-replicas", "3", "--state-dir", str(state)])
+    assert r.exit_code == 2, r.output
+    assert "--gateway-replicas 3 without --edge" in r.output and "--edge haproxy" in r.output
+    assert not (state / "mesh.json").exists() and not (state / "run").exists()
+    LocalOptions(gateway_replicas=3, edge="haproxy").check()  # behind the edge: accepted
+    LocalOptions(gateway_replicas=1).check()
+    with pytest.raises(UsageError, match="nothing would balance"):
+        LocalMesh(MeshConfig(), LocalOptions(state_dir=state, gateway_replicas=2)).start()
