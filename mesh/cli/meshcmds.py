@@ -101,6 +101,28 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="How apps reach their sidecars: HTTP_PROXY (proxy), Istio's transparent capture with a network namespace "
     "per pod (iptables; root), or auto (iptables where possible). `mesh up` prints which it chose and why.",
 )
+@click.option(
+    "--outbound-traffic-policy",
+    default="ALLOW_ANY",
+    show_default=True,
+    type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]),
+    help="meshConfig.outboundTrafficPolicy (iptables mode): where a pod's connection to a destination the mesh does "
+    "not know goes: passed through (ALLOW_ANY) or blocked (REGISTRY_ONLY; ServiceEntries add what may be reached).",
+)
+@click.option(
+    "--dns-proxy/--no-dns-proxy",
+    default=False,
+    show_default=True,
+    help="Istio's DNS proxying (iptables mode; ISTIO_META_DNS_CAPTURE): each sidecar answers its pod's DNS with "
+    "service VIPs and ServiceEntry hosts, instead of per-pod hosts files.",
+)
+@click.option(
+    "--dns-auto-allocate/--no-dns-auto-allocate",
+    default=True,
+    show_default=True,
+    help="With --dns-proxy: ServiceEntries without addresses get one from 240.240.0.0/16 "
+    "(ISTIO_META_DNS_AUTO_ALLOCATE).",
+)
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
     "--observability",

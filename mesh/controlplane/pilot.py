@@ -76,7 +76,9 @@ class Pilot:
 
     def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
         t0 = time.perf_counter()
-        push = PushContext(config, self.registry.pods, options=self.options)
+        entries = self.registry.entries  # services the runtime provides (the egress gateway's)
+        world = MeshConfig(config.services, [*config.resources, *entries]) if entries else config
+        push = PushContext(world, self.registry.pods, options=self.options)
         cache = PushCache(push, self._memo)
         snaps = {p.id: build_snapshot(push, p, self.secrets(push, p), cache) for p in self.registry.proxies}
         self._memo = cache.kept()  # forget what this push no longer needs

@@ -8,6 +8,8 @@ analyzers alike).
 from mesh.istio.constants import (
     DEFAULT_MTLS_MODE,
     DOMAIN_SUFFIX,
+    EGRESS_GATEWAY_LABELS,
+    EGRESS_GATEWAY_NAME,
     INGRESS_GATEWAY_LABELS,
     MESH_GATEWAY,
     ROOT_NAMESPACE,
@@ -38,6 +40,8 @@ from mesh.istio.visibility import export_scope, scopes_overlap
 __all__ = [
     "DEFAULT_MTLS_MODE",
     "DOMAIN_SUFFIX",
+    "EGRESS_GATEWAY_LABELS",
+    "EGRESS_GATEWAY_NAME",
     "INGRESS_GATEWAY_LABELS",
     "MESH_GATEWAY",
     "ROOT_NAMESPACE",

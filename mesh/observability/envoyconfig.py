@@ -102,20 +102,21 @@ def instrument(
     return out
 
 
-def bootstrap_additions(options: TelemetryOptions, proxy_ip: str) -> dict[str, Any]:
-    """Merged into the bootstrap: the collector's static cluster (HTTP/2 for gRPC) and the upstream bind address."""
+def bootstrap_additions(options: TelemetryOptions, proxy_ip: str | None) -> dict[str, Any]:
+    """Merged into the bootstrap: the collector's static cluster (HTTP/2 for gRPC) and, with `proxy_ip`, the upstream
+    bind address (so the callee's access log names this proxy as the caller)."""
     cluster = static_cluster(
         TELEMETRY_CLUSTER, socket_address(options.collector_host, options.collector_port), http2=True
     )
-    return {
-        "clusters": [cluster],
-        "cluster_manager": {
-            "upstream_bind_config": {"source_address": {"address": proxy_ip, "port_value": 0}},
-        },
-    }
+    bind = {"upstream_bind_config": {"source_address": {"address": proxy_ip, "port_value": 0}}} if proxy_ip else {}
+    return {"clusters": [cluster], "cluster_manager": bind}
 
 
-def add_to_bootstrap(bootstrap: dict[str, Any], options: TelemetryOptions | None, proxy_ip: str) -> dict[str, Any]:
+def add_to_bootstrap(
+    bootstrap: dict[str, Any], options: TelemetryOptions | None, proxy_ip: str | None
+) -> dict[str, Any]:
+    """`proxy_ip=None`: no bind (a proxy whose own address cannot reach its upstreams, like a gateway on loopback in
+    front of pods in their own namespaces: the callee then sees the host's bridge address)."""
     if options is None or not (options.metrics or options.tracing):
         return bootstrap
     extra = bootstrap_additions(options, proxy_ip)
@@ -123,7 +124,8 @@ def add_to_bootstrap(bootstrap: dict[str, Any], options: TelemetryOptions | None
     static = dict(out.get("static_resources", {}))
     static["clusters"] = [*static.get("clusters", []), *extra["clusters"]]
     out["static_resources"] = static
-    out["cluster_manager"] = {**out.get("cluster_manager", {}), **extra["cluster_manager"]}
+    if extra["cluster_manager"]:
+        out["cluster_manager"] = {**out.get("cluster_manager", {}), **extra["cluster_manager"]}
     return out
 
 
@@ -143,7 +145,7 @@ def instrument_static(
             for f in chain["filters"]:
                 if f["typed_config"]["@type"].endswith("HttpConnectionManager"):
                     f["typed_config"].update(extra)
-    out["static_resources"]["clusters"] += bootstrap_additions(options, "")["clusters"]
+    out["static_resources"]["clusters"] += bootstrap_additions(options, None)["clusters"]
     return out
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 from mesh.analyze.context import TargetCapabilities
 from mesh.api.envoyfilter import EnvoyFilter
-from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import RequestAuthentication
 from mesh.api.telemetry import Telemetry
 from mesh.errors import UnknownTarget
@@ -47,7 +46,7 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
 }
 # Kinds the local control plane does not translate yet: every top-level field of theirs is reported.
-for _kind in (ServiceEntry, WorkloadEntry, EnvoyFilter, RequestAuthentication, Telemetry):
+for _kind in (EnvoyFilter, RequestAuthentication, Telemetry):
     for _name, _field in _kind.model_fields.items():
         if _name not in ("name", "namespace", "labels", "annotations"):
             LOCAL_UNSUPPORTED[f"{_kind.kind}.{_field.alias or _name}"] = (
@@ -117,13 +116,19 @@ for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].traff
         "outlierDetection.consecutiveErrors": "use consecutive5xxErrors (the deprecated consecutiveErrors is not translated)",
         "outlierDetection.splitExternalLocalOriginErrors": "local-origin error splitting is not translated locally",
         "outlierDetection.consecutiveLocalOriginFailures": "local-origin error splitting is not translated locally",
-        "tls.insecureSkipVerify": "only ISTIO_MUTUAL and DISABLE are implemented locally",
-        "tls.caCrl": "only ISTIO_MUTUAL and DISABLE are implemented locally",
+        "tls.insecureSkipVerify": "insecureSkipVerify is not translated locally (give caCertificates)",
+        "tls.caCrl": "certificate revocation lists are not implemented locally",
     }.items():
         LOCAL_UNSUPPORTED[f"{_scope}.{_f}"] = _why
-for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):
-    for _f in ("clientCertificate", "privateKey", "caCertificates", "credentialName", "subjectAltNames", "sni"):
-        LOCAL_UNSUPPORTED[f"{_scope}.tls.{_f}"] = "only ISTIO_MUTUAL and DISABLE are implemented locally"
+for _path, _why in {  # ServiceEntry and WorkloadEntry: translated (serviceentry.py) but for these
+    "ServiceEntry.endpoints[].network": "there is one network locally",
+    "ServiceEntry.endpoints[].locality": "there are no localities on one machine",
+    "ServiceEntry.endpoints[].weight": "endpoint weights are not translated locally yet",
+    "WorkloadEntry.network": "there is one network locally",
+    "WorkloadEntry.locality": "there are no localities on one machine",
+    "WorkloadEntry.weight": "endpoint weights are not translated locally yet",
+}.items():
+    LOCAL_UNSUPPORTED[_path] = _why
 
 LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
     "Gateway.servers[].port.protocol": _only(
@@ -137,10 +142,10 @@ LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
         else f"condition key {v!r} is not implemented locally (supported: request.headers[...], source.principal, "
         "source.namespace, source.ip, destination.port)"
     ),
+    "ServiceEntry.resolution": _only({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"}, "resolution"),
 }
 for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):
     for _p in ("", ".portLevelSettings[]"):
-        LOCAL_UNSUPPORTED_VALUES[f"{_scope}{_p}.tls.mode"] = _only({"DISABLE", "ISTIO_MUTUAL"}, "client TLS mode")
         LOCAL_UNSUPPORTED_VALUES[f"{_scope}{_p}.loadBalancer.simple"] = _only(
             {"UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"}, "load balancer"
         )

@@ -26,6 +26,12 @@ from mesh.controlplane.translate.endpoints import service_endpoints
 from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
 from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
+from mesh.controlplane.translate.serviceentry import (
+    entry_clusters,
+    entry_endpoints_eds,
+    entry_hosts,
+    origination_credentials,
+)
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 from mesh.istio import server_host_names
 from mesh.runtime import Proxy
@@ -46,6 +52,8 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
     for gw, server in gateway_servers(push, proxy):
         if terminates_tls(server):
             out.setdefault(credential_name(gw, server), tuple(server_host_names(server)))
+    for name, hosts in origination_credentials(push, proxy.namespace):  # DestinationRule SIMPLE/MUTUAL
+        out.setdefault(name, hosts)
     return list(out.items())
 
 
@@ -78,11 +86,16 @@ def _resources(
 
 def _outbound_clusters(cache: PushCache, proxy: Proxy) -> Resources:
     hole = cache.cached(("cds-blackhole",), lambda: Resources.of([blackhole()]))
-    return _per_service(cache, "cds", proxy, cache.clusters_key, service_clusters, [hole])
+    entries = cache.once(
+        ("cds-entries", proxy.namespace), lambda: Resources.of(entry_clusters(cache.push, proxy.namespace))
+    )
+    return _per_service(cache, "cds", proxy, cache.clusters_key, service_clusters, [hole, entries])
 
 
 def _endpoints(cache: PushCache, proxy: Proxy) -> Resources:
-    return _per_service(cache, "eds", proxy, cache.endpoints_key, service_endpoints)
+    ns = proxy.namespace
+    entries = cache.once(("eds-entries", ns), lambda: Resources.of(entry_endpoints_eds(cache.push, ns)))
+    return _per_service(cache, "eds", proxy, cache.endpoints_key, service_endpoints, [entries])
 
 
 def _sidecar_routes(cache: PushCache, proxy: Proxy) -> Resources:
@@ -106,11 +119,21 @@ def _secrets(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Resources
         ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, secrets.root_pem))
     )
     if proxy.kind != "router":
-        return workload
+        origination = _origination_secrets(cache.push, proxy, secrets)
+        return Resources.combine(workload, Resources.of(origination)) if origination else workload
     credentials = [
         m for name, _ in required_credentials(cache.push, proxy) for m in credential_secrets(secrets.credentials[name])
     ]
     return Resources.combine(workload, Resources.of(credentials))
+
+
+def _origination_secrets(push: PushContext, proxy: Proxy, secrets: ProxySecrets) -> list[Message]:
+    """The credentialNames DestinationRules originate TLS with (SIMPLE/MUTUAL), for a proxy that is not a gateway
+    (a gateway's come with its own credentials)."""
+    if proxy.kind == "router":
+        return []
+    names = [name for name, _ in origination_credentials(push, proxy.namespace) if name in secrets.credentials]
+    return [m for name in names for m in credential_secrets(secrets.credentials[name])]
 
 
 def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache: PushCache | None = None) -> Snapshot:
@@ -130,6 +153,16 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     )
 
 
+def _entries_key(cache: PushCache, proxy: Proxy) -> tuple[Hashable, ...]:
+    """What ServiceEntry virtual hosts read beyond the shared routes: the entries, every VirtualService (one may
+    claim an entry host), and who asks (visibility, source labels). Empty without entries."""
+    push = cache.push
+    if not entry_hosts(push):
+        return ()
+    vss = tuple(cache.digest(vs) for vs in push.config.virtual_services)
+    return (cache.world_digest, vss, cache.sidecar_routes_key(proxy))
+
+
 def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Snapshot:
     """A sidecar under transparent interception (`capture.py`): virtualOutbound/virtualInbound, per-port route
     tables cut from the shared sidecar routes, passthrough clusters."""
@@ -139,8 +172,8 @@ def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) ->
     assert isinstance(sidecar, RouteConfiguration)
     policy = push.proxy_scope(proxy).outbound_traffic_policy
     routes = cache.cached(
-        ("rds-capture", shared.version, policy),
-        lambda: Resources.of(capture.capture_routes(push, sidecar, policy)),
+        ("rds-capture", shared.version, policy, *_entries_key(cache, proxy)),
+        lambda: Resources.of(capture.capture_routes(push, sidecar, proxy, policy)),
     )
     local = [*capture.passthrough_clusters(), *capture.bind_inbound(inbound_clusters(proxy))]
     return Snapshot.build(

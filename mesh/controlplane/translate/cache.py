@@ -89,7 +89,8 @@ class PushCache:
     def world_digest(self) -> str:
         """Everything a route may read besides its own VirtualService: services and DestinationRules."""
         h = hashlib.blake2b(digest_size=8)
-        for obj in [*self.push.config.services, *self.push.destination_rules]:
+        entries = [r for r in self.push.config.resources if r.kind in ("ServiceEntry", "WorkloadEntry")]
+        for obj in [*self.push.config.services, *self.push.destination_rules, *entries]:
             h.update(self.digest(obj).encode())
         return h.hexdigest()
 

@@ -28,8 +28,10 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from mesh.controlplane.translate import tcp
 from mesh.controlplane.translate.clusters import BLACKHOLE, DEFAULT_CONNECT_TIMEOUT
 from mesh.controlplane.translate.context import PushContext, http_ports
+from mesh.controlplane.translate.dns import dns_listener
 from mesh.controlplane.translate.listeners import TLS_INSPECTOR, _cors, _fault, _hcm_filter, _router, inbound_listeners
 from mesh.controlplane.translate.protos import ads, duration, packed
+from mesh.controlplane.translate.serviceentry import entry_http_ports, entry_tcp_listeners, entry_vhosts
 from mesh.runtime import Proxy
 
 PASSTHROUGH = "PassthroughCluster"
@@ -61,7 +63,9 @@ def unknown_destination(push: PushContext, policy: str | None = None) -> str:
 
 
 def mesh_http_ports(push: PushContext) -> list[int]:
-    return sorted({p.number for view in push.services.values() for p in http_ports(view.service)})
+    """HTTP ports of services and ServiceEntries: each gets a `0.0.0.0_<port>` listener and route table `<port>`."""
+    services = {p.number for view in push.services.values() for p in http_ports(view.service)}
+    return sorted(services | set(entry_http_ports(push)))
 
 
 # --- listeners ------------------------------------------------------------------------------------------------
@@ -69,12 +73,11 @@ def mesh_http_ports(push: PushContext) -> list[int]:
 
 def capture_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     policy = push.proxy_scope(proxy).outbound_traffic_policy
-    return [
-        virtual_outbound(push, policy),
-        *outbound_port_listeners(push, proxy),
-        *tcp.outbound_tcp_listeners(push, proxy),
-        virtual_inbound(push, proxy),
-    ]
+    http = outbound_port_listeners(push, proxy)
+    services = tcp.outbound_tcp_listeners(push, proxy)  # per VIP: TCP and TLS service ports
+    entries = entry_tcp_listeners(push, proxy, set(mesh_http_ports(push)))
+    dns = [dns_listener(push, proxy)] if push.options.dns_proxy else []
+    return [virtual_outbound(push, policy), *http, *services, *entries, virtual_inbound(push, proxy), *dns]
 
 
 def virtual_outbound(push: PushContext, policy: str | None = None) -> listener_pb2.Listener:
@@ -150,12 +153,14 @@ def virtual_inbound(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
 
 
 def capture_routes(
-    push: PushContext, sidecar: route_pb2.RouteConfiguration, policy: str | None = None
+    push: PushContext, sidecar: route_pb2.RouteConfiguration, proxy: Proxy, policy: str | None = None
 ) -> list[route_pb2.RouteConfiguration]:
-    """Route table `<port>` per HTTP port: the sidecar's virtual hosts for that port plus Istio's catch-all."""
+    """Route table `<port>` per HTTP port: the sidecar's virtual hosts for that port, the ServiceEntry hosts'
+    (`serviceentry.py`), then Istio's catch-all."""
     out = []
     for port in mesh_http_ports(push):
         vhosts = [vh for vh in sidecar.virtual_hosts if vh.name.endswith(f":{port}")]
+        vhosts += entry_vhosts(push, proxy, port)
         out.append(
             route_pb2.RouteConfiguration(
                 name=str(port), virtual_hosts=[*vhosts, _catch_all(push, policy)], validate_clusters={"value": False}

@@ -81,8 +81,12 @@ class MeshOptions:
     # how apps reach their sidecar: HTTP_PROXY (`proxy`), or Istio's transparent capture (`iptables`, capture.py)
     interception: Literal["proxy", "iptables"] = "proxy"
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"  # meshConfig.outboundTrafficPolicy
-    # (fqdn, VIP) per service where the target gives services addresses (iptables): TCP listeners are per VIP
-    service_addresses: tuple[tuple[str, str], ...] = ()
+    # Istio's DNS proxying (ISTIO_META_DNS_CAPTURE, ISTIO_META_DNS_AUTO_ALLOCATE): each sidecar answers its pod's
+    # DNS (`dns.py`) and ServiceEntries without addresses get one from 240.240.0.0/16
+    dns_proxy: bool = False
+    dns_auto_allocate: bool = False
+    service_vips: tuple[tuple[str, str], ...] = ()  # (service fqdn, VIP) the pods' DNS answers with
+    dns_upstream: str = ""  # `ip:port` where the DNS proxy sends names it does not know; "": answer NXDOMAIN
     # meshConfig.h2UpgradePolicy: UPGRADE sends every HTTP/1.1 port's sidecar-to-sidecar traffic over HTTP/2
     h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
 

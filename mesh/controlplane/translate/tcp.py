@@ -107,7 +107,7 @@ def _sidecar_applies(m: L4MatchAttributes | TLSMatchAttributes, proxy: Proxy, po
 
 def service_addresses(push: PushContext) -> dict[str, str]:
     """fqdn -> the service's VIP (the local target allocates them under transparent interception)."""
-    return dict(push.options.service_addresses)
+    return dict(push.options.service_vips)
 
 
 def outbound_tcp_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:

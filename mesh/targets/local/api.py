@@ -13,6 +13,7 @@ from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
+from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
 from mesh.api.sidecar import Sidecar
 from mesh.api.workloads import Service
@@ -36,6 +37,7 @@ KINDS: dict[str, type[Resource]] = {
         Sidecar,
     )
 }
+KINDS.update({c.kind: c for c in (ServiceEntry, WorkloadEntry)})  # the registry entries the local mesh translates
 
 
 class _Model(BaseModel):

@@ -31,10 +31,13 @@ from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.edge import local as edge_local
 from mesh.edge.tier import EdgeTier
 from mesh.errors import MeshError, TargetError, WorkloadChange
+from mesh.istio import EGRESS_GATEWAY_LABELS, EGRESS_GATEWAY_NAME
+from mesh.istio.serviceentries import egress_gateway_entry, egress_gateway_servers
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
 from mesh.observability.stack import ObservabilityOptions, TelemetryStack
 from mesh.runtime import (
+    GATEWAY_NAMESPACE,
     SIDECAR_OUTBOUND_PORT,
     Pod,
     Proxy,
@@ -103,6 +106,7 @@ class LocalMesh:
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
         self.capture: CapturedPods | None = None  # the pod network under --interception iptables
+        self.egress: Proxy | None = None  # the egress gateway, when a Gateway selects one (iptables mode)
         self.interception = "proxy"
 
     @property
@@ -154,7 +158,7 @@ class LocalMesh:
         self.progress(f"interception: {mode} ({why})")
         interception.check_mode(mode, self.config)
         if mode == "iptables":
-            self.capture = CapturedPods()
+            self.capture = CapturedPods(opts.state_dir, dns_proxy=opts.dns_proxy)
             self.pilot.options = replace(self.pilot.options, interception="iptables")
         next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
@@ -164,17 +168,27 @@ class LocalMesh:
         ]
         if self.capture:
             self.capture.add_pods(pods, self.config.services)
-            vips = tuple(sorted(self.capture.vips.items()))  # TCP listeners are per service address
-            self.pilot.options = replace(self.pilot.options, service_addresses=vips)
+            self.pilot.options = replace(
+                self.pilot.options,
+                dns_proxy=opts.dns_proxy,
+                dns_auto_allocate=opts.dns_proxy and opts.dns_auto_allocate,
+                service_vips=tuple(sorted(self.capture.vips.items())),
+                dns_upstream=self.capture.dns_upstream,
+            )
+            if opts.dns_proxy:
+                self.progress("DNS: each sidecar answers its pod's queries (service VIPs, ServiceEntry hosts)")
         for pod in pods:
             self.registry.add_pod(pod)
         self.gateways = self._gateway_replicas(block, listen)
         self.gateway = self.gateways[0]
         for gateway in self.gateways:
             self.registry.add_proxy(gateway)
+        self.egress = self._egress_gateway()
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
-            self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
+            self._start_telemetry(
+                opts.observability, self.capture.telemetry_ip if self.capture else f"127.{block.b}.0.3"
+            )
         self.xds = self.serve_xds()
         if self.capture:  # Envoy runs as the proxy user inside the pods: let it reach xDS and place its admin socket
             self.capture.share(self.private_dir, self.private_dir / "xds.sock")
@@ -185,6 +199,8 @@ class LocalMesh:
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
         specs += [self._envoy_spec(g) for g in self.gateways]
+        if self.egress is not None:
+            specs.append(self._envoy_spec(self.egress))
         if opts.edge is not None:
             try:
                 specs.append(self._edge_spec())
@@ -230,6 +246,32 @@ class LocalMesh:
             on = listen if i == 0 and opts.edge is None else {p: (ip, port) for p, (_, port) in listen.items()}
             out.append(gateway_proxy(ip, on, edge_local.replica_name(i)))
         return out
+
+    def _egress_gateway(self) -> Proxy | None:
+        """Istio's egress gateway, when a Gateway selects it: an Envoy in a namespace of its own on the pod bridge
+        (external hosts see its address), not captured, with its Service in the registry so sidecars route to it."""
+        ports = egress_gateway_servers(self.config.resources)
+        if not ports:
+            return None
+        if self.capture is None:
+            self.progress("egress gateway: not started (it needs --interception iptables: pods reach it by address)")
+            return None
+        ip = self.capture.add_gateway(EGRESS_GATEWAY_NAME, GATEWAY_NAMESPACE)
+        listen = {p.number: (ip, p.number) for p in ports}
+        proxy = Proxy(
+            "router",
+            ip,
+            EGRESS_GATEWAY_NAME,
+            GATEWAY_NAMESPACE,
+            EGRESS_GATEWAY_LABELS,
+            f"{EGRESS_GATEWAY_NAME}-service-account",
+            None,
+            listen,
+        )
+        self.registry.add_proxy(proxy)
+        self.registry.add_entry(egress_gateway_entry(ip, ports, GATEWAY_NAMESPACE))
+        self.progress(f"egress gateway: {ip} (ports {', '.join(str(p.number) for p in ports)})")
+        return proxy
 
     def _edge_spec(self) -> ProcessSpec:
         opts = self.options
@@ -339,13 +381,17 @@ class LocalMesh:
             admin_socket=Path(self.admin_address(proxy).removeprefix("unix:")),
             node_metadata={NodeCredentials.KEY: self.credentials.token(proxy.id)},
         )
-        config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
+        # a gateway outside the pods cannot send from its loopback address over the bridge: it binds nothing there
+        bind = None if self.capture is not None and proxy.pod is None else proxy.ip
+        config = add_to_bootstrap(config, self.pilot.options.telemetry, bind)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = self.admin(proxy)
         argv = envoy.command(path, log_level=self.options.envoy_log_level)
         log_path = self.run_dir / f"envoy-{proxy.name}.log"
         if self.capture is not None and proxy.pod is not None:
             argv = self.capture.envoy_argv(proxy.pod, argv, config, log_path)
+        elif self.capture is not None and proxy is self.egress:  # in its own namespace, as the proxy user
+            argv = self.capture.envoy_argv(proxy.name, argv, config, log_path)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
             argv=argv,

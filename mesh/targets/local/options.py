@@ -31,6 +31,10 @@ class LocalOptions(BaseModel):
     interception: Literal["auto", "proxy", "iptables"] = "proxy"
     # meshConfig.outboundTrafficPolicy: where a captured connection to an unknown destination goes (iptables mode)
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
+    # Istio's DNS proxying (iptables mode): each sidecar answers its pod's DNS (ISTIO_META_DNS_CAPTURE) and
+    # ServiceEntries without addresses get one from 240.240.0.0/16 (ISTIO_META_DNS_AUTO_ALLOCATE)
+    dns_proxy: bool = False
+    dns_auto_allocate: bool = True
     observability: ObservabilityOptions | None = None  # metrics, traces, Prometheus (mesh.observability)
     # the edge and certificates (docs/edge.md)
     gateway_replicas: int = Field(default=1, ge=1, le=16)  # ingress gateway Envoys, each on its own address

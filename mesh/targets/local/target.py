@@ -33,6 +33,7 @@ from mesh.targets.local.control import (
     state_path,
     write_state,
 )
+from mesh.targets.local.interception import remove_stale_networks
 from mesh.targets.local.mesh import LocalMesh
 from mesh.targets.local.options import LocalOptions
 from mesh.targets.traffic import HttpClient
@@ -134,6 +135,12 @@ class LocalTarget:
         raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
 
     def down(self) -> None:
+        try:
+            self._down()
+        finally:  # what a killed mesh of this state dir left behind (iptables mode)
+            remove_stale_networks(self.options.state_dir)
+
+    def _down(self) -> None:
         if self._server is not None or self.mesh is not None:
             self._stop_here()
             return

@@ -49,12 +49,12 @@ def _world(world: World, *extra: Resource) -> World:
     )
     world.pods = [p for p in World(world.config).pods]
     vips = tuple((s.fqdn, f"10.255.0.{i + 1}") for i, s in enumerate(world.config.services))
-    world.push = PushContext(world.config, world.pods, MeshOptions(interception="iptables", service_addresses=vips))
+    world.push = PushContext(world.config, world.pods, MeshOptions(interception="iptables", service_vips=vips))
     return world
 
 
 def _vip(world: World) -> str:
-    return dict(world.push.options.service_addresses)[tcp_echo.fqdn]
+    return dict(world.push.options.service_vips)[tcp_echo.fqdn]
 
 
 def _listeners(world: World, proxy: object) -> dict[str, listener_pb2.Listener]:
