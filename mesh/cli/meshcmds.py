@@ -123,6 +123,14 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="With --dns-proxy: ServiceEntries without addresses get one from 240.240.0.0/16 "
     "(ISTIO_META_DNS_AUTO_ALLOCATE).",
 )
+@click.option(
+    "--h2-upgrade-policy",
+    default="DO_NOT_UPGRADE",
+    show_default=True,
+    type=click.Choice(["DO_NOT_UPGRADE", "UPGRADE"]),
+    help="meshConfig.h2UpgradePolicy: UPGRADE carries HTTP/1.1 ports between sidecars over HTTP/2 (a DestinationRule's "
+    "connectionPool.http.h2UpgradePolicy overrides it per service).",
+)
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
     "--observability",
@@ -265,9 +273,13 @@ def down_cmd(target_name: str, env: str, state_dir: Path, force: bool) -> None:
     st = target.status()  # a damaged state file raises here (exit 69), naming `--force`
     if not st.running:
         click.echo(f"nothing to stop: {(st.detail or f'the {target.name} mesh is not running').splitlines()[0]}")
-        return
-    target.down()
-    click.echo(f"✔ {target.name} mesh stopped")
+    else:
+        target.down()
+        click.echo(f"✔ {target.name} mesh stopped")
+    leftovers = getattr(target, "remove_leftovers", None)  # what a killed local mesh left (iptables mode)
+    removed = leftovers() if leftovers is not None else []
+    if removed:
+        click.echo(f"✔ removed the pod network of {len(removed)} killed mesh(es): {', '.join(removed)}")
 
 
 @cli.command("status")

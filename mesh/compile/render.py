@@ -13,7 +13,7 @@ from mesh.api.workloads import Service, Version
 from mesh.istio.protocol import app_protocol_value
 
 Manifest = dict[str, Any]
-LOCAL_ONLY_KINDS = frozenset({"Edge"})
+LOCAL_ONLY_KINDS = frozenset({"Edge", "Issuer"})  # docs/edge.md: the edge and ACME in a cluster
 
 INJECTION_LABEL = {"istio-injection": "enabled"}
 
@@ -73,6 +73,7 @@ def service_manifests(svc: Service) -> list[Manifest]:
             "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": labels},
             "spec": {
                 "selector": {"app": svc.name},
+                **({"clusterIP": "None"} if svc.headless else {}),
                 "ports": [
                     {
                         "name": p.name,

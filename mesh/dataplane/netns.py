@@ -157,12 +157,13 @@ class PodNetwork:
 
 
 def _start_time(pid: int) -> str:
-    """A process's start time (clock ticks since boot): with the pid it names one process, even after pid reuse."""
+    """A running process's start time (clock ticks since boot): with the pid it names one process, even after pid
+    reuse. "" when it is gone or a zombie (killed, not yet reaped: its network is as orphaned)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    return "" if fields[0] == "Z" else fields[19]
 
 
 def _write_record(path: Path, run_id: str) -> None:
@@ -173,7 +174,7 @@ def _write_record(path: Path, run_id: str) -> None:
 
 def _alive(record: Mapping[str, object]) -> bool:
     pid = record.get("pid")
-    return isinstance(pid, int) and _start_time(pid) not in ("", None) and _start_time(pid) == record.get("started")
+    return isinstance(pid, int) and _start_time(pid) != "" and _start_time(pid) == record.get("started")
 
 
 def remove_stale(records: Path) -> list[str]:

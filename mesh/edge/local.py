@@ -22,6 +22,13 @@ def replica_ip(block: int, index: int) -> str:
     return f"127.{block}.0.1" if index == 0 else f"127.{block}.0.{10 + index}"
 
 
+def replica_listen_ip(block: int, index: int) -> str:
+    """Where replica `index` listens behind the edge: never the gateway's address, which the edge may hold (`mesh up
+    --ingress-host` on it). Envoy and HAProxy both bind with SO_REUSEPORT, so a shared address and port would not
+    fail: the kernel would quietly hand some clients to a replica directly, around the edge's limits and TLS."""
+    return f"127.{block}.0.{10 + index}"
+
+
 def replica_name(index: int) -> str:
     return "istio-ingressgateway" if index == 0 else f"istio-ingressgateway-{index}"
 
@@ -48,9 +55,12 @@ def _http(host: str, port: int) -> EdgeListener:
 
 
 def replicas(gateways: list[Proxy]) -> list[Replica]:
-    """The gateway replicas' plain-HTTP port (gateway port 80), health-checked on their admin port."""
+    """The gateway replicas' plain-HTTP port (gateway port 80), health-checked on their admin port (which Envoy
+    serves on the proxy's own address, not necessarily the one its listeners bind)."""
     return [
-        Replica(name=g.name, host=g.listen[80][0], port=g.listen[80][1], health_port=SIDECAR_ADMIN_PORT)
+        Replica(
+            name=g.name, host=g.listen[80][0], port=g.listen[80][1], health_port=SIDECAR_ADMIN_PORT, health_host=g.ip
+        )
         for g in gateways
     ]
 

@@ -170,29 +170,15 @@ def capture_routes(
 
 
 def _catch_all(push: PushContext, policy: str | None = None) -> rc.VirtualHost:
+    """Istio's last virtual host of each port: `block_all` (502) under REGISTRY_ONLY, else `allow_any`."""
+    route = rc.Route(match=rc.RouteMatch(prefix="/"))
     if unknown_destination(push, policy) == BLACKHOLE:
-        return rc.VirtualHost(
-            name="block_all",
-            domains=["*"],
-            routes=[
-                rc.Route(
-                    name="block_all",
-                    match=rc.RouteMatch(prefix="/"),
-                    direct_response=rc.DirectResponseAction(status=502),
-                )
-            ],
-        )
-    return rc.VirtualHost(
-        name="allow_any",
-        domains=["*"],
-        routes=[
-            rc.Route(
-                name="allow_any",
-                match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0.0)),
-            )
-        ],
-    )
+        route.name = "block_all"
+        route.direct_response.status = 502
+    else:
+        route.name = "allow_any"
+        route.route.CopyFrom(rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0.0)))
+    return rc.VirtualHost(name=route.name, domains=["*"], routes=[route])
 
 
 # --- clusters -------------------------------------------------------------------------------------------------
@@ -209,7 +195,7 @@ def passthrough_clusters() -> list[cluster_pb2.Cluster]:
             connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT),
         )
         if source:
-            c.upstream_bind_config.source_address.CopyFrom(_address(source, 0).socket_address)
+            _bind(c, source)
         out.append(c)
     return out
 
@@ -220,6 +206,10 @@ def bind_inbound(clusters: list[cluster_pb2.Cluster]) -> list[cluster_pb2.Cluste
     for cluster in clusters:
         c = cluster_pb2.Cluster()
         c.CopyFrom(cluster)
-        c.upstream_bind_config.source_address.CopyFrom(_address(INBOUND_SOURCE, 0).socket_address)
+        _bind(c, INBOUND_SOURCE)
         out.append(c)
     return out
+
+
+def _bind(cluster: cluster_pb2.Cluster, source: str) -> None:
+    cluster.upstream_bind_config.source_address.CopyFrom(_address(source, 0).socket_address)

@@ -17,6 +17,7 @@ from mesh.controlplane.translate.context import (
     inbound_cluster,
     outbound_cluster,
     outbound_sni,
+    routes_by_original_destination,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
 from mesh.controlplane.translate.tls import istio_mutual_upstream
@@ -63,14 +64,15 @@ def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[clus
 def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str) -> cluster_pb2.Cluster:
     name = outbound_cluster(port.number, subset, view.fqdn)
     tp = push.traffic_policy(view.fqdn, port.number, subset, ns)
-    c = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()),
-        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT),
-        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-    )
+    c = cluster_pb2.Cluster(name=name, connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT))
     _apply_policy(c, tp, port)
+    if routes_by_original_destination(push, view):
+        c.type = cluster_pb2.Cluster.ORIGINAL_DST  # Istio: a headless service's pods are reached where dialled
+        c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+        c.ClearField("ring_hash_lb_config")
+    else:
+        c.type = cluster_pb2.Cluster.EDS
+        c.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()))
     http_opts = protocol_options(tp, port, push.options.h2_upgrade_policy)
     if is_http_port(port):  # a TCP port's connections are bytes to Envoy: no HTTP protocol options
         c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
@@ -141,6 +143,7 @@ def speaks_h2(opts: hpo.HttpProtocolOptions) -> bool:
 
 
 def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) -> None:
+    c.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     lb = tp.load_balancer
     if lb is not None and lb.simple is not None:
         c.lb_policy = _LB[lb.simple]

@@ -302,6 +302,13 @@ class PushContext:
         return out
 
 
+def routes_by_original_destination(push: PushContext, view: ServiceView) -> bool:
+    """A headless service under transparent interception, as Istio serves it: its clusters are ORIGINAL_DST
+    (the pod the client dialled, by IP) and its virtual hosts also answer `*.<name>` (each pod's own name). In the
+    HTTP_PROXY mode there is no original destination: the service's name is load-balanced like any other."""
+    return view.service.headless and push.options.interception == "iptables"
+
+
 def http_ports(service: Service) -> list[ServicePort]:
     """Ports routed by Host and path (Istio's protocol selection: `mesh.istio.protocol`)."""
     return [p for p in service.ports if is_http_port(p)]

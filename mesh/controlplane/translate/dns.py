@@ -21,7 +21,7 @@ from envoy.extensions.network.dns_resolver.cares.v3 import cares_dns_resolver_pb
 from mesh.controlplane.translate.context import PushContext
 from mesh.controlplane.translate.protos import duration, packed
 from mesh.controlplane.translate.serviceentry import visible_entries
-from mesh.runtime import Proxy
+from mesh.runtime import Proxy, pod_dns_names
 
 DNS_LISTENER = "dns"
 DNS_FILTER = "envoy.filters.udp.dns_filter"
@@ -30,13 +30,25 @@ DNS_PROXY_PORT = 15053  # Istio's agent DNS port
 ANSWER_TTL = 30.0  # seconds, as Istio's DNS proxy answers
 
 
-def name_table(push: PushContext, proxy: Proxy) -> dict[str, str]:
-    """name -> address, as the proxy's DNS answers."""
-    table = dict(push.options.service_vips)
+def name_table(push: PushContext, proxy: Proxy) -> dict[str, list[str]]:
+    """name -> addresses, as the proxy's DNS answers."""
+    table = {name: [vip] for name, vip in push.options.service_vips}
+    table.update(headless_names(push))
     for e in visible_entries(push, proxy.namespace):
         if e.address and not e.host.startswith("*"):
-            table.setdefault(e.host, e.address)
+            table.setdefault(e.host, [e.address])
     return table
+
+
+def headless_names(push: PushContext) -> dict[str, list[str]]:
+    """Istio's entries for a headless service (no VIP): its name -> every pod's address, and each pod's own
+    StatefulSet name (`<pod>.<service>.<namespace>.svc.cluster.local`) -> that pod."""
+    out: dict[str, list[str]] = {}
+    for view in push.services.values():
+        if view.service.headless and view.pods:
+            out[view.fqdn] = sorted(p.ip for p in view.pods)
+            out.update({pod_dns_names(p, p.namespace)[0]: [p.ip] for p in view.pods})
+    return out
 
 
 def dns_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
@@ -45,11 +57,11 @@ def dns_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
             dns_table_pb2.DnsTable.DnsVirtualDomain(
                 name=name,
                 endpoint=dns_table_pb2.DnsTable.DnsEndpoint(
-                    address_list=dns_table_pb2.DnsTable.AddressList(address=[ip])
+                    address_list=dns_table_pb2.DnsTable.AddressList(address=ips)
                 ),
                 answer_ttl=duration(ANSWER_TTL),
             )
-            for name, ip in sorted(name_table(push, proxy).items())
+            for name, ips in sorted(name_table(push, proxy).items())
         ]
     )
     config = dns_filter_pb2.DnsFilterConfig(

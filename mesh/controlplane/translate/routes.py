@@ -9,7 +9,12 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
-from mesh.controlplane.translate.context import PushContext, ServiceView, outbound_cluster
+from mesh.controlplane.translate.context import (
+    PushContext,
+    ServiceView,
+    outbound_cluster,
+    routes_by_original_destination,
+)
 from mesh.controlplane.translate.gateway import gateway_routes
 from mesh.controlplane.translate.protos import duration
 from mesh.controlplane.translate.retry import default_retry_policy
@@ -43,11 +48,13 @@ def sidecar_routes(
     )
 
 
-def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:
+def _domains(view: ServiceView, port: int, client_ns: str, pods_by_name: bool = False) -> list[str]:
     svc = view.service
     names = [view.fqdn, f"{svc.name}.{svc.namespace}.svc", f"{svc.name}.{svc.namespace}"]
     if svc.namespace == client_ns:
         names.append(svc.name)
+    if pods_by_name:  # Istio's wildcard for headless services: `<pod>.<service>...` reaches the same routes
+        names += [f"*.{n}" for n in names]
     out = [f"{n}:{port}" for n in names]
     if port == 80:
         out += names
@@ -63,7 +70,7 @@ def service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int)
         routes = [_default_route(view, port)]
     return rc.VirtualHost(
         name=f"{view.fqdn}:{port}",
-        domains=_domains(view, port, proxy.namespace),
+        domains=_domains(view, port, proxy.namespace, routes_by_original_destination(push, view)),
         routes=routes,
         include_request_attempt_count=True,  # as Istio sets it: upstreams see x-envoy-attempt-count
         # Istio's default retries, once per virtual host instead of on every route (same behaviour: a route's

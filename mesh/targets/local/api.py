@@ -11,6 +11,7 @@ from mesh.analyze.findings import Finding
 from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge
+from mesh.api.issuer import Issuer
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.registry import ServiceEntry, WorkloadEntry
@@ -34,6 +35,7 @@ KINDS: dict[str, type[Resource]] = {
         AuthorizationPolicy,
         Edge,
         RateLimit,
+        Issuer,
         Sidecar,
     )
 }

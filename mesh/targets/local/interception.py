@@ -22,7 +22,7 @@ from mesh.dataplane.iptables import PROXY_UID, CaptureRules, confinement, instal
 from mesh.errors import TargetError
 from mesh.istio import DOMAIN_SUFFIX
 from mesh.istio.protocol import routed_as_connections
-from mesh.runtime import Pod
+from mesh.runtime import Pod, pod_dns_names
 
 log = logging.getLogger("mesh.local")
 RECORDS = "netns-runs"  # under the state dir: one record per run that made a pod network
@@ -69,8 +69,7 @@ class CapturedPods:
 
     def __init__(self, state_dir: Path | None = None, *, dns_proxy: bool = False) -> None:
         records = state_dir / RECORDS if state_dir is not None else None
-        if state_dir is not None:
-            remove_stale_networks(state_dir)
+        self.removed_stale = remove_stale_networks(state_dir) if state_dir is not None else []
         self.net = netns.PodNetwork(netns.free_subnet())
         self.vips: dict[str, str] = {}  # service fqdn -> VIP
         self.dns_proxy = dns_proxy
@@ -107,15 +106,20 @@ class CapturedPods:
 
     def add_pods(self, pods: Iterable[Pod], services: Iterable[Service]) -> None:
         services = sorted(services, key=lambda s: s.fqdn)
+        pods = list(pods)
         for s in services:
-            self.vips[s.fqdn] = self.net.next_vip()
+            if not s.headless:
+                self.vips[s.fqdn] = self.net.next_vip()
         rules = CaptureRules(
             allowed_subnet=str(self.net.subnet),
             blocked=(str(self.net.vip_range),),
             dns_port=DNS_PROXY_PORT if self.dns_proxy else None,
         )
         for pod in pods:
-            hosts = {} if self.dns_proxy else {self.vips[s.fqdn]: _names(s, pod.namespace) for s in services}
+            hosts: dict[str, list[str]] = {}
+            if not self.dns_proxy:
+                hosts = {self.vips[s.fqdn]: _names(s, pod.namespace) for s in services if not s.headless}
+                hosts.update(_headless_names(pods, services, pod.namespace))
             ns = self.net.add_pod(pod.name, pod.ip, hosts, self.resolv_conf(pod.namespace))
             install(ns, rules)
 
@@ -172,6 +176,18 @@ class CapturedPods:
         self.net.destroy()
 
 
+def _headless_names(pods: list[Pod], services: list[Service], client_namespace: str) -> dict[str, list[str]]:
+    """What cluster DNS answers for headless services: each pod's own names, and the service's name for every
+    one of its pods (no VIP: the client connects to a pod, its sidecar routes by that original destination)."""
+    out: dict[str, list[str]] = {}
+    for s in services:
+        if s.headless:
+            for p in pods:
+                if p.service == s.name and p.namespace == s.namespace:
+                    out[p.ip] = [*pod_dns_names(p, client_namespace), *_names(s, client_namespace)]
+    return out
+
+
 def remove_stale_networks(state_dir: Path) -> list[str]:
     """Pod networks (namespaces, bridge) that meshes of this state dir left when they were killed (SIGKILL skips
     `destroy`): removed on the next `mesh up` or `mesh down`. Runs whose mesh process lives are left alone."""
@@ -180,7 +196,7 @@ def remove_stale_networks(state_dir: Path) -> list[str]:
         return []
     stale = netns.remove_stale(records)
     if stale:
-        log.warning("removed the pod networks of killed meshes: %s", ", ".join(f"mb{r}" for r in stale))
+        log.info("removed the pod networks of killed meshes: %s", ", ".join(f"mb{r}" for r in stale))
     return stale
 
 

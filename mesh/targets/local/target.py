@@ -134,13 +134,11 @@ class LocalTarget:
         os.killpg(proc.pid, signal.SIGTERM)  # our own child: its pid cannot have been reused while we hold it
         raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
 
-    def down(self) -> None:
-        try:
-            self._down()
-        finally:  # what a killed mesh of this state dir left behind (iptables mode)
-            remove_stale_networks(self.options.state_dir)
+    def remove_leftovers(self) -> list[str]:
+        """The pod networks (bridge `mb<run>` and its namespaces) that killed meshes of this state dir left."""
+        return [f"mb{run}" for run in remove_stale_networks(self.options.state_dir)]
 
-    def _down(self) -> None:
+    def down(self) -> None:
         if self._server is not None or self.mesh is not None:
             self._stop_here()
             return

@@ -4,14 +4,19 @@ removes it, and leaves alone a run whose mesh still lives and a run recorded for
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from mesh.dataplane import netns
+from mesh.dataplane.addresses import allocate_block
 from mesh.targets.local.interception import RECORDS, remove_stale_networks
+from tests.e2e.local.cli import alive, mesh
 
 pytestmark = pytest.mark.e2e
 
@@ -63,3 +68,42 @@ def test_the_next_mesh_removes_what_a_killed_one_left(tmp_path: Path) -> None:
     finally:
         for net in (dead, live, other):
             net.destroy()
+
+
+def test_mesh_down_after_sigkill_removes_the_pod_network(tmp_path: Path) -> None:
+    """The real thing, from the command line: a detached iptables mesh with DNS proxying is SIGKILLed (nothing of
+    it runs its cleanup), then `mesh down` removes its namespaces, hosts files and bridge."""
+    ok, why = netns.available()
+    if not ok:
+        pytest.fail(f"needs network namespaces: {why} (run as root; apt-get install iproute2 iptables)")
+    host = allocate_block().gateway_ip
+    up = mesh(
+        tmp_path,
+        "up",
+        "--detach",
+        "--env",
+        "dev",
+        "--ingress-host",
+        host,
+        "--interception",
+        "iptables",
+        "--dns-proxy",
+        "--outbound-traffic-policy",
+        "REGISTRY_ONLY",
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = json.loads(mesh(tmp_path, "status", "-o", "json").stdout)
+    namespaces = [p["netns"] for p in status["pods"]]
+    run_id = namespaces[0].removeprefix("msh").split("-")[0]
+    assert all(_exists(ns) for ns in namespaces) and _bridge(f"mb{run_id}")
+    pids = [p["pid"] for p in status["processes"]]
+    os.kill(status["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 15  # its children go with it (parent-death signal)
+    while any(alive(p) for p in [status["pid"], *pids]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+    assert all(_exists(ns) for ns in namespaces) and _bridge(f"mb{run_id}")  # SIGKILL left them
+    down = mesh(tmp_path, "down")
+    assert down.returncode == 0 and f"removed the pod network of 1 killed mesh(es): mb{run_id}" in down.stdout, down
+    assert not any(_exists(ns) for ns in namespaces) and not _bridge(f"mb{run_id}")
+    assert not any((netns.ETC_NETNS / ns).exists() for ns in namespaces)

@@ -40,6 +40,14 @@ def test_replicas_have_distinct_addresses_and_are_checked_on_the_admin_port() ->
     gws = [gateway_proxy(ip, {80: (ip, 8080)}, local.replica_name(i)) for i, ip in enumerate(ips)]
     reps = local.replicas(gws)
     assert [(r.name, r.host, r.port, r.health_port) for r in reps][1] == ("istio-ingressgateway-1", ips[1], 8080, 15000)
+    # behind the edge no replica listens on the gateway's address, which the edge may hold (SO_REUSEPORT would
+    # let both bind it and split clients between them)
+    listen = [local.replica_listen_ip(42, i) for i in range(3)]
+    assert "127.42.0.1" not in listen and len(set(listen)) == 3
+    # the health check asks the admin port on the proxy's own address even where its listeners bind another
+    behind = [gateway_proxy(ip, {80: (at, 8080)}) for ip, at in zip(ips, listen, strict=True)]
+    (first, *_) = local.replicas(behind)
+    assert (first.host, first.health_host) == ("127.42.0.10", "127.42.0.1")
 
 
 def test_acme_status_reads_last_renewal_and_error(tmp_path: Path) -> None:

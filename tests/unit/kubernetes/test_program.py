@@ -550,6 +550,46 @@ def test_the_plug_in_ca_is_istios_cacerts_secret_before_istiod_starts() -> Any:
     return _settled(d, check)
 
 
+# --- headless services and gRPC ports ------------------------------------------------------------------------------
+
+
+def _policies_with(tmp_path: Path, source: str) -> Path:
+    pkg = tmp_path / "pol"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text(source)
+    return pkg
+
+
+HEADLESS_POLICIES = (
+    "from mesh.api import MeshConfig, Service, ServicePort, Version\n"
+    "def build(env):\n"
+    "    app = ['{python}', '-m', 'mesh.sampleapp']\n"
+    "    db = Service(name='db', headless=True, versions=[Version(name='v1', replicas=2, command=app, image='i:1')])\n"
+    "    grpc = Service(name='greeter', ports=[ServicePort(number=9090, name='grpc-echo', protocol='grpc')],\n"
+    "                   versions=[Version(name='v1', command=app, image='i:1')])\n"
+    "    return MeshConfig().add(db, grpc)\n"
+)
+
+
+@pulumi_test
+def test_a_headless_service_reaches_the_engine_without_a_cluster_ip_and_grpc_ports_with_their_app_protocol(
+    tmp_path: Path,
+) -> Any:
+    MONITOR.seen.clear()
+    d = program(DEV, policies_dir=_policies_with(tmp_path, HEADLESS_POLICIES), home=tmp_path)
+
+    def check() -> None:
+        db = MONITOR.seen["service-default-db"].inputs["spec"]
+        greeter = MONITOR.seen["service-default-greeter"].inputs["spec"]
+        assert db["clusterIP"] == "None"
+        assert "clusterIP" not in greeter  # Kubernetes allocates a VIP
+        assert greeter["ports"] == [
+            {"name": "grpc-echo", "port": 9090, "targetPort": 9090, "protocol": "TCP", "appProtocol": "grpc"}
+        ]
+
+    return _settled(d, check)
+
+
 @pulumi_test
 def test_a_route_scoped_rate_limit_reaches_the_engine_as_istios_envoyfilters(tmp_path: Path) -> Any:
     """A RateLimit on one gateway route, bucketed per `x-user`: the engine receives the limit's HTTP_ROUTE patch
