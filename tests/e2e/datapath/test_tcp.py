@@ -41,7 +41,9 @@ from mesh.api import (
     WorkloadSelector,
 )
 from mesh.api import helpers as h
+from mesh.cli.proxyconfig import show
 from mesh.controlplane.ca.authority import CertificateAuthority
+from mesh.controlplane.simulate import explain, simulate
 from mesh.dataplane import netns
 from mesh.harness.stats import assert_sequential_split
 from mesh.harness.under_test import LocalMeshUnderTest
@@ -57,6 +59,7 @@ SECURE_NAMES = ("secure.example", "v2.secure.example")
 TCP_GATEWAY_PORT = 31400
 PASSTHROUGH_PORT = 9443
 AUTO_PASSTHROUGH_PORT = 15443
+ECHO = "tcp-echo.default.svc.cluster.local"
 
 
 def _dest(host: str, subset: str | None = None, port: int | None = None, weight: int | None = None) -> RouteDestination:
@@ -350,3 +353,17 @@ def test_gateway_auto_passthrough_carries_the_callers_mesh_mtls(l4: LocalMeshUnd
     raw = socket.create_connection(_gateway(l4, AUTO_PASSTHROUGH_PORT), timeout=10)
     reply = _exchange(ctx.wrap_socket(raw, server_hostname=sni), "east-west")
     assert reply.startswith("v1 ") and reply.endswith("east-west"), reply
+
+
+def test_proxy_config_shows_where_tcp_listeners_send_connections(l4: LocalMeshUnderTest) -> None:
+    pod = next(p for p in l4.mesh.registry.pods if p.service == "productpage")
+    vip = hosts_file(_ns(l4, "productpage"))["tcp-echo"]
+    listeners = show("listeners", l4.mesh.admin_address(pod), "table")
+    row = next(line for line in listeners.splitlines() if line.startswith(f"{vip}_9000"))
+    assert f"outbound|9000|v1|{ECHO}:80+outbound|9000|v2|{ECHO}:20" in row, row
+
+
+def test_simulate_follows_a_tcp_connection(l4: LocalMeshUnderTest) -> None:
+    lines = explain(simulate(l4.config, "reviews", "tcp://tcp-echo:9000", {}))
+    assert lines[0] == "TCP connection to tcp-echo:9000 from reviews-v1-0.default"
+    assert f"  cluster:      outbound|9000|v2|{ECHO}  (weight 20)" in lines
