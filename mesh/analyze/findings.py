@@ -166,6 +166,14 @@ _CATALOG = [
     ),
     Message(
         "MSH0007",
+        "IneffectiveRateLimit",
+        "Warning",
+        "Route selector ({selector}) {why}",
+        "A route-scoped RateLimit applies to gateway routes its selectors find; one that finds none is usually a "
+        "typo, and Kubernetes can only patch routes whose http rule has a name.",
+    ),
+    Message(
+        "MSH0008",
         "HttpOnlyAuthorizationOnTcp",
         "Warning",
         "Rule uses HTTP-only fields ({fields}) but applies to TCP ports {ports}: {effect}",

@@ -134,7 +134,9 @@ LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
     "Gateway.servers[].port.protocol": _only(
         {"HTTP", "HTTP2", "GRPC", "HTTPS", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"}, "gateway protocol"
     ),
-    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL", "PASSTHROUGH", "AUTO_PASSTHROUGH"}, "gateway TLS mode"),
+    "Gateway.servers[].tls.mode": _only(
+        {"SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "PASSTHROUGH", "AUTO_PASSTHROUGH"}, "gateway TLS mode"
+    ),
     "AuthorizationPolicy.action": _only({"ALLOW", "DENY"}, "action"),
     "AuthorizationPolicy.rules[].when[].key": lambda v: (
         None

@@ -1,4 +1,4 @@
-"""MSH0007: AuthorizationPolicy rules with HTTP-only fields that apply to TCP ports (Istio cannot check them on a
+"""MSH0008: AuthorizationPolicy rules with HTTP-only fields that apply to TCP ports (Istio cannot check them on a
 connection: an ALLOW rule then matches nothing, a DENY rule drops them and denies more)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _rule_ports(rule: Rule) -> set[int] | None:
     return named or None
 
 
-@analyzer("authorization.tcp-http-fields", "HTTP-only authorization fields do not meet TCP ports", ("MSH0007",))
+@analyzer("authorization.tcp-http-fields", "HTTP-only authorization fields do not meet TCP ports", ("MSH0008",))
 def http_fields_on_tcp(ctx: Context) -> Iterator[Finding]:
     for ap in ctx.config.authorization_policies:
         for i, rule in enumerate(ap.rules):
@@ -49,7 +49,7 @@ def http_fields_on_tcp(ctx: Context) -> Iterator[Finding]:
                 else f"this {ap.action} rule matches no connection there"
             )
             yield finding(
-                "MSH0007",
+                "MSH0008",
                 path=f"spec.rules[{i}]",
                 fields=", ".join(fields),
                 ports=", ".join(hit),

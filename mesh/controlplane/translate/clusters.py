@@ -20,7 +20,7 @@ from mesh.controlplane.translate.context import (
     routes_by_original_destination,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
-from mesh.controlplane.translate.tls import istio_mutual_upstream
+from mesh.controlplane.translate.tls import istio_mutual_upstream, origination_tls
 from mesh.istio.protocol import is_http2, is_http_port, port_protocol
 from mesh.runtime import Proxy
 
@@ -52,21 +52,34 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
 
 
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
+    """A sidecar's clusters for a service (ORIGINAL_DST for a headless one under capture)."""
+    return _service_clusters(push, view, ns, routes_by_original_destination(push, view))
+
+
+def gateway_service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
+    """A gateway's: never ORIGINAL_DST, since nothing captures a gateway's connections (Istio gives gateways
+    EDS clusters for headless services too)."""
+    return _service_clusters(push, view, ns, False)
+
+
+def _service_clusters(push: PushContext, view: ServiceView, ns: str, original_dst: bool) -> list[cluster_pb2.Cluster]:
     dr = push.destination_rule(view.fqdn, ns)
     out = []
     for port in view.service.ports:  # TCP ports too: tcp_proxy reaches them (tcp.py)
-        out.append(_outbound(push, view, port, "", ns))
+        out.append(_outbound(push, view, port, "", ns, original_dst))
         for subset in dr.subsets if dr else []:
-            out.append(_outbound(push, view, port, subset.name, ns))
+            out.append(_outbound(push, view, port, subset.name, ns, original_dst))
     return out
 
 
-def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str) -> cluster_pb2.Cluster:
+def _outbound(
+    push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str, original_dst: bool
+) -> cluster_pb2.Cluster:
     name = outbound_cluster(port.number, subset, view.fqdn)
     tp = push.traffic_policy(view.fqdn, port.number, subset, ns)
     c = cluster_pb2.Cluster(name=name, connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT))
     _apply_policy(c, tp, port)
-    if routes_by_original_destination(push, view):
+    if original_dst:
         c.type = cluster_pb2.Cluster.ORIGINAL_DST  # Istio: a headless service's pods are reached where dialled
         c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
         c.ClearField("ring_hash_lb_config")
@@ -76,7 +89,10 @@ def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: s
     http_opts = protocol_options(tp, port, push.options.h2_upgrade_policy)
     if is_http_port(port):  # a TCP port's connections are bytes to Envoy: no HTTP protocol options
         c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
-    if push.upstream_tls(view, port.number, subset, ns) == "ISTIO_MUTUAL":
+    mode = push.upstream_tls(view, port.number, subset, ns)
+    if mode in ("SIMPLE", "MUTUAL") and tp.tls is not None:  # origination the DestinationRule asks for
+        c.transport_socket.CopyFrom(origination_tls(tp.tls, view.fqdn))
+    elif mode == "ISTIO_MUTUAL":
         identities = sorted({p.identity for p in view.pods} or {view.service.identity})
         alpn = ALPN_H2 if is_http_port(port) and speaks_h2(http_opts) else ALPN_HTTP  # TCP chains match it (tcp.py)
         c.transport_socket.CopyFrom(
