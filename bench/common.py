@@ -15,7 +15,8 @@ from typing import Any
 
 import requests
 
-from mesh.dataplane.envoy import envoy_binary, static_cluster
+from mesh.dataplane.envoy import envoy_binary
+from mesh.envoyjson import socket_address, static_cluster
 
 
 def pct(values: list[float], p: float) -> float:
@@ -51,9 +52,7 @@ def static_envoy_config(
     clusters = []
     if upstream:
         route["route"] = {"cluster": "upstream", "timeout": "0s"}
-        clusters.append(
-            static_cluster("upstream", {"socket_address": {"address": upstream[0], "port_value": upstream[1]}})
-        )
+        clusters.append(static_cluster("upstream", socket_address(*upstream)))
     else:
         route["direct_response"] = {"status": 200, "body": {"inline_string": "ok\n"}}
     hcm["route_config"] = {"name": "local", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]}

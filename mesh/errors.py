@@ -1,6 +1,6 @@
 """The exception tree. Every error names the object (file, resource, field) and says what to do next.
 
-MeshError
+MeshError                  an error no more specific class describes (exit 80)
 ├── UsageError             a name on the command line names nothing (an unknown pod or proxy) (exit 2)
 ├── PolicyError            a policy module or YAML document is malformed (exit 65)
 │   └── ImportFailed       YAML that cannot become typed objects
@@ -15,7 +15,13 @@ MeshError
 ├── StaleRevision          an apply was computed against an older revision than the mesh runs (exit 75)
 ├── PushRejected           an Envoy NACKed a push; the previous config keeps serving (exit 76)
 │   └── PushTimedOut       a proxy did not ACK in time; rolled back like a NACK (exit 76)
-└── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
+├── InconsistentSnapshot   translation produced a snapshot with dangling references; it was not published (exit 70)
+└── GitOpsError            the reconciler cannot reach, fetch or render what git says should run
+    ├── SourceError        repo, ref or path missing (exit 66)
+    │   └── UnsafeSource   a transport or option that could run commands (exit 65)
+    ├── RenderFailed       the policies did not load: raised, hung, exited, ran out of memory (exit 65)
+    ├── WebhookMisconfigured  the webhook is on without a secret (exit 78)
+    └── TransientError     the remote or the target is unreachable now; retried with backoff (exit 69)
 """
 
 from __future__ import annotations
@@ -25,13 +31,20 @@ from typing import Any, Protocol
 
 EXIT_CLI_USAGE = 2  # as click's own usage errors: a bad option, or a name that names nothing
 EXIT_NO_ROUTE = 1  # `mesh simulate`: the request matches no route (a valid answer: "no match", as grep exits 1)
+EXIT_DRIFT = 3  # `mesh reconcile --no-heal`: what runs differs from git (an answer, reported and left alone)
+EXIT_VERIFY_FAILED = (
+    4  # `mesh reconcile`: a canary step or the verification failed; the last good config was re-applied
+)
 EXIT_USAGE = 64
 EXIT_BAD_INPUT = 65
+EXIT_NO_INPUT = 66  # sysexits EX_NOINPUT: the policies repository, ref or path is missing
 EXIT_ANALYSIS = 79
 EXIT_TARGET = 69
 EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: a bug in meshops itself, not in the user's policies
 EXIT_CONFLICT = 75  # sysexits EX_TEMPFAIL: the mesh moved on since the apply's base revision; re-run it
 EXIT_REJECTED = 76  # sysexits EX_PROTOCOL: the data plane rejected the push (or never confirmed it); rolled back
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: the reconciler's own configuration is incomplete (a webhook without a secret)
+EXIT_ERROR = 80  # any other MeshError: its message says what; never 1, which is `mesh simulate`'s "no match"
 
 
 class Reportable(Protocol):
@@ -44,7 +57,7 @@ class Reportable(Protocol):
 
 
 class MeshError(Exception):
-    exit_code = 1
+    exit_code = EXIT_ERROR
     hint: str | None = None
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
@@ -159,3 +172,27 @@ class InconsistentSnapshot(MeshError, ValueError):
 
     exit_code = EXIT_INTERNAL
     hint = "this is a translation bug in meshops: the previous config keeps serving; please report it with the policy"
+
+
+class GitOpsError(MeshError):
+    pass
+
+
+class SourceError(GitOpsError):
+    exit_code = EXIT_NO_INPUT
+
+
+class UnsafeSource(SourceError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class RenderFailed(GitOpsError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class WebhookMisconfigured(GitOpsError):
+    exit_code = EXIT_CONFIG
+
+
+class TransientError(GitOpsError):
+    exit_code = EXIT_TARGET

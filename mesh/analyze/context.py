@@ -14,13 +14,16 @@ from mesh.api.networking import DestinationRule, Gateway
 from mesh.api.registry import ServiceEntry
 from mesh.api.workloads import Service, Version
 from mesh.istio import (
+    EGRESS_GATEWAY_LABELS,
     INGRESS_GATEWAY_LABELS,
+    ROOT_NAMESPACE,
     destination_rule_for,
     gateway_key,
     gateway_ref,
     host_matches,
     resolve_host,
 )
+from mesh.istio.serviceentries import egress_gateway_entry, egress_gateway_servers
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,10 @@ class Inventory:
     such as the ingress gateway every target runs or `Pod` objects in the input, and the TLS credentials
     gateways may name (None: unknown here, so not checked)."""
 
-    workloads: tuple[Workload, ...] = (Workload("istio-system", INGRESS_GATEWAY_LABELS),)
+    workloads: tuple[Workload, ...] = (
+        Workload("istio-system", INGRESS_GATEWAY_LABELS),
+        Workload("istio-system", EGRESS_GATEWAY_LABELS),  # started when a Gateway selects it
+    )
     credentials: frozenset[str] | None = None
 
 
@@ -76,9 +82,11 @@ class Context:
     def service_entry(self, host: str, namespace: str) -> ServiceEntry | None:
         """A ServiceEntry that adds `host` to the registry (its hosts may be wildcards)."""
         fqdn = resolve_host(host, namespace)
-        return next(
-            (se for se in self.config.of_kind(ServiceEntry) if any(host_matches(h, fqdn) for h in se.hosts)), None
-        )
+        entries = self.config.of_kind(ServiceEntry)
+        ports = egress_gateway_servers(self.config.resources)
+        if ports:  # the egress gateway's Service, as the runtime registers it
+            entries = [*entries, egress_gateway_entry("0.0.0.0", ports, ROOT_NAMESPACE)]
+        return next((se for se in entries if any(host_matches(h, fqdn) for h in se.hosts)), None)
 
     def service(self, host: str, namespace: str) -> Service | None:
         return self.services.get(resolve_host(host, namespace))

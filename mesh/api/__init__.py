@@ -5,6 +5,7 @@ from mesh.api._base import IstioModel, Resource, SourceLocation, parse_duration
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge, EdgeListener, EdgeTimeouts, EdgeTLS, HealthCheck, Rate, RateLimits
 from mesh.api.envoyfilter import EnvoyConfigObjectMatch, EnvoyConfigObjectPatch, EnvoyFilter, Patch
+from mesh.api.issuer import AcmeIssuerSpec, Issuer
 from mesh.api.networking import (
     Abort,
     ClientTLSSettings,
@@ -50,7 +51,7 @@ from mesh.api.networking import (
     WarmupConfiguration,
     WorkloadSelector,
 )
-from mesh.api.ratelimit import RateLimit, TokenBucket
+from mesh.api.ratelimit import RateLimit, RateLimitDescriptor, RouteSelector, TokenBucket
 from mesh.api.registry import Endpoint, ServiceEntry, ServiceEntryPort, WorkloadEntry
 from mesh.api.security import (
     AuthorizationPolicy,
@@ -74,6 +75,7 @@ from mesh.api.workloads import Service, ServicePort, Version, resolve_host, spif
 __all__ = [
     "Abort",
     "AccessLogging",
+    "AcmeIssuerSpec",
     "AuthorizationPolicy",
     "ClientTLSSettings",
     "Condition",
@@ -107,6 +109,7 @@ __all__ = [
     "HeaderOperations",
     "Headers",
     "HealthCheck",
+    "Issuer",
     "IstioEgressListener",
     "IstioIngressListener",
     "IstioModel",
@@ -130,10 +133,12 @@ __all__ = [
     "ProviderRef",
     "Rate",
     "RateLimit",
+    "RateLimitDescriptor",
     "RateLimits",
     "RequestAuthentication",
     "Resource",
     "RouteDestination",
+    "RouteSelector",
     "Rule",
     "RuleFrom",
     "RuleTo",

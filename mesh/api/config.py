@@ -27,6 +27,7 @@ KIND_ORDER = (
     "Telemetry",
     "Edge",
     "RateLimit",
+    "Issuer",
 )
 
 

@@ -12,7 +12,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from mesh.api._base import INT32_MAX, Int, IstioModel, Resource
-from mesh.api.networking import PolicyTargetReference, WorkloadSelector
+from mesh.api.networking import PolicyTargetReference
+from mesh.api.sidecar import SidecarWorkloadSelector
 
 ApplyTo = Literal[
     "INVALID",
@@ -182,7 +183,8 @@ class EnvoyFilter(Resource):
     api_version: ClassVar[str] = "networking.istio.io/v1alpha3"
     kind: ClassVar[str] = "EnvoyFilter"
 
-    workload_selector: WorkloadSelector | None = None
+    # networking.v1alpha3.WorkloadSelector, as Sidecar's: `labels`, not `matchLabels` (Istio's CRD has no such field)
+    workload_selector: SidecarWorkloadSelector | None = None
     target_refs: list[PolicyTargetReference] = []
     config_patches: list[EnvoyConfigObjectPatch] = []
     priority: Int | None = Field(default=None, ge=-INT32_MAX - 1, le=INT32_MAX)

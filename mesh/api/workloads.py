@@ -60,6 +60,9 @@ class Service(IstioModel):
     service_account: str | None = None
     versions: list[Version] = Field(min_length=1)
     labels: dict[str, str] = {}  # the Kubernetes Service's labels besides `app`
+    # no VIP (Kubernetes `clusterIP: None`): the name resolves to the pods themselves and each pod is addressable as
+    # `<pod>.<service>.<namespace>.svc.cluster.local`, as for a StatefulSet; Istio routes it by original destination
+    headless: bool = False
 
     _source: SourceLocation | None = PrivateAttr(default=None)
 

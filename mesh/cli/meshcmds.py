@@ -17,8 +17,6 @@ from mesh.cli.tables import table
 from mesh.errors import MeshNotRunning, UsageError
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from mesh.api.config import MeshConfig
     from mesh.targets.base import ChangeModel, Target, TargetStatus
     from mesh.targets.local.api import MeshDescription
@@ -102,6 +100,36 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="How apps reach their sidecars: HTTP_PROXY (proxy), Istio's transparent capture with a network namespace "
     "per pod (iptables; root), or auto (iptables where possible). `mesh up` prints which it chose and why.",
 )
+@click.option(
+    "--outbound-traffic-policy",
+    default="ALLOW_ANY",
+    show_default=True,
+    type=click.Choice(["ALLOW_ANY", "REGISTRY_ONLY"]),
+    help="meshConfig.outboundTrafficPolicy (iptables mode): where a pod's connection to a destination the mesh does "
+    "not know goes: passed through (ALLOW_ANY) or blocked (REGISTRY_ONLY; ServiceEntries add what may be reached).",
+)
+@click.option(
+    "--dns-proxy/--no-dns-proxy",
+    default=False,
+    show_default=True,
+    help="Istio's DNS proxying (iptables mode; ISTIO_META_DNS_CAPTURE): each sidecar answers its pod's DNS with "
+    "service VIPs and ServiceEntry hosts, instead of per-pod hosts files.",
+)
+@click.option(
+    "--dns-auto-allocate/--no-dns-auto-allocate",
+    default=True,
+    show_default=True,
+    help="With --dns-proxy: ServiceEntries without addresses get one from 240.240.0.0/16 "
+    "(ISTIO_META_DNS_AUTO_ALLOCATE).",
+)
+@click.option(
+    "--h2-upgrade-policy",
+    default="DO_NOT_UPGRADE",
+    show_default=True,
+    type=click.Choice(["DO_NOT_UPGRADE", "UPGRADE"]),
+    help="meshConfig.h2UpgradePolicy: UPGRADE carries HTTP/1.1 ports between sidecars over HTTP/2 (a DestinationRule's "
+    "connectionPool.http.h2UpgradePolicy overrides it per service).",
+)
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
     "--observability",
@@ -162,6 +190,7 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     status = target.up(config, progress=lambda m: _say(f"  {m}"))
+    _say_elapsed()
     try:
         _print_ready(target, status, config)
         if not foreground:
@@ -174,6 +203,17 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         if foreground:
             target.down()
             _say("stopped; no process left behind.")
+
+
+def _say_elapsed() -> None:
+    """The user's clock: from the command's exec (interpreter start and imports included) to a mesh that serves."""
+    import os
+
+    from mesh.dataplane.procs import process_age
+
+    age = process_age(os.getpid())
+    if age is not None:
+        _say(f"  up {age:.2f}s after `mesh up` started")
 
 
 def _seconds(duration: str) -> float:
@@ -244,9 +284,13 @@ def down_cmd(target_name: str, env: str, state_dir: Path, force: bool) -> None:
     st = target.status()  # a damaged state file raises here (exit 69), naming `--force`
     if not st.running:
         click.echo(f"nothing to stop: {(st.detail or f'the {target.name} mesh is not running').splitlines()[0]}")
-        return
-    target.down()
-    click.echo(f"✔ {target.name} mesh stopped")
+    else:
+        target.down()
+        click.echo(f"✔ {target.name} mesh stopped")
+    leftovers = getattr(target, "remove_leftovers", None)  # what a killed local mesh left (iptables mode)
+    removed = leftovers() if leftovers is not None else []
+    if removed:
+        click.echo(f"✔ removed the pod network of {len(removed)} killed mesh(es): {', '.join(removed)}")
 
 
 @cli.command("status")
@@ -261,47 +305,19 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
     Example:
       mesh status -o json
     """
+    from mesh.cli.localstatus import StatusClient, render
+
+    if target_name == "local":  # read without loading the mesh's modules: `mesh status` answers instantly
+        client = StatusClient(state_dir)
+        desc = client.describe()
+        render(desc.get("ingress"), desc.get("revision"), desc, client.proxy_errors(), output, click.echo)
+        return
     target = _target(target_name, env, state_dir)
     st = target.status()
     if not st.running:
         raise MeshNotRunning(st.detail or f"the {target.name} mesh is not running", hint="start it with `mesh up`")
-    describe = getattr(target, "describe", None)
-    detail: BaseModel = describe() if describe is not None else st
-    if output == "json":
-        click.echo(detail.model_dump_json(indent=2))
-        return
-    click.echo(f"ingress:  {st.ingress_url}\nrevision: {st.revision}\n")
-    processes = getattr(detail, "processes", [])
-    if processes:
-        rows = [[p.name, p.kind, str(p.pid), "running" if p.running else "DOWN", str(p.restarts)] for p in processes]
-        click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
-    _print_edge_and_acme(detail)
-    for p in target.proxy_status():  # ACKed is not serving: a NACK or a draining proxy is said here too
-        for what, err in p.errors.items():
-            click.echo(f"warning: {p.proxy} {what}: {err}")
-
-
-def _print_edge_and_acme(detail: BaseModel) -> None:
-    """The edge's backends as HAProxy's health checks see them, and each ACME credential's last renewal."""
-    edge = getattr(detail, "edge", None)
-    if edge is not None:
-        click.echo(f"\nedge: {edge.policy} on {', '.join(edge.listeners)}")
-        rows = [[b.name, b.address, b.status, str(b.requests)] for b in edge.backends]
-        click.echo(table(["BACKEND", "ADDRESS", "STATE", "REQUESTS"], rows))
-    credentials = getattr(detail, "acme", [])
-    if credentials:
-        rows = [
-            [
-                c.name,
-                c.issuer,
-                "ready" if c.ready else "NOT READY",
-                c.last_success or "-",
-                c.not_after or "-",
-                c.error or "",
-            ]
-            for c in credentials
-        ]
-        click.echo("\n" + table(["ACME CREDENTIAL", "ISSUER", "STATE", "LAST RENEWAL", "EXPIRES", "ERROR"], rows))
+    errors = [(p.proxy, what, err) for p in target.proxy_status() for what, err in p.errors.items()]
+    render(st.ingress_url, st.revision, st.model_dump(mode="json"), errors, output, click.echo)
 
 
 @cli.command("apply")

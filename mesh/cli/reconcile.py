@@ -17,7 +17,15 @@ import click
 
 from mesh.cli import cli
 from mesh.cli.tables import table
-from mesh.errors import TargetError
+from mesh.errors import (
+    EXIT_ANALYSIS,
+    EXIT_BAD_INPUT,
+    EXIT_DRIFT,
+    EXIT_REJECTED,
+    EXIT_TARGET,
+    EXIT_VERIFY_FAILED,
+    TargetError,
+)
 
 # The reconciler (git, HTTP, pydantic models) loads inside the commands that use it, so `mesh --help` stays instant.
 if TYPE_CHECKING:
@@ -33,18 +41,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXITS = """\b
 Exit codes:
   0   applied, unchanged or healed          65  policies do not load / unsafe source
-  1   verification failed: rolled back      66  repository, ref or path missing
-  3   drift reported (--no-heal)            69  target or git remote unreachable
+  3   drift reported (--no-heal)            66  repository, ref or path missing
+  4   verification or canary failed:        69  target or git remote unreachable
+      the last good config re-applied       76  the data plane rejected the push
   78  webhook enabled without a secret      79  analysis errors: nothing applied
+  80  any other error (the message says)
 Set MESH_DEBUG=1 to see tracebacks."""
 
 _RESULT_EXIT = {
-    "failed analysis": 79,
-    "failed render": 65,
-    "failed signature": 65,
-    "rolled back": 1,
-    "failed verification": 1,
-    "failed apply": 1,
+    "failed analysis": EXIT_ANALYSIS,
+    "failed render": EXIT_BAD_INPUT,
+    "failed signature": EXIT_BAD_INPUT,
+    "rolled back": EXIT_VERIFY_FAILED,
+    "failed verification": EXIT_VERIFY_FAILED,
+    "failed apply": EXIT_REJECTED,
 }
 
 
@@ -124,7 +134,7 @@ def _store(state_dir: str) -> StateStore:
 
 
 def _reconciler(kw: dict[str, Any], progress: Callable[[str], None]) -> Reconciler:
-    from mesh.gitops.errors import SourceError
+    from mesh.errors import SourceError
     from mesh.gitops.github import GitHubStatus
     from mesh.gitops.reconciler import Reconciler, Settings
     from mesh.gitops.render import Limits
@@ -161,9 +171,9 @@ def _print_result(r: Result) -> None:
 
 def _exit_for(r: Result) -> int:
     if r.action == "transient":
-        return 69
+        return EXIT_TARGET
     if r.action == "drift":
-        return 3
+        return EXIT_DRIFT
     return _RESULT_EXIT.get(r.outcome or "", 0)
 
 
@@ -216,7 +226,7 @@ def reconcile_group(ctx: click.Context, /, **kw: Any) -> None:
 
 
 def _webhook(kw: dict[str, Any]) -> WebhookConfig | None:
-    from mesh.gitops.errors import WebhookMisconfigured
+    from mesh.errors import WebhookMisconfigured
     from mesh.gitops.triggers import WebhookConfig
 
     if not kw["listen"]:

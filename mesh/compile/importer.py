@@ -13,6 +13,7 @@ from mesh.api._base import Resource
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge
 from mesh.api.envoyfilter import EnvoyFilter
+from mesh.api.issuer import Issuer
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.registry import ServiceEntry, WorkloadEntry
@@ -38,6 +39,7 @@ for _cls, _versions in (
     (Telemetry, ("v1", "v1alpha1")),
     (Edge, ("v1alpha1",)),  # meshops' own kinds (meshops.dev/v1alpha1)
     (RateLimit, ("v1alpha1",)),
+    (Issuer, ("v1alpha1",)),
 ):
     _group = _cls.api_version.split("/")[0]
     for _v in _versions:

@@ -12,7 +12,7 @@ from mesh.api.ratelimit import RateLimit
 from mesh.api.workloads import Service, Version
 
 Manifest = dict[str, Any]
-LOCAL_ONLY_KINDS = frozenset({"Edge"})
+LOCAL_ONLY_KINDS = frozenset({"Edge", "Issuer"})  # docs/edge.md: the edge and ACME in a cluster
 
 INJECTION_LABEL = {"istio-injection": "enabled"}
 
@@ -24,14 +24,16 @@ SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-no
 def render_istio(config: MeshConfig) -> list[Manifest]:
     """The Istio resources, sorted by kind, namespace and name. `Edge` is the local target's only (docs/edge.md says
     why): it renders to nothing here; a `RateLimit` renders to an EnvoyFilter."""
-    from mesh.compile.ratelimit import envoy_filter
+    from mesh.compile.ratelimit import envoy_filter, route_filter
 
     out = []
     for r in config.sorted_resources():
         if isinstance(r, RateLimit):  # Istio has no such kind: the EnvoyFilter its users would write
-            out.append(envoy_filter(r).to_manifest())
+            out.append(envoy_filter(r, config).to_manifest())
         elif r.kind not in LOCAL_ONLY_KINDS:
             out.append(r.to_manifest())
+    if any(r.route_scoped for r in config.of_kind(RateLimit)):
+        out.append(route_filter().to_manifest())  # the one gateway filter the routes' configs enable
     return out
 
 
@@ -70,6 +72,7 @@ def service_manifests(svc: Service) -> list[Manifest]:
             "metadata": {"name": svc.name, "namespace": svc.namespace, "labels": labels},
             "spec": {
                 "selector": {"app": svc.name},
+                **({"clusterIP": "None"} if svc.headless else {}),
                 "ports": [
                     {
                         "name": p.name,

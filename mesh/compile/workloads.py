@@ -46,6 +46,7 @@ SHAPES: dict[str, Shape] = {
         "spec": {
             "selector": _ANY,
             "type": _ANY,
+            "clusterIP": _ANY,
             "ports": [{"name": _ANY, "port": _ANY, "targetPort": _ANY, "protocol": _ANY, "appProtocol": _ANY}],
         },
     },
@@ -178,6 +179,9 @@ def _service(sr: _Reader, group: list[_Reader]) -> Service:
         sr.fail(("spec", "selector"), f"meshops selects a service's pods by app={name} only, not {selector}")
     if spec.get("type", "ClusterIP") != "ClusterIP":
         sr.fail(("spec", "type"), f"type {spec.get('type')!r} is not modelled (only ClusterIP)")
+    cluster_ip = spec.get("clusterIP")
+    if cluster_ip not in (None, "None"):
+        sr.fail(("spec", "clusterIP"), f"a fixed clusterIP {cluster_ip!r} is not modelled: omit it, or None (headless)")
     ports = [_port(sr, i, p) for i, p in enumerate(spec.get("ports") or [])]
     if not ports:
         sr.fail(("spec", "ports"), "a mesh service needs at least one port")
@@ -203,6 +207,7 @@ def _service(sr: _Reader, group: list[_Reader]) -> Service:
             service_account=account,
             versions=list(versions.values()),
             labels=labels,
+            headless=cluster_ip == "None",
         ).located(sr.doc.where())
     except ValidationError as e:
         first = e.errors()[0]

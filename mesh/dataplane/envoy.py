@@ -7,15 +7,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mesh.dataplane.unixhttp import UnixHTTPConnection as UnixHTTPConnection  # also imported from here
+from mesh.envoyjson import OWNER_ONLY, pipe_address, socket_address, static_cluster
 from mesh.runtime import SIDECAR_ADMIN_PORT, Proxy
 
-OWNER_ONLY = 0o600
 # what the TCP admin port still answers once admin itself is on an owner-only socket: readiness, Prometheus' scrape
 # (Istio's 15090) and route tables (the dashboard); exact `:path` matches, so no other query reaches admin
 READ_ONLY_ADMIN_PATHS = ("/ready", "/stats/prometheus", "/config_dump?resource=dynamic_route_configs")
@@ -40,26 +40,7 @@ def envoy_binary() -> str:
 
 
 def _address(host: str, port: int, pipe: Path | None = None) -> dict[str, Any]:
-    if pipe is not None:
-        return {"pipe": {"path": str(pipe), "mode": OWNER_ONLY}}
-    return {"socket_address": {"address": host, "port_value": port}}
-
-
-def static_cluster(name: str, address: dict[str, Any], *, http2: bool = False) -> dict[str, Any]:
-    """A bootstrap cluster with one fixed endpoint (HTTP/2 for gRPC services: ADS, access logs, OTLP)."""
-    cluster: dict[str, Any] = {"name": name, "type": "STATIC", "connect_timeout": "1s"}
-    if http2:
-        cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        }
-    cluster["load_assignment"] = {
-        "cluster_name": name,
-        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
-    }
-    return cluster
+    return socket_address(host, port) if pipe is None else pipe_address(pipe)
 
 
 def bootstrap(
@@ -124,17 +105,7 @@ def bootstrap(
 def _read_only_admin(config: dict[str, Any], ip: str, port: int, admin_socket: Path) -> None:
     """A listener on the old admin port that forwards only `READ_ONLY_ADMIN_PATHS` (GET) to the admin socket."""
     static = config["static_resources"]
-    static["clusters"].append(
-        {
-            "name": "admin-socket",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {
-                "cluster_name": "admin-socket",
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address("", 0, admin_socket)}}]}],
-            },
-        }
-    )
+    static["clusters"].append(static_cluster("admin-socket", pipe_address(admin_socket)))
     routes: list[dict[str, Any]] = [
         {
             "match": {
@@ -211,24 +182,6 @@ def write_bootstrap(path: Path, config: dict[str, Any]) -> Path:
 
 class AdminError(OSError):
     """Envoy's admin did not answer, or answered with an error status."""
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over a Unix socket (Envoy's admin pipe, the local mesh's control API)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 class Admin:

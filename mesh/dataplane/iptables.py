@@ -2,7 +2,8 @@
 
 nat: inbound TCP -> the sidecar's 15006 (except excluded ports), outbound TCP -> 15001, the proxy's own traffic
 (its UID and GID) left alone, except the proxy talking to its own pod over loopback, which is inbound again;
-`127.0.0.6` is the source the proxy uses to reach its app, never redirected.
+`127.0.0.6` is the source the proxy uses to reach its app, never redirected. With DNS proxying the app's UDP
+port-53 queries go to the proxy's DNS listener (15053); the proxy's own lookups are left alone.
 
 filter (ours, not Istio's): traffic that escaped capture may only go to the mesh's own subnet, and never to a
 service VIP (a VIP answers only through a sidecar), so nothing a pod sends leaves the namespaces the mesh made.
@@ -30,6 +31,7 @@ class CaptureRules:
     excluded_inbound: tuple[int, ...] = EXCLUDED_INBOUND_PORTS
     allowed_subnet: str = ""  # where uncaptured traffic may go (the pod subnet); empty: anywhere
     blocked: tuple[str, ...] = ()  # never reached uncaptured (service VIPs)
+    dns_port: int | None = None  # DNS proxying: the app's UDP port-53 queries go to the sidecar's DNS (15053)
 
     def nat(self) -> list[str]:
         uid = str(self.proxy_uid)
@@ -42,6 +44,14 @@ class CaptureRules:
             "-A PREROUTING -p tcp -j ISTIO_INBOUND",
             "-A OUTPUT -p tcp -j ISTIO_OUTPUT",
         ]
+        if self.dns_port is not None:  # Istio's DNS capture: the proxy's own lookups go out, the app's to the proxy
+            out[1:1] = [":ISTIO_OUTPUT_DNS - [0:0]"]
+            out += [
+                "-A OUTPUT -p udp --dport 53 -j ISTIO_OUTPUT_DNS",
+                f"-A ISTIO_OUTPUT_DNS -p udp --dport 53 -m owner --uid-owner {uid} -j RETURN",
+                f"-A ISTIO_OUTPUT_DNS -p udp --dport 53 -m owner --gid-owner {uid} -j RETURN",
+                f"-A ISTIO_OUTPUT_DNS -p udp --dport 53 -j REDIRECT --to-ports {self.dns_port}",
+            ]
         out += [f"-A ISTIO_INBOUND -p tcp --dport {p} -j RETURN" for p in self.excluded_inbound]
         out += [
             "-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT",
@@ -70,11 +80,17 @@ class CaptureRules:
         return "\n".join([*self.nat(), *self.filter()]) + "\n"
 
 
-def install(ns: str, rules: CaptureRules) -> None:
+def confinement(allowed_subnet: str) -> str:
+    """A namespace that is not captured (a gateway's, a test host's) may still only reach the mesh's subnet."""
+    lines = ["*filter", "-A OUTPUT -o lo -j ACCEPT", f"-A OUTPUT -d {allowed_subnet} -j ACCEPT", "-A OUTPUT -j REJECT"]
+    return "\n".join([*lines, "COMMIT"]) + "\n"
+
+
+def install(ns: str, rules: CaptureRules | str) -> None:
     """Load `rules` into namespace `ns` (its tables start empty: namespaces share no rules with the host)."""
     from mesh.dataplane.netns import run
 
-    run("iptables-restore", netns=ns, stdin=rules.restore_input())
+    run("iptables-restore", netns=ns, stdin=rules if isinstance(rules, str) else rules.restore_input())
 
 
 def listed(ns: str, tables: Iterable[str] = ("nat", "filter")) -> str:

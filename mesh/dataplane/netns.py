@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import json
 import os
 import random
 import secrets
@@ -79,6 +80,7 @@ class PodNetwork:
     _next_pod: int = 1
     _next_vip: int = 1
     _bridge_up: bool = False
+    _record: Path | None = None
 
     @property
     def bridge(self) -> str:
@@ -105,14 +107,20 @@ class PodNetwork:
         self._next_vip += 1
         return str(self.vip_range.network_address + k)
 
-    def create_bridge(self) -> None:
+    def create_bridge(self, records: Path | None = None) -> None:
+        """The run's bridge; `records` (a directory in the state dir) remembers the run until `destroy`, so a later
+        mesh can remove what a killed one left behind (`remove_stale`)."""
+        if records is not None:
+            self._record = records / f"{self.run_id}.json"
+            _write_record(self._record, self.run_id)
         run("ip", "link", "add", self.bridge, "type", "bridge")
         self._bridge_up = True
         run("ip", "addr", "add", f"{self.host_ip}/{self.subnet.prefixlen}", "dev", self.bridge)
         run("ip", "link", "set", self.bridge, "up")
 
-    def add_pod(self, pod: str, ip: str, hosts: Mapping[str, list[str]]) -> str:
-        """A namespace for `pod` with `ip` on eth0 (default route via the host) and a hosts file of its own."""
+    def add_pod(self, pod: str, ip: str, hosts: Mapping[str, list[str]], resolv: str | None = None) -> str:
+        """A namespace for `pod` with `ip` on eth0 (default route via the host), a hosts file of its own and, given
+        `resolv`, its own resolv.conf."""
         k = len(self.namespaces) + 1
         ns = f"msh{self.run_id}-{k}"
         host_if = f"mv{self.run_id}-{k}"
@@ -122,6 +130,8 @@ class PodNetwork:
         etc.mkdir(parents=True, exist_ok=True)
         lines = ["127.0.0.1 localhost", f"{ip} {pod}"] + [f"{vip} {' '.join(names)}" for vip, names in hosts.items()]
         (etc / "hosts").write_text("\n".join(lines) + "\n")
+        if resolv is not None:
+            (etc / "resolv.conf").write_text(resolv)
         run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
         run("ip", "link", "set", host_if, "master", self.bridge, "up")
         run("ip", "link", "set", "lo", "up", netns=ns)
@@ -139,6 +149,56 @@ class PodNetwork:
         if self._bridge_up:
             subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True, check=False)
             self._bridge_up = False
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
+            self._record = None
+
+
+# --- runs a killed mesh left behind ----------------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str:
+    """A running process's start time (clock ticks since boot): with the pid it names one process, even after pid
+    reuse. "" when it is gone or a zombie (killed, not yet reaped: its network is as orphaned)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] == "Z" else fields[19]
+
+
+def _write_record(path: Path, run_id: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    pid = os.getpid()
+    path.write_text(json.dumps({"run": run_id, "pid": pid, "started": _start_time(pid), "uid": os.getuid()}))
+
+
+def _alive(record: Mapping[str, object]) -> bool:
+    pid = record.get("pid")
+    return isinstance(pid, int) and _start_time(pid) != "" and _start_time(pid) == record.get("started")
+
+
+def remove_stale(records: Path) -> list[str]:
+    """Remove the namespaces, hosts files and bridge of every run recorded in `records` whose mesh process is gone
+    (SIGKILL leaves them): only runs this state dir recorded for this user, never a live one. Returns their ids."""
+    removed = []
+    for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        run_id = str(record.get("run", ""))
+        if not run_id.isalnum() or record.get("uid") != os.getuid() or _alive(record):
+            continue
+        names = [p.name for p in NETNS_DIR.glob(f"msh{run_id}-*")] if NETNS_DIR.is_dir() else []
+        for ns in names:
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, check=False)
+        for etc in ETC_NETNS.glob(f"msh{run_id}-*") if ETC_NETNS.is_dir() else []:
+            shutil.rmtree(etc, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", f"mb{run_id}"], capture_output=True, check=False)
+        path.unlink(missing_ok=True)
+        removed.append(run_id)
+    return removed
 
 
 def exec_argv(ns: str, argv: list[str], uid: int | None = None) -> list[str]:

@@ -26,6 +26,7 @@ class Replica:
     host: str
     port: int
     health_port: int | None = None  # where the health check asks; the traffic port when None
+    health_host: str | None = None  # the address it asks there; the traffic address when None
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,8 @@ def _backend(edge: Edge, replicas: list[Replica]) -> list[str]:
     for r in replicas:
         server = f"    server {r.name} {r.host}:{r.port} check"
         port = hc.port or r.health_port
+        if r.health_host is not None and r.health_host != r.host:
+            server += f" addr {r.health_host}"
         if port is not None and port != r.port:
             server += f" port {port}"
         if edge.forward == "proxy-protocol":

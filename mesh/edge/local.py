@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge, EdgeListener
+from mesh.api.ratelimit import RateLimit
 from mesh.edge.config import BACKEND, Replica
 from mesh.edge.errors import EdgePolicyError
 from mesh.edge.haproxy import Runtime
@@ -20,6 +21,13 @@ LOCAL_READINESS_PATH = "/ready"
 def replica_ip(block: int, index: int) -> str:
     """Replica 0 keeps the gateway's address; the others sit in the same /16 (127.B.0.11 and up)."""
     return f"127.{block}.0.1" if index == 0 else f"127.{block}.0.{10 + index}"
+
+
+def replica_listen_ip(block: int, index: int) -> str:
+    """Where replica `index` listens behind the edge: never the gateway's address, which the edge may hold (`mesh up
+    --ingress-host` on it). Envoy and HAProxy both bind with SO_REUSEPORT, so a shared address and port would not
+    fail: the kernel would quietly hand some clients to a replica directly, around the edge's limits and TLS."""
+    return f"127.{block}.0.{10 + index}"
 
 
 def replica_name(index: int) -> str:
@@ -43,14 +51,32 @@ def edge_policy(config: MeshConfig, host: str, port: int) -> Edge:
     return edge
 
 
+def per_replica_limits(config: MeshConfig, gateways: list[Proxy]) -> list[str]:
+    """A note for each RateLimit that selects gateway replicas when there are several: Envoy's buckets are per proxy,
+    so N replicas admit N times the rate (the edge's stick tables are the global limit)."""
+    from mesh.controlplane.translate.ratelimit import selects  # the control plane's own scoping rule
+
+    if len(gateways) < 2:
+        return []
+    return [
+        f"{r.kind} {r.namespace}/{r.name}: each of the {len(gateways)} gateway replicas has its own bucket, so up to "
+        f"{len(gateways)}x its rate is admitted (Edge.rate_limits counts across replicas; docs/edge.md)"
+        for r in config.of_kind(RateLimit)
+        if selects(r, gateways[0])
+    ]
+
+
 def _http(host: str, port: int) -> EdgeListener:
     return EdgeListener(name="http", port=port, address=host)
 
 
 def replicas(gateways: list[Proxy]) -> list[Replica]:
-    """The gateway replicas' plain-HTTP port (gateway port 80), health-checked on their admin port."""
+    """The gateway replicas' plain-HTTP port (gateway port 80), health-checked on their admin port (which Envoy
+    serves on the proxy's own address, not necessarily the one its listeners bind)."""
     return [
-        Replica(name=g.name, host=g.listen[80][0], port=g.listen[80][1], health_port=SIDECAR_ADMIN_PORT)
+        Replica(
+            name=g.name, host=g.listen[80][0], port=g.listen[80][1], health_port=SIDECAR_ADMIN_PORT, health_host=g.ip
+        )
         for g in gateways
     ]
 

@@ -23,6 +23,7 @@ import requests
 from mesh.dataplane import envoy
 from mesh.dataplane.supervisor import ProcessSpec, Supervisor
 from mesh.edge.config import Replica
+from mesh.envoyjson import socket_address, static_cluster
 
 HEALTH_PATH = "/healthz/ready"
 
@@ -123,13 +124,7 @@ def gateway_bootstrap(ip: str, port: int, admin_port: int, upstream: tuple[str, 
                     ],
                 }
             ],
-            "clusters": []
-            if upstream is None
-            else [
-                envoy.static_cluster(
-                    "upstream", {"socket_address": {"address": upstream[0], "port_value": upstream[1]}}
-                )
-            ],
+            "clusters": [] if upstream is None else [static_cluster("upstream", socket_address(*upstream))],
         },
     }
 

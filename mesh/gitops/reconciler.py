@@ -24,8 +24,15 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from mesh.analyze import analyze, errors
 from mesh.api.config import MeshConfig
 from mesh.compile.diff import diff_configs
-from mesh.errors import AnalysisFailed, PushRejected, TargetError
-from mesh.gitops.errors import GitOpsError, RenderFailed, SourceError, TransientError
+from mesh.errors import (
+    AnalysisFailed,
+    PolicyError,
+    PushRejected,
+    RenderFailed,
+    SourceError,
+    TargetError,
+    TransientError,
+)
 from mesh.gitops.github import GitHubStatus
 from mesh.gitops.github import State as GitHubState
 from mesh.gitops.metrics import Metrics
@@ -328,5 +335,5 @@ def _first_caller(config: MeshConfig, service: str) -> str:
     target = service_for(config, service)
     caller = _caller_for(config, target)
     if caller is None:
-        raise GitOpsError(f"no service may call {service} to check its canary", hint="set Rollout(caller=...)")
+        raise PolicyError(f"no service may call {service} to check its canary", hint="set Rollout(caller=...)")
     return caller.name

@@ -26,7 +26,7 @@ from mesh.api._base import SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service
 from mesh.compile.importer import load_yaml
-from mesh.gitops.errors import RenderFailed
+from mesh.errors import RenderFailed
 from mesh.gitops.rollout import Rollout
 from mesh.verify.probes import Probe
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from mesh.gitops.errors import SourceError, TransientError, UnsafeSource
+from mesh.errors import SourceError, TransientError, UnsafeSource
 
 if TYPE_CHECKING:
     import git

@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from mesh.gitops.errors import SourceError
+from mesh.errors import SourceError
 from mesh.gitops.metrics import Metrics
 
 MAX_BODY = 1 << 20  # GitHub caps push payloads at 25 MB; ours need only the ref and repository

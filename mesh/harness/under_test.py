@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from mesh.api.config import MeshConfig
 from mesh.dataplane.addresses import allocate_block
@@ -58,7 +59,9 @@ class LocalMeshUnderTest(MeshUnderTest):
     """The local target in this process (its control API on loopback), on a loopback block of its own, so a run
     never disturbs a mesh the user has up. `.mesh` is the LocalMesh itself, for tests of its machinery."""
 
-    def __init__(self, config: MeshConfig, state_dir: Path | None = None, interception: str = "proxy") -> None:
+    def __init__(
+        self, config: MeshConfig, state_dir: Path | None = None, interception: str = "proxy", **local: Any
+    ) -> None:
         self._tmp = None if state_dir else tempfile.TemporaryDirectory(prefix="meshops-e2e-")
         root = state_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         block = allocate_block()
@@ -68,6 +71,7 @@ class LocalMeshUnderTest(MeshUnderTest):
             ingress_port=8080,
             loopback_block=block.b,
             interception=interception,  # pydantic validates the choice
+            **local,  # further LocalOptions fields (dns_proxy, outbound_traffic_policy, ...)
         )
         target = LocalTarget(options, detach=False)
         target.up(config, progress=lambda m: None)

@@ -8,6 +8,8 @@ analyzers alike).
 from mesh.istio.constants import (
     DEFAULT_MTLS_MODE,
     DOMAIN_SUFFIX,
+    EGRESS_GATEWAY_LABELS,
+    EGRESS_GATEWAY_NAME,
     INGRESS_GATEWAY_LABELS,
     MESH_GATEWAY,
     ROOT_NAMESPACE,
@@ -32,15 +34,21 @@ from mesh.istio.gateways import (
 from mesh.istio.hosts import host_matches, hosts_overlap, resolve_host
 from mesh.istio.peerauth import effective_peer_authentication, mtls_mode
 from mesh.istio.routing import destination_port, is_wildcard, mesh_virtual_services
+from mesh.istio.sidecar import SidecarIndex, SidecarScope, applicable_sidecar
 from mesh.istio.visibility import export_scope, scopes_overlap
 
 __all__ = [
     "DEFAULT_MTLS_MODE",
     "DOMAIN_SUFFIX",
+    "EGRESS_GATEWAY_LABELS",
+    "EGRESS_GATEWAY_NAME",
     "INGRESS_GATEWAY_LABELS",
     "MESH_GATEWAY",
     "ROOT_NAMESPACE",
     "FaultShare",
+    "SidecarIndex",
+    "SidecarScope",
+    "applicable_sidecar",
     "binds_gateway",
     "binds_mesh",
     "destination_port",

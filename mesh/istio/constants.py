@@ -11,3 +11,6 @@ DEFAULT_MTLS_MODE = "PERMISSIVE"  # what a workload accepts when no PeerAuthenti
 # The labels of the ingress gateway every target runs (Istio's gateway chart): the workload a Gateway's default
 # selector `istio: ingressgateway` finds.
 INGRESS_GATEWAY_LABELS = {"istio": "ingressgateway", "app": "istio-ingressgateway"}
+# The egress gateway's (Istio's egress task: `istio: egressgateway`), and its Service as sidecars route to it.
+EGRESS_GATEWAY_LABELS = {"istio": "egressgateway", "app": "istio-egressgateway"}
+EGRESS_GATEWAY_NAME = "istio-egressgateway"

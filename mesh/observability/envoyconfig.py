@@ -18,6 +18,8 @@ from google.protobuf import any_pb2, duration_pb2, json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field
 
+from mesh.envoyjson import socket_address, static_cluster
+
 TELEMETRY_CLUSTER = "mesh-telemetry"
 ALS = "envoy.access_loggers.http_grpc"
 OTEL = "envoy.tracers.opentelemetry"
@@ -65,6 +67,8 @@ def http_access_log(options: TelemetryOptions, reporter: Reporter) -> accesslog_
             buffer_size_bytes={"value": options.buffer_bytes},
         ),
         additional_request_headers_to_log=["content-type"],  # request_protocol: grpc or http
+        # grpc-status rides in trailers, or in the headers of a trailers-only reply (errors, Envoy's gRPC aborts)
+        additional_response_headers_to_log=["grpc-status"],
         additional_response_trailers_to_log=["grpc-status"],
     )
     return accesslog_pb2.AccessLog(name=ALS, typed_config=_pack(config))
@@ -98,47 +102,21 @@ def instrument(
     return out
 
 
-def bootstrap_additions(options: TelemetryOptions, proxy_ip: str) -> dict[str, Any]:
-    """Merged into the bootstrap: the collector's static cluster (HTTP/2 for gRPC) and the upstream bind address."""
-    cluster = {
-        "name": TELEMETRY_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": TELEMETRY_CLUSTER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": options.collector_host,
-                                        "port_value": options.collector_port,
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-    }
-    return {
-        "clusters": [cluster],
-        "cluster_manager": {
-            "upstream_bind_config": {"source_address": {"address": proxy_ip, "port_value": 0}},
-        },
-    }
+def bootstrap_additions(options: TelemetryOptions, proxy_ip: str | None) -> dict[str, Any]:
+    """Merged into the bootstrap: the collector's static cluster (HTTP/2 for gRPC) and, with `proxy_ip`, the upstream
+    bind address (so the callee's access log names this proxy as the caller)."""
+    cluster = static_cluster(
+        TELEMETRY_CLUSTER, socket_address(options.collector_host, options.collector_port), http2=True
+    )
+    bind = {"upstream_bind_config": {"source_address": {"address": proxy_ip, "port_value": 0}}} if proxy_ip else {}
+    return {"clusters": [cluster], "cluster_manager": bind}
 
 
-def add_to_bootstrap(bootstrap: dict[str, Any], options: TelemetryOptions | None, proxy_ip: str) -> dict[str, Any]:
+def add_to_bootstrap(
+    bootstrap: dict[str, Any], options: TelemetryOptions | None, proxy_ip: str | None
+) -> dict[str, Any]:
+    """`proxy_ip=None`: no bind (a proxy whose own address cannot reach its upstreams, like a gateway on loopback in
+    front of pods in their own namespaces: the callee then sees the host's bridge address)."""
     if options is None or not (options.metrics or options.tracing):
         return bootstrap
     extra = bootstrap_additions(options, proxy_ip)
@@ -146,7 +124,8 @@ def add_to_bootstrap(bootstrap: dict[str, Any], options: TelemetryOptions | None
     static = dict(out.get("static_resources", {}))
     static["clusters"] = [*static.get("clusters", []), *extra["clusters"]]
     out["static_resources"] = static
-    out["cluster_manager"] = {**out.get("cluster_manager", {}), **extra["cluster_manager"]}
+    if extra["cluster_manager"]:
+        out["cluster_manager"] = {**out.get("cluster_manager", {}), **extra["cluster_manager"]}
     return out
 
 
@@ -166,7 +145,7 @@ def instrument_static(
             for f in chain["filters"]:
                 if f["typed_config"]["@type"].endswith("HttpConnectionManager"):
                     f["typed_config"].update(extra)
-    out["static_resources"]["clusters"] += bootstrap_additions(options, "")["clusters"]
+    out["static_resources"]["clusters"] += bootstrap_additions(options, None)["clusters"]
     return out
 
 

@@ -193,6 +193,12 @@ def peers(
     )
 
 
+def grpc_status_of(response: al.HTTPResponseProperties) -> str:
+    """grpc-status from the trailers, or from the headers of a trailers-only reply (how errors often travel)."""
+    status: str = response.response_trailers.get("grpc-status") or response.response_headers.get("grpc-status", "")
+    return status
+
+
 def labels_for(p: Peers, *, code: str, flags: str, protocol: str, grpc_status: str = "") -> dict[str, str]:
     service = p.service
     name, _, rest = service.partition(".")
@@ -245,7 +251,7 @@ class MeshMetrics:
         headers = entry.request.request_headers
         grpc = headers.get("content-type", "").startswith("application/grpc")
         code = str(entry.response.response_code.value) if entry.response.HasField("response_code") else "0"
-        grpc_status = entry.response.response_trailers.get("grpc-status", "") if grpc else ""
+        grpc_status = grpc_status_of(entry.response) if grpc else ""
         labels = labels_for(
             peers(c, reporter, me, self.directory, entry.request.authority),
             code=code,

@@ -12,6 +12,7 @@ from mesh.runtime.pods import (
     Pod,
     Proxy,
     gateway_proxy,
+    pod_dns_names,
     pods_for,
     sidecar_for,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "Proxy",
     "Registry",
     "gateway_proxy",
+    "pod_dns_names",
     "pods_for",
     "sidecar_for",
 ]

@@ -72,6 +72,16 @@ class Proxy:
         return f"{self.name}.{self.namespace}"
 
 
+def pod_dns_names(pod: Pod, client_namespace: str) -> list[str]:
+    """The names a pod of a headless service answers to, as Kubernetes DNS gives a StatefulSet's pods
+    (`<pod>.<service>.<namespace>.svc.cluster.local`, and the shorter forms a client's search path completes)."""
+    base = f"{pod.name}.{pod.service}.{pod.namespace}"
+    names = [f"{base}.svc.{DOMAIN_SUFFIX}", f"{base}.svc", base]
+    if pod.namespace == client_namespace:
+        names.append(f"{pod.name}.{pod.service}")
+    return names
+
+
 def sidecar_for(pod: Pod) -> Proxy:
     return Proxy("sidecar", pod.ip, pod.name, pod.namespace, pod.labels, pod.service_account, pod)
 

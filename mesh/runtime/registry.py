@@ -1,4 +1,5 @@
-"""The workload registry the control plane reads: pods (with their IPs and labels) and proxies.
+"""The workload registry the control plane reads: pods (with their IPs and labels), proxies, and the services the
+runtime provides itself (the egress gateway's, held as ServiceEntries).
 
 On Kubernetes this is what istiod learns from the API server; locally the supervisor registers what it runs.
 """
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
+from mesh.api.registry import ServiceEntry
 from mesh.runtime.pods import Pod, Proxy, sidecar_for
 
 
@@ -20,11 +22,22 @@ class Registry:
         self._pods: dict[str, Pod] = {}
         self._proxies: dict[str, Proxy] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._entries: dict[str, ServiceEntry] = {}
 
     def add_pod(self, pod: Pod) -> None:
         with self._lock:
             self._pods[pod.name + "." + pod.namespace] = pod
             self._proxies[sidecar_for(pod).id] = sidecar_for(pod)
+
+    def add_entry(self, entry: ServiceEntry) -> None:
+        """A service the runtime itself provides (the egress gateway's): translated as a ServiceEntry would be."""
+        with self._lock:
+            self._entries[entry.namespace + "/" + entry.name] = entry
+
+    @property
+    def entries(self) -> list[ServiceEntry]:
+        with self._lock:
+            return [self._entries[k] for k in sorted(self._entries)]
 
     def add_proxy(self, proxy: Proxy) -> None:
         with self._lock:

@@ -10,9 +10,7 @@ from collections.abc import Callable
 
 from mesh.analyze.context import TargetCapabilities
 from mesh.api.envoyfilter import EnvoyFilter
-from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import RequestAuthentication
-from mesh.api.sidecar import Sidecar
 from mesh.api.telemetry import Telemetry
 from mesh.errors import UnknownTarget
 
@@ -47,12 +45,21 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
 }
 # Kinds the local control plane does not translate yet: every top-level field of theirs is reported.
-for _kind in (ServiceEntry, WorkloadEntry, Sidecar, EnvoyFilter, RequestAuthentication, Telemetry):
+for _kind in (EnvoyFilter, RequestAuthentication, Telemetry):
     for _name, _field in _kind.model_fields.items():
         if _name not in ("name", "namespace", "labels", "annotations"):
             LOCAL_UNSUPPORTED[f"{_kind.kind}.{_field.alias or _name}"] = (
                 f"{_kind.kind} is not translated by the local control plane yet"
             )
+# Sidecar: egress hosts, workloadSelector and outboundTrafficPolicy.mode are translated (mesh/istio/sidecar.py)
+for _path, _why in {
+    "Sidecar.ingress": "Sidecar ingress listeners are not translated locally yet: inbound listeners follow the service's ports",
+    "Sidecar.inboundConnectionPool": "inboundConnectionPool is not translated locally",
+    "Sidecar.egress[].bind": "egress listeners bind where the local data path puts them (the outbound port)",
+    "Sidecar.egress[].captureMode": "the capture mode is chosen per mesh (`mesh up --interception`), not per listener",
+    "Sidecar.outboundTrafficPolicy.egressProxy": "egressProxy is not translated locally",
+}.items():
+    LOCAL_UNSUPPORTED[_path] = _why
 for _path, _why in {
     "Gateway.servers[].defaultEndpoint": "the local gateway does not forward to a default endpoint",
     "Gateway.servers[].tls.caCrl": "certificate revocation lists are not implemented locally",
@@ -73,7 +80,10 @@ for _path, _why in {
     "VirtualService.http[].rewrite.uriRegexRewrite": "regex rewrites are not translated locally yet",
     "VirtualService.http[].retries.retryIgnorePreviousHosts": "retryIgnorePreviousHosts is not translated locally",
     "VirtualService.http[].retries.backoff": "retry backoff is not translated locally",
-    "VirtualService.http[].fault.abort.http2Error": "HTTP/2 error aborts are not translated locally",
+    # Istio's validation rejects it too ("HTTP/2 abort fault injection not supported yet"): Envoy's fault filter
+    # can abort with an HTTP or a gRPC status, or a header's, but has no HTTP/2 error (RST_STREAM code) abort
+    "VirtualService.http[].fault.abort.http2Error": "Envoy cannot abort with an HTTP/2 error (Istio rejects it too): "
+    "use grpcStatus or httpStatus",
     "VirtualService.http[].corsPolicy.allowOrigin": "use allowOrigins (the deprecated allowOrigin is not translated)",
     "VirtualService.http[].corsPolicy.unmatchedPreflights": "unmatchedPreflights is not translated locally",
     "DestinationRule.workloadSelector": "DestinationRule workloadSelector is not implemented locally",
@@ -102,24 +112,26 @@ for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].traff
         "connectionPool.tcp.tcpKeepalive": "TCP keepalive is not translated locally yet",
         "connectionPool.tcp.maxConnectionDuration": "maxConnectionDuration is not translated locally yet",
         "connectionPool.tcp.idleTimeout": "TCP idleTimeout is not translated locally yet",
-        "connectionPool.http.h2UpgradePolicy": "h2UpgradePolicy is not translated locally yet",
-        "connectionPool.http.useClientProtocol": "useClientProtocol is not translated locally yet",
-        "connectionPool.http.maxConcurrentStreams": "maxConcurrentStreams is not translated locally yet",
-        "connectionPool.http.http2KeepAlive": "HTTP/2 keepalive is not translated locally yet",
         "outlierDetection.consecutiveErrors": "use consecutive5xxErrors (the deprecated consecutiveErrors is not translated)",
         "outlierDetection.splitExternalLocalOriginErrors": "local-origin error splitting is not translated locally",
         "outlierDetection.consecutiveLocalOriginFailures": "local-origin error splitting is not translated locally",
-        "tls.insecureSkipVerify": "only ISTIO_MUTUAL and DISABLE are implemented locally",
-        "tls.caCrl": "only ISTIO_MUTUAL and DISABLE are implemented locally",
+        "tls.insecureSkipVerify": "insecureSkipVerify is not translated locally (give caCertificates)",
+        "tls.caCrl": "certificate revocation lists are not implemented locally",
     }.items():
         LOCAL_UNSUPPORTED[f"{_scope}.{_f}"] = _why
-for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):
-    for _f in ("clientCertificate", "privateKey", "caCertificates", "credentialName", "subjectAltNames", "sni"):
-        LOCAL_UNSUPPORTED[f"{_scope}.tls.{_f}"] = "only ISTIO_MUTUAL and DISABLE are implemented locally"
+for _path, _why in {  # ServiceEntry and WorkloadEntry: translated (serviceentry.py) but for these
+    "ServiceEntry.endpoints[].network": "there is one network locally",
+    "ServiceEntry.endpoints[].locality": "there are no localities on one machine",
+    "ServiceEntry.endpoints[].weight": "endpoint weights are not translated locally yet",
+    "WorkloadEntry.network": "there is one network locally",
+    "WorkloadEntry.locality": "there are no localities on one machine",
+    "WorkloadEntry.weight": "endpoint weights are not translated locally yet",
+}.items():
+    LOCAL_UNSUPPORTED[_path] = _why
 
 LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
     "Gateway.servers[].port.protocol": _only({"HTTP", "HTTP2", "GRPC", "HTTPS"}, "gateway protocol"),
-    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL"}, "gateway TLS mode"),
+    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL", "ISTIO_MUTUAL"}, "gateway TLS mode"),
     "AuthorizationPolicy.action": _only({"ALLOW", "DENY"}, "action"),
     "AuthorizationPolicy.rules[].when[].key": lambda v: (
         None
@@ -128,10 +140,10 @@ LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
         "source.namespace, source.ip, destination.port)"
     ),
     "Service.ports[].protocol": _only({"http", "http2", "grpc"}, "port protocol"),
+    "ServiceEntry.resolution": _only({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"}, "resolution"),
 }
 for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):
     for _p in ("", ".portLevelSettings[]"):
-        LOCAL_UNSUPPORTED_VALUES[f"{_scope}{_p}.tls.mode"] = _only({"DISABLE", "ISTIO_MUTUAL"}, "client TLS mode")
         LOCAL_UNSUPPORTED_VALUES[f"{_scope}{_p}.loadBalancer.simple"] = _only(
             {"UNSPECIFIED", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"}, "load balancer"
         )

@@ -9,6 +9,7 @@ said so, never guessed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, HTTPMatchRequest, HTTPRoute, StringMatch, VirtualService
@@ -39,6 +40,15 @@ def rule_for(config: MeshConfig, host: str, namespace: str = "default") -> Desti
 
 @dataclass(frozen=True)
 class Request:
+    path: str
+    headers: dict[str, str]
+
+
+class Sent(TypedDict):
+    """What a derived request probe sends, and through which proxy (the fields every request probe shares)."""
+
+    via: str
+    host: str | None
     path: str
     headers: dict[str, str]
 
@@ -199,18 +209,16 @@ def _from_virtual_service(config: MeshConfig, vs: VirtualService, out: Derived) 
         if req is None:
             out.skipped.append(f"{name}: no request reaches this rule without regex or a shadowing rule")
             continue
+        sent = Sent(via=where, host=host, path=req.path, headers=req.headers)
         abort = rule.fault.abort if rule.fault else None
         if abort is not None and abort.http_status is not None:
             pct = abort.percentage.value if abort.percentage else 100.0
             out.probes.append(
                 FractionProbe(
                     name=f"{name} aborts {pct:g}% with {abort.http_status}",
-                    via=where,
-                    host=host,
-                    path=req.path,
-                    headers=req.headers,
                     status=abort.http_status,
                     fraction=pct / 100,
+                    **sent,
                 )
             )
             continue
@@ -219,20 +227,9 @@ def _from_virtual_service(config: MeshConfig, vs: VirtualService, out: Derived) 
         weights = _weights(config, rule, vs.namespace)
         if weights is not None:
             split = ", ".join(f"{k} {v:g}" for k, v in weights.items())
-            out.probes.append(
-                SplitProbe(
-                    name=f"{name} splits {split}",
-                    via=where,
-                    host=host,
-                    path=req.path,
-                    headers=req.headers,
-                    weights=weights,
-                )
-            )
+            out.probes.append(SplitProbe(name=f"{name} splits {split}", weights=weights, **sent))
         elif where == "ingress":
-            out.probes.append(
-                StatusProbe(name=f"{name} answers {req.path}", via=where, host=host, path=req.path, headers=req.headers)
-            )
+            out.probes.append(StatusProbe(name=f"{name} answers {req.path}", **sent))
 
 
 def _strict_scope(config: MeshConfig) -> list[Service]:

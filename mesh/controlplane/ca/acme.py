@@ -56,8 +56,9 @@ class AcmeIssuer(BaseModel):
     challenge: Literal["http-01"] = "http-01"
     renew_before: str = "720h"  # 30 days, as cert-manager renews 90-day certificates
     timeout: str = "90s"
+    retry_interval: str = "30s"  # after a failed order (see acme_renewal.py)
 
-    @field_validator("renew_before", "timeout")
+    @field_validator("renew_before", "timeout", "retry_interval")
     @classmethod
     def _durations(cls, v: str) -> str:
         parse_duration(v)

@@ -33,3 +33,13 @@ def read_status(path: Path) -> list[AcmeCredential]:
         AcmeCredential(issuer=issuer, **{k: v for k, v in fields.items() if k in AcmeCredential.model_fields})
         for fields in raw.get("certificates", {}).values()
     ]
+
+
+def status_file(directory: Path, issuer: str) -> Path:
+    """Where one issuer's manager keeps its credentials' state (one file per issuer: managers never share one)."""
+    return directory / f"acme-status-{issuer}.json"
+
+
+def read_all(directory: Path) -> list[AcmeCredential]:
+    """Every issuer's credentials under `directory` (`acme-status*.json`), by file name."""
+    return [c for path in sorted(directory.glob("acme-status*.json")) for c in read_status(path)]

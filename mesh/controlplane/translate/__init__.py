@@ -20,12 +20,18 @@ from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
 from mesh.controlplane.translate import capture
 from mesh.controlplane.translate.cache import PushCache
-from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters
+from mesh.controlplane.translate.clusters import blackhole, gateway_service_clusters, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
-from mesh.controlplane.translate.endpoints import service_endpoints
-from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
+from mesh.controlplane.translate.endpoints import gateway_service_endpoints, service_endpoints
+from mesh.controlplane.translate.gateway import gateway_servers, needs_credential
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
 from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
+from mesh.controlplane.translate.serviceentry import (
+    entry_clusters,
+    entry_endpoints_eds,
+    entry_hosts,
+    origination_credentials,
+)
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 from mesh.istio import server_host_names
 from mesh.runtime import Proxy
@@ -44,29 +50,32 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
     """(credentialName, the hosts a server presents it for) for every TLS server this gateway terminates."""
     out: dict[str, tuple[str, ...]] = {}
     for gw, server in gateway_servers(push, proxy):
-        if terminates_tls(server):
+        if needs_credential(server):
             out.setdefault(credential_name(gw, server), tuple(server_host_names(server)))
+    for name, hosts in origination_credentials(push, proxy.namespace):  # DestinationRule SIMPLE/MUTUAL
+        out.setdefault(name, hosts)
     return list(out.items())
 
 
 def _per_service(
     cache: PushCache,
     kind: str,
-    ns: str,
+    proxy: Proxy,
     key: Callable[[ServiceView, str], Hashable],
     build: Callable[[PushContext, ServiceView, str], Sequence[Message]],
     extra: Sequence[Resources] = (),
 ) -> Resources:
-    """One namespace's share of a type: per-service parts reused across pushes while their key holds, combined
-    once per push."""
-    push = cache.push
+    """One namespace's share of a type, for the services its Sidecar scope shows: per-service parts reused across
+    pushes while their key holds, combined once per push."""
+    push, ns = cache.push, proxy.namespace
+    scope = push.proxy_scope(proxy)
 
     def make() -> Resources:
-        parts = [cache.cached(key(v, ns), partial(_resources, build, push, v, ns)) for v in push.services.values()]
+        parts = [cache.cached(key(v, ns), partial(_resources, build, push, v, ns)) for v in scope.services.values()]
         parts += extra
         return cache.cached((f"{kind}-all", ns, tuple(p.version for p in parts)), partial(Resources.combine, *parts))
 
-    return cache.once((kind, ns), make)
+    return cache.once((kind, ns, scope.key), make)
 
 
 def _resources(
@@ -75,13 +84,28 @@ def _resources(
     return Resources.of(build(push, view, ns))
 
 
-def _outbound_clusters(cache: PushCache, ns: str) -> Resources:
+def _outbound_clusters(cache: PushCache, proxy: Proxy) -> Resources:
     hole = cache.cached(("cds-blackhole",), lambda: Resources.of([blackhole()]))
-    return _per_service(cache, "cds", ns, cache.clusters_key, service_clusters, [hole])
+    entries = cache.once(
+        ("cds-entries", proxy.namespace), lambda: Resources.of(entry_clusters(cache.push, proxy.namespace))
+    )
+    if proxy.kind == "router":  # not captured: no ORIGINAL_DST clusters for headless services
+        key = _router_key(cache.clusters_key)
+        return _per_service(cache, "cds-router", proxy, key, gateway_service_clusters, [hole, entries])
+    return _per_service(cache, "cds", proxy, cache.clusters_key, service_clusters, [hole, entries])
 
 
-def _endpoints(cache: PushCache, ns: str) -> Resources:
-    return _per_service(cache, "eds", ns, cache.endpoints_key, service_endpoints)
+def _router_key(key: Callable[[ServiceView, str], Hashable]) -> Callable[[ServiceView, str], Hashable]:
+    return lambda view, ns: ("router", key(view, ns))
+
+
+def _endpoints(cache: PushCache, proxy: Proxy) -> Resources:
+    ns = proxy.namespace
+    entries = cache.once(("eds-entries", ns), lambda: Resources.of(entry_endpoints_eds(cache.push, ns)))
+    if proxy.kind == "router":
+        key = _router_key(cache.endpoints_key)
+        return _per_service(cache, "eds-router", proxy, key, gateway_service_endpoints, [entries])
+    return _per_service(cache, "eds", proxy, cache.endpoints_key, service_endpoints, [entries])
 
 
 def _sidecar_routes(cache: PushCache, proxy: Proxy) -> Resources:
@@ -105,45 +129,65 @@ def _secrets(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Resources
         ("sds", proxy.identity, svid.serial), lambda: Resources.of(workload_secrets(svid, secrets.root_pem))
     )
     if proxy.kind != "router":
-        return workload
+        origination = _origination_secrets(cache.push, proxy, secrets)
+        return Resources.combine(workload, Resources.of(origination)) if origination else workload
     credentials = [
         m for name, _ in required_credentials(cache.push, proxy) for m in credential_secrets(secrets.credentials[name])
     ]
     return Resources.combine(workload, Resources.of(credentials))
 
 
+def _origination_secrets(push: PushContext, proxy: Proxy, secrets: ProxySecrets) -> list[Message]:
+    """The credentialNames DestinationRules originate TLS with (SIMPLE/MUTUAL), for a proxy that is not a gateway
+    (a gateway's come with its own credentials)."""
+    if proxy.kind == "router":
+        return []
+    names = [name for name, _ in origination_credentials(push, proxy.namespace) if name in secrets.credentials]
+    return [m for name in names for m in credential_secrets(secrets.credentials[name])]
+
+
 def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache: PushCache | None = None) -> Snapshot:
     """One proxy's complete config. `cache` carries reusable pieces across proxies and pushes (a fresh one if None)."""
     cache = cache or PushCache(push)
-    ns = proxy.namespace
     if proxy.kind == "sidecar" and push.options.interception == "iptables":
         return _captured_snapshot(cache, proxy, secrets)
-    clusters = Resources.combine(_outbound_clusters(cache, ns), Resources.of(inbound_clusters(proxy)))
+    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(inbound_clusters(proxy)))
     routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,
-        endpoints=_endpoints(cache, ns),
+        endpoints=_endpoints(cache, proxy),
         listeners=build_listeners(push, proxy),
         routes=routes,
         secrets=_secrets(cache, proxy, secrets),
     )
 
 
+def _entries_key(cache: PushCache, proxy: Proxy) -> tuple[Hashable, ...]:
+    """What ServiceEntry virtual hosts read beyond the shared routes: the entries, every VirtualService (one may
+    claim an entry host), and who asks (visibility, source labels). Empty without entries."""
+    push = cache.push
+    if not entry_hosts(push):
+        return ()
+    vss = tuple(cache.digest(vs) for vs in push.config.virtual_services)
+    return (cache.world_digest, vss, cache.sidecar_routes_key(proxy))
+
+
 def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) -> Snapshot:
     """A sidecar under transparent interception (`capture.py`): virtualOutbound/virtualInbound, per-port route
     tables cut from the shared sidecar routes, passthrough clusters."""
-    push, ns = cache.push, proxy.namespace
+    push = cache.push
     shared = _sidecar_routes(cache, proxy)
     sidecar = next(iter(shared.items.values()))
     assert isinstance(sidecar, RouteConfiguration)
+    policy = push.proxy_scope(proxy).outbound_traffic_policy
     routes = cache.cached(
-        ("rds-capture", shared.version, push.options.outbound_traffic_policy),
-        lambda: Resources.of(capture.capture_routes(push, sidecar)),
+        ("rds-capture", shared.version, policy, *_entries_key(cache, proxy)),
+        lambda: Resources.of(capture.capture_routes(push, sidecar, proxy, policy)),
     )
     local = [*capture.passthrough_clusters(), *capture.bind_inbound(inbound_clusters(proxy))]
     return Snapshot.build(
-        clusters=Resources.combine(_outbound_clusters(cache, ns), Resources.of(local)),
-        endpoints=_endpoints(cache, ns),
+        clusters=Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local)),
+        endpoints=_endpoints(cache, proxy),
         listeners=capture.capture_listeners(push, proxy),
         routes=routes,
         secrets=_secrets(cache, proxy, secrets),

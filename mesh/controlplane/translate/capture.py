@@ -27,8 +27,10 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from mesh.controlplane.translate.clusters import BLACKHOLE, DEFAULT_CONNECT_TIMEOUT
 from mesh.controlplane.translate.context import PushContext, http_ports
+from mesh.controlplane.translate.dns import dns_listener
 from mesh.controlplane.translate.listeners import TLS_INSPECTOR, _cors, _fault, _hcm_filter, _router, inbound_listeners
 from mesh.controlplane.translate.protos import ads, duration, packed
+from mesh.controlplane.translate.serviceentry import entry_http_ports, entry_tcp_listeners, entry_vhosts
 from mesh.runtime import Proxy
 
 PASSTHROUGH = "PassthroughCluster"
@@ -52,24 +54,32 @@ def _tcp_proxy(cluster: str, stat_prefix: str) -> lc.Filter:
     )
 
 
-def unknown_destination(push: PushContext) -> str:
-    """Where a destination the mesh does not know goes: Istio's outboundTrafficPolicy."""
-    return BLACKHOLE if push.options.outbound_traffic_policy == "REGISTRY_ONLY" else PASSTHROUGH
+def unknown_destination(push: PushContext, policy: str | None = None) -> str:
+    """Where a destination the mesh does not know goes: Istio's outboundTrafficPolicy (the proxy's Sidecar's
+    `policy` when given, else meshConfig's)."""
+    policy = policy or push.options.outbound_traffic_policy
+    return BLACKHOLE if policy == "REGISTRY_ONLY" else PASSTHROUGH
 
 
 def mesh_http_ports(push: PushContext) -> list[int]:
-    return sorted({p.number for view in push.services.values() for p in http_ports(view.service)})
+    """HTTP ports of services and ServiceEntries: each gets a `0.0.0.0_<port>` listener and route table `<port>`."""
+    services = {p.number for view in push.services.values() for p in http_ports(view.service)}
+    return sorted(services | set(entry_http_ports(push)))
 
 
 # --- listeners ------------------------------------------------------------------------------------------------
 
 
 def capture_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
-    return [virtual_outbound(push), *outbound_port_listeners(push, proxy), virtual_inbound(push, proxy)]
+    policy = push.proxy_scope(proxy).outbound_traffic_policy
+    http = outbound_port_listeners(push, proxy)
+    entries = entry_tcp_listeners(push, proxy, set(mesh_http_ports(push)))
+    dns = [dns_listener(push, proxy)] if push.options.dns_proxy else []
+    return [virtual_outbound(push, policy), *http, *entries, virtual_inbound(push, proxy), *dns]
 
 
-def virtual_outbound(push: PushContext) -> listener_pb2.Listener:
-    cluster = unknown_destination(push)
+def virtual_outbound(push: PushContext, policy: str | None = None) -> listener_pb2.Listener:
+    cluster = unknown_destination(push, policy)
     return listener_pb2.Listener(
         name=VIRTUAL_OUTBOUND,
         address=_address("0.0.0.0", OUTBOUND_PORT),
@@ -140,43 +150,33 @@ def virtual_inbound(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
 # --- routes ---------------------------------------------------------------------------------------------------
 
 
-def capture_routes(push: PushContext, sidecar: route_pb2.RouteConfiguration) -> list[route_pb2.RouteConfiguration]:
-    """Route table `<port>` per HTTP port: the sidecar's virtual hosts for that port plus Istio's catch-all."""
+def capture_routes(
+    push: PushContext, sidecar: route_pb2.RouteConfiguration, proxy: Proxy, policy: str | None = None
+) -> list[route_pb2.RouteConfiguration]:
+    """Route table `<port>` per HTTP port: the sidecar's virtual hosts for that port, the ServiceEntry hosts'
+    (`serviceentry.py`), then Istio's catch-all."""
     out = []
     for port in mesh_http_ports(push):
         vhosts = [vh for vh in sidecar.virtual_hosts if vh.name.endswith(f":{port}")]
+        vhosts += entry_vhosts(push, proxy, port)
         out.append(
             route_pb2.RouteConfiguration(
-                name=str(port), virtual_hosts=[*vhosts, _catch_all(push)], validate_clusters={"value": False}
+                name=str(port), virtual_hosts=[*vhosts, _catch_all(push, policy)], validate_clusters={"value": False}
             )
         )
     return out
 
 
-def _catch_all(push: PushContext) -> rc.VirtualHost:
-    if unknown_destination(push) == BLACKHOLE:
-        return rc.VirtualHost(
-            name="block_all",
-            domains=["*"],
-            routes=[
-                rc.Route(
-                    name="block_all",
-                    match=rc.RouteMatch(prefix="/"),
-                    direct_response=rc.DirectResponseAction(status=502),
-                )
-            ],
-        )
-    return rc.VirtualHost(
-        name="allow_any",
-        domains=["*"],
-        routes=[
-            rc.Route(
-                name="allow_any",
-                match=rc.RouteMatch(prefix="/"),
-                route=rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0.0)),
-            )
-        ],
-    )
+def _catch_all(push: PushContext, policy: str | None = None) -> rc.VirtualHost:
+    """Istio's last virtual host of each port: `block_all` (502) under REGISTRY_ONLY, else `allow_any`."""
+    route = rc.Route(match=rc.RouteMatch(prefix="/"))
+    if unknown_destination(push, policy) == BLACKHOLE:
+        route.name = "block_all"
+        route.direct_response.status = 502
+    else:
+        route.name = "allow_any"
+        route.route.CopyFrom(rc.RouteAction(cluster=PASSTHROUGH, timeout=duration(0.0)))
+    return rc.VirtualHost(name=route.name, domains=["*"], routes=[route])
 
 
 # --- clusters -------------------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def passthrough_clusters() -> list[cluster_pb2.Cluster]:
             connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT),
         )
         if source:
-            c.upstream_bind_config.source_address.CopyFrom(_address(source, 0).socket_address)
+            _bind(c, source)
         out.append(c)
     return out
 
@@ -204,6 +204,10 @@ def bind_inbound(clusters: list[cluster_pb2.Cluster]) -> list[cluster_pb2.Cluste
     for cluster in clusters:
         c = cluster_pb2.Cluster()
         c.CopyFrom(cluster)
-        c.upstream_bind_config.source_address.CopyFrom(_address(INBOUND_SOURCE, 0).socket_address)
+        _bind(c, INBOUND_SOURCE)
         out.append(c)
     return out
+
+
+def _bind(cluster: cluster_pb2.Cluster, source: str) -> None:
+    cluster.upstream_bind_config.source_address.CopyFrom(_address(source, 0).socket_address)

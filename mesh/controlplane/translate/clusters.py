@@ -9,7 +9,7 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as hpo
 from envoy.type.v3 import percent_pb2
 
-from mesh.api.networking import TrafficPolicy
+from mesh.api.networking import HTTPSettings, TrafficPolicy
 from mesh.api.workloads import ServicePort
 from mesh.controlplane.translate.context import (
     PushContext,
@@ -18,14 +18,18 @@ from mesh.controlplane.translate.context import (
     inbound_cluster,
     outbound_cluster,
     outbound_sni,
+    routes_by_original_destination,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
-from mesh.controlplane.translate.tls import istio_mutual_upstream
+from mesh.controlplane.translate.tls import istio_mutual_upstream, origination_tls
 from mesh.runtime import Proxy
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 BLACKHOLE = "BlackHoleCluster"
+# Istio's ALPN toward a peer sidecar (util.ALPNInMeshWithMxc / ALPNInMeshH2WithMxc)
+ALPN_HTTP = ("istio-peer-exchange", "istio")
+ALPN_H2 = ("istio-peer-exchange", "istio", "h2")
 
 _LB = {
     "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
@@ -48,33 +52,113 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
 
 
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
+    """A sidecar's clusters for a service (ORIGINAL_DST for a headless one under capture)."""
+    return _service_clusters(push, view, ns, routes_by_original_destination(push, view))
+
+
+def gateway_service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
+    """A gateway's: never ORIGINAL_DST, since nothing captures a gateway's connections (Istio gives gateways
+    EDS clusters for headless services too)."""
+    return _service_clusters(push, view, ns, False)
+
+
+def _service_clusters(push: PushContext, view: ServiceView, ns: str, original_dst: bool) -> list[cluster_pb2.Cluster]:
     dr = push.destination_rule(view.fqdn, ns)
     out = []
     for port in http_ports(view.service):
-        out.append(_outbound(push, view, port, "", ns))
+        out.append(_outbound(push, view, port, "", ns, original_dst))
         for subset in dr.subsets if dr else []:
-            out.append(_outbound(push, view, port, subset.name, ns))
+            out.append(_outbound(push, view, port, subset.name, ns, original_dst))
     return out
 
 
-def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str) -> cluster_pb2.Cluster:
+def _outbound(
+    push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str, original_dst: bool
+) -> cluster_pb2.Cluster:
     name = outbound_cluster(port.number, subset, view.fqdn)
     tp = push.traffic_policy(view.fqdn, port.number, subset, ns)
-    c = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()),
-        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT),
-        lb_policy=cluster_pb2.Cluster.LEAST_REQUEST,
-    )
+    c = cluster_pb2.Cluster(name=name, connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT))
     _apply_policy(c, tp, port)
-    if push.upstream_tls(view, port.number, subset, ns) == "ISTIO_MUTUAL":
+    if original_dst:
+        c.type = cluster_pb2.Cluster.ORIGINAL_DST  # Istio: a headless service's pods are reached where dialled
+        c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
+        c.ClearField("ring_hash_lb_config")
+    else:
+        c.type = cluster_pb2.Cluster.EDS
+        c.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()))
+    http_opts = protocol_options(tp, port, push.options.h2_upgrade_policy)
+    c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
+    mode = push.upstream_tls(view, port.number, subset, ns)
+    if mode in ("SIMPLE", "MUTUAL") and tp.tls is not None:  # origination the DestinationRule asks for
+        c.transport_socket.CopyFrom(origination_tls(tp.tls, view.fqdn))
+    elif mode == "ISTIO_MUTUAL":
         identities = sorted({p.identity for p in view.pods} or {view.service.identity})
-        c.transport_socket.CopyFrom(istio_mutual_upstream(outbound_sni(port.number, subset, view.fqdn), identities))
+        alpn = ALPN_H2 if speaks_h2(http_opts) else ALPN_HTTP
+        c.transport_socket.CopyFrom(
+            istio_mutual_upstream(outbound_sni(port.number, subset, view.fqdn), identities, alpn)
+        )
     return c
 
 
+def should_h2_upgrade(tp: TrafficPolicy, port: ServicePort, mesh_policy: str) -> bool:
+    """Istio's shouldH2Upgrade: the DestinationRule's h2UpgradePolicy decides when it says UPGRADE or
+    DO_NOT_UPGRADE; otherwise HTTP/1.1 ports follow meshConfig.h2UpgradePolicy (http2/grpc ports speak h2 anyway)."""
+    http = tp.connection_pool.http if tp.connection_pool else None
+    override = http.h2_upgrade_policy if http else None
+    if override in ("UPGRADE", "DO_NOT_UPGRADE"):
+        return override == "UPGRADE"
+    return port.protocol == "http" and mesh_policy == "UPGRADE"
+
+
+def protocol_options(tp: TrafficPolicy, port: ServicePort, mesh_h2_upgrade: str) -> hpo.HttpProtocolOptions:
+    """The upstream protocol of an outbound cluster, as Istio picks it: h2 for http2/grpc ports and upgraded
+    HTTP/1.1 ports, the caller's own protocol under useClientProtocol (which wins over an upgrade), else HTTP/1.1.
+    maxConcurrentStreams and http2KeepAlive shape every h2 connection."""
+    opts = hpo.HttpProtocolOptions()
+    http = tp.connection_pool.http if tp.connection_pool else None
+    if http and http.use_client_protocol:
+        downstream = opts.use_downstream_protocol_config
+        downstream.http_protocol_options.SetInParent()
+        downstream.http2_protocol_options.CopyFrom(_h2_options(http))
+    elif port.protocol in ("http2", "grpc") or should_h2_upgrade(tp, port, mesh_h2_upgrade):
+        opts.explicit_http_config.http2_protocol_options.CopyFrom(_h2_options(http))
+    else:
+        opts.explicit_http_config.http_protocol_options.SetInParent()
+    common = protocol_pb2.HttpProtocolOptions()
+    if http and http.max_requests_per_connection:
+        common.max_requests_per_connection.value = http.max_requests_per_connection
+    if http and http.idle_timeout:
+        common.idle_timeout.CopyFrom(duration(http.idle_timeout))
+    if common.ByteSize():
+        opts.common_http_protocol_options.CopyFrom(common)
+    return opts
+
+
+def _h2_options(http: HTTPSettings | None) -> protocol_pb2.Http2ProtocolOptions:
+    out = protocol_pb2.Http2ProtocolOptions()
+    if http is None:
+        return out
+    if http.max_concurrent_streams:
+        out.max_concurrent_streams.value = http.max_concurrent_streams
+    ka = http.http2_keep_alive
+    if ka is not None and (ka.interval or ka.timeout):
+        if ka.interval:
+            out.connection_keepalive.interval.CopyFrom(duration(ka.interval))
+        if ka.timeout:
+            out.connection_keepalive.timeout.CopyFrom(duration(ka.timeout))
+    return out
+
+
+def speaks_h2(opts: hpo.HttpProtocolOptions) -> bool:
+    """Whether a cluster may open HTTP/2 connections (always, or when its caller does)."""
+    h2: bool = opts.HasField("use_downstream_protocol_config") or opts.explicit_http_config.HasField(
+        "http2_protocol_options"
+    )
+    return h2
+
+
 def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) -> None:
+    c.lb_policy = cluster_pb2.Cluster.LEAST_REQUEST
     lb = tp.load_balancer
     if lb is not None and lb.simple is not None:
         c.lb_policy = _LB[lb.simple]
@@ -91,8 +175,6 @@ def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) 
         max_retries=u32(MAX_UINT32),
         track_remaining=True,
     )
-    http_opts = hpo.HttpProtocolOptions()
-    common = protocol_pb2.HttpProtocolOptions()
     pool = tp.connection_pool
     if pool and pool.tcp:
         if pool.tcp.max_connections:
@@ -107,19 +189,7 @@ def _apply_policy(c: cluster_pb2.Cluster, tp: TrafficPolicy, port: ServicePort) 
             t.max_requests.value = h.http2_max_requests
         if h.max_retries is not None:
             t.max_retries.value = h.max_retries
-        if h.max_requests_per_connection:
-            common.max_requests_per_connection.value = h.max_requests_per_connection
-        if h.idle_timeout:
-            common.idle_timeout.CopyFrom(duration(h.idle_timeout))
     c.circuit_breakers.thresholds.append(t)
-
-    if port.protocol in ("http2", "grpc"):
-        http_opts.explicit_http_config.http2_protocol_options.SetInParent()
-    else:
-        http_opts.explicit_http_config.http_protocol_options.SetInParent()
-    if common.ByteSize():
-        http_opts.common_http_protocol_options.CopyFrom(common)
-    c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
 
     od = tp.outlier_detection
     if od is not None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from envoy.config.core.v3 import address_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
-from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
+from mesh.controlplane.translate.context import (
+    PushContext,
+    ServiceView,
+    http_ports,
+    outbound_cluster,
+    routes_by_original_destination,
+)
 from mesh.runtime import Pod
 
 
@@ -20,6 +26,15 @@ def _lb_endpoint(pod: Pod, port: int) -> endpoint_components_pb2.LbEndpoint:
 
 
 def service_endpoints(push: PushContext, view: ServiceView, ns: str) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    if routes_by_original_destination(push, view):
+        return []  # a sidecar's ORIGINAL_DST clusters take no endpoints
+    return gateway_service_endpoints(push, view, ns)
+
+
+def gateway_service_endpoints(
+    push: PushContext, view: ServiceView, ns: str
+) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """Every service's pods, headless ones too (a gateway's clusters are always EDS)."""
     dr = push.destination_rule(view.fqdn, ns)
     subsets: list[tuple[str, dict[str, str]]] = [("", {})]
     subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]

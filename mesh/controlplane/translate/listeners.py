@@ -56,10 +56,10 @@ def _fault() -> hcm.HttpFilter:
     return hcm.HttpFilter(name=FAULT_FILTER, typed_config=packed(fault_pb2.HTTPFault()))
 
 
-# Istio's default text format, slightly shortened
+# Istio's default text format, slightly shortened, with the gRPC status after the HTTP one ("-" for plain HTTP)
 ACCESS_LOG_FORMAT = (
-    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% '
-    '%BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" %UPSTREAM_CLUSTER% '
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %GRPC_STATUS% '
+    '%RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "%REQ(:AUTHORITY)%" "%REQ(X-REQUEST-ID)%" %UPSTREAM_CLUSTER% '
     "%UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS%\n"
 )
 
@@ -110,7 +110,7 @@ def outbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
 def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     pod = proxy.pod
     assert pod is not None
-    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.config, proxy)]
+    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.rate_limits, proxy)]
     out = []
     for port in pod.ports:
         mode = push.mtls_mode(pod, port.number)
@@ -176,7 +176,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     """One listener per server port; plaintext servers share `http.<port>`, each TLS server gets a filter chain
     matched by SNI (its hosts) with its credential from SDS (`kubernetes://<credentialName>`)."""
-    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.config, proxy)]
+    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.rate_limits, proxy)]
     by_port: dict[int, list[tuple[Gateway, Server]]] = {}
     for gw, server in gateway_servers(push, proxy):
         by_port.setdefault(server.port.number, []).append((gw, server))
@@ -202,7 +202,9 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                     lc.FilterChain(
                         name=server_route_name(gw, server),
                         filter_chain_match=lc.FilterChainMatch(server_names=names, transport_protocol="tls"),
-                        transport_socket=gateway_downstream(
+                        transport_socket=istio_mutual_downstream()  # mesh mTLS (the egress gateway's usual case)
+                        if server.tls.mode == "ISTIO_MUTUAL"
+                        else gateway_downstream(
                             credential_name(gw, server),
                             mutual=server.tls.mode == "MUTUAL",
                             min_version=server.tls.min_protocol_version,

@@ -29,10 +29,13 @@ from mesh.api.networking import (
     StringMatch,
     VirtualService,
 )
+from mesh.api.ratelimit import ROUTE_RATELIMIT_FILTER
 from mesh.controlplane.translate.clusters import BLACKHOLE
 from mesh.controlplane.translate.context import PushContext, outbound_cluster
 from mesh.controlplane.translate.protos import duration, fraction, packed, u32
+from mesh.controlplane.translate.ratelimit import route_rate_limit
 from mesh.controlplane.translate.retry import retry_policy
+from mesh.controlplane.translate.serviceentry import entry_cluster_for
 from mesh.istio import FaultShare, destination_port, fault_share, gateway_ref
 from mesh.runtime import Proxy
 
@@ -92,6 +95,9 @@ def http_route(scope: RouteScope, rule: HTTPRoute, m: HTTPMatchRequest | None, n
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(fault_filter(rule.fault)))
     if rule.cors_policy is not None:
         route.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(rule.cors_policy)))
+    limit = route_rate_limit(scope.push.rate_limits, scope.proxy, scope.vs, rule, m)  # a route-scoped RateLimit
+    if limit is not None:
+        route.typed_per_filter_config[ROUTE_RATELIMIT_FILTER].CopyFrom(packed(limit))
     return route
 
 
@@ -140,8 +146,10 @@ def route_match(m: HTTPMatchRequest | None) -> rc.RouteMatch:
 def _cluster_for(scope: RouteScope, dest: Destination) -> str:
     """Istio's GetDestinationCluster: without a port, the service's only port or else the listener's port."""
     view = scope.push.service(dest.host, scope.vs.namespace)
-    if view is None:
-        return BLACKHOLE
+    if view is None:  # a ServiceEntry host, or nothing the registry knows
+        port = dest.port.number if dest.port else None
+        entry = entry_cluster_for(scope.push, dest.host, port, dest.subset or "", scope.vs.namespace, scope.port)
+        return entry or BLACKHOLE
     ports = [p.number for p in view.service.ports]
     number = destination_port(dest.port.number if dest.port else None, ports, scope.port)
     return outbound_cluster(number, dest.subset or "", view.fqdn)

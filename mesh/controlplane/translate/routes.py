@@ -9,7 +9,12 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
-from mesh.controlplane.translate.context import PushContext, ServiceView, http_ports, outbound_cluster
+from mesh.controlplane.translate.context import (
+    PushContext,
+    ServiceView,
+    outbound_cluster,
+    routes_by_original_destination,
+)
 from mesh.controlplane.translate.gateway import gateway_routes
 from mesh.controlplane.translate.protos import duration
 from mesh.controlplane.translate.retry import default_retry_policy
@@ -29,23 +34,27 @@ def build_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfigu
 def sidecar_routes(
     push: PushContext, proxy: Proxy, vhosts: list[rc.VirtualHost] | None = None
 ) -> route_pb2.RouteConfiguration:
-    """`http_proxy`: a virtual host per service port (`vhosts` when the caller reused them from the memo)."""
+    """`http_proxy`: a virtual host per service port the proxy's Sidecar scope shows it (`vhosts` when the caller
+    reused them from the memo)."""
     if vhosts is None:
+        scope = push.proxy_scope(proxy)
         vhosts = [
-            service_vhost(push, proxy, view, p.number)
-            for view in push.services.values()
-            for p in http_ports(view.service)
+            service_vhost(push, proxy, push.services[fqdn], port)
+            for fqdn, ports in scope.vhost_ports.items()
+            for port in ports
         ]
     return route_pb2.RouteConfiguration(
         name=SIDECAR_ROUTE_CONFIG, virtual_hosts=vhosts, validate_clusters={"value": False}
     )
 
 
-def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:
+def _domains(view: ServiceView, port: int, client_ns: str, pods_by_name: bool = False) -> list[str]:
     svc = view.service
     names = [view.fqdn, f"{svc.name}.{svc.namespace}.svc", f"{svc.name}.{svc.namespace}"]
     if svc.namespace == client_ns:
         names.append(svc.name)
+    if pods_by_name:  # Istio's wildcard for headless services: `<pod>.<service>...` reaches the same routes
+        names += [f"*.{n}" for n in names]
     out = [f"{n}:{port}" for n in names]
     if port == 80:
         out += names
@@ -53,15 +62,15 @@ def _domains(view: ServiceView, port: int, client_ns: str) -> list[str]:
 
 
 def service_vhost(push: PushContext, proxy: Proxy, view: ServiceView, port: int) -> rc.VirtualHost:
-    vss = push.mesh_virtual_services.get(view.fqdn, [])
-    routes: list[rc.Route] = []
-    for vs in vss[:1]:  # Istio: one VirtualService per host on the mesh (IST0109 flags the rest)
-        routes += translate_http(RouteScope(push, vs, proxy, port, MESH_GATEWAY))
-    if not vss:
-        routes.append(_default_route(view, port))
+    # Istio: one VirtualService per host on the mesh (IST0109 flags the rest), among those the Sidecar selects
+    vs = push.proxy_scope(proxy).virtual_services.get(view.fqdn)
+    if vs is not None:
+        routes = translate_http(RouteScope(push, vs, proxy, port, MESH_GATEWAY))
+    else:
+        routes = [_default_route(view, port)]
     return rc.VirtualHost(
         name=f"{view.fqdn}:{port}",
-        domains=_domains(view, port, proxy.namespace),
+        domains=_domains(view, port, proxy.namespace, routes_by_original_destination(push, view)),
         routes=routes,
         include_request_attempt_count=True,  # as Istio sets it: upstreams see x-envoy-attempt-count
         # Istio's default retries, once per virtual host instead of on every route (same behaviour: a route's

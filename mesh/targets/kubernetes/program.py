@@ -1,4 +1,5 @@
-"""The Pulumi program: kind cluster -> Istio (base -> istiod -> gateway) -> workloads -> policies.
+"""The Pulumi program: kind cluster -> Istio (base -> cacerts -> istiod -> gateway) -> add-ons -> workloads -> policies
+-> the reconciler, one function per step.
 
 Everything Kubernetes sees comes from the same compiler as the local target (`render_workloads`,
 `render_istio`), after the same analysis; errors stop the deployment before anything is created.
@@ -20,6 +21,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 
 from mesh import analyze as analysis
+from mesh.api.config import MeshConfig
 from mesh.compile import build_policies, dump_yaml, render_istio, render_workloads
 from mesh.compile.policies import DEFAULT_POLICIES
 from mesh.compile.render import SYSTEM_NAMESPACES, Manifest
@@ -110,6 +112,8 @@ def program(
     policies_dir: Path | str | None = None,
     home: Path | None = None,
 ) -> Deployed:
+    """cluster -> provider -> Istio's charts (with the plug-in CA) -> add-ons -> workloads -> policies -> the
+    reconciler; each step names the resources it waits for."""
     s = settings or StackSettings.from_mapping(pulumi.Config(NAMESPACE).get)
     policies = Path(policies_dir or DEFAULT_POLICIES).resolve()
     config = build_policies(s.policy_env, policies)
@@ -117,53 +121,86 @@ def program(
     home = home or state_home()
     out = Deployed()
 
-    # --- cluster ---------------------------------------------------------------------------------
-    sample_tag = s.sample_image
-    if s.creates_cluster:
-        kind_kubeconfig = home / "kind" / f"{s.cluster_name}.kubeconfig"
-        kind_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-        cluster = command.local.Command(
-            "kind-cluster",
-            create=kind_create_command(s, kind_kubeconfig),
-            delete=kind_delete_command(s, kind_kubeconfig),
-            stdin=dump(kind_config(s)),
-            triggers=[dump(kind_config(s))],
-            # `kind create cluster --name X` fails while X exists: the old cluster goes first
-            opts=pulumi.ResourceOptions(delete_before_replace=True),
-        )
-        out.add("kind-cluster", cluster)
-        kubeconfig_cmd = command.local.Command(
-            "kind-kubeconfig",
-            create=f"kind get kubeconfig --name {quote(s.cluster_name)}",
-            triggers=[cluster.id],  # a recreated cluster has new certificates: read its kubeconfig again
-            opts=out.opts(["kind-cluster"], additional_secret_outputs=["stdout"]),
-        )
-        out.add("kind-kubeconfig", kubeconfig_cmd)
-        kubeconfig: pulumi.Output[str] = pulumi.Output.secret(kubeconfig_cmd.stdout)
-        built = image.prepare(SAMPLE_REPOSITORY, home / "build")
-        sample_tag = built.tag
-        out.add(
-            "sample-image",
-            command.local.Command(
-                "sample-image",
-                create=(
-                    f"docker build -t {quote(built.tag)} {quote(str(built.context))}"
-                    f" && kind load docker-image {quote(built.tag)} --name {quote(s.cluster_name)}"
-                ),
-                triggers=[built.digest, cluster.id],
-                opts=out.opts(["kind-cluster"]),
-            ),
-        )
-        cluster_deps = ["kind-kubeconfig"]
-        image_deps = ["sample-image"]
-    else:
-        kubeconfig = pulumi.Output.secret(s.kubeconfig or "")
-        cluster_deps, image_deps = [], []
-
-    provider = k8s.Provider("kubernetes", kubeconfig=kubeconfig, opts=out.opts(cluster_deps))
+    cluster = _cluster(out, s, home)
+    provider = k8s.Provider("kubernetes", kubeconfig=cluster.kubeconfig, opts=out.opts(cluster.provider_deps))
     out.add("provider", provider)
+    _istio(out, s, provider)
+    _addons(out, s, provider)
+    namespaces = _workloads(out, s, provider, config, cluster)
+    if s.legacy_client:
+        _legacy_client(out, provider, cluster.sample_tag, cluster.image_deps)
+    istio = render_istio(config)
+    _policies(out, provider, istio, namespaces)
+    if s.reconciler:
+        managed = sorted({m["metadata"]["namespace"] for m in istio} | set(namespaces) | {"default"})
+        _reconciler(out, provider, s, home, managed + (["legacy"] if s.legacy_client else []))
 
-    # --- Istio from its official charts, in order ------------------------------------------------
+    pulumi.export("ingress_url", s.ingress_url)
+    pulumi.export("kubeconfig", cluster.kubeconfig)
+    pulumi.export("policy_env", s.policy_env)
+    pulumi.export("policy_revision", policy_revision(dump_yaml(istio), policies))
+    pulumi.export("istio_version", s.istio_version)
+    pulumi.export("sample_image", cluster.sample_tag)
+    return out
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What the later steps need of the cluster: how to reach it, and what to wait for before using it."""
+
+    kubeconfig: pulumi.Output[str]  # secret
+    sample_tag: str  # the sample app's image as the cluster knows it
+    provider_deps: list[str] = field(default_factory=list)
+    image_deps: list[str] = field(default_factory=list)  # Deployments start once their image is in the cluster
+
+
+def _cluster(out: Deployed, s: StackSettings, home: Path) -> Cluster:
+    """A kind cluster with the sample image loaded into it, or the existing cluster the stack names."""
+    if not s.creates_cluster:
+        return Cluster(kubeconfig=pulumi.Output.secret(s.kubeconfig or ""), sample_tag=s.sample_image)
+    kind_kubeconfig = home / "kind" / f"{s.cluster_name}.kubeconfig"
+    kind_kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    cluster = command.local.Command(
+        "kind-cluster",
+        create=kind_create_command(s, kind_kubeconfig),
+        delete=kind_delete_command(s, kind_kubeconfig),
+        stdin=dump(kind_config(s)),
+        triggers=[dump(kind_config(s))],
+        # `kind create cluster --name X` fails while X exists: the old cluster goes first
+        opts=pulumi.ResourceOptions(delete_before_replace=True),
+    )
+    out.add("kind-cluster", cluster)
+    kubeconfig_cmd = command.local.Command(
+        "kind-kubeconfig",
+        create=f"kind get kubeconfig --name {quote(s.cluster_name)}",
+        triggers=[cluster.id],  # a recreated cluster has new certificates: read its kubeconfig again
+        opts=out.opts(["kind-cluster"], additional_secret_outputs=["stdout"]),
+    )
+    out.add("kind-kubeconfig", kubeconfig_cmd)
+    built = image.prepare(SAMPLE_REPOSITORY, home / "build")
+    out.add(
+        "sample-image",
+        command.local.Command(
+            "sample-image",
+            create=(
+                f"docker build -t {quote(built.tag)} {quote(str(built.context))}"
+                f" && kind load docker-image {quote(built.tag)} --name {quote(s.cluster_name)}"
+            ),
+            triggers=[built.digest, cluster.id],
+            opts=out.opts(["kind-cluster"]),
+        ),
+    )
+    return Cluster(
+        kubeconfig=pulumi.Output.secret(kubeconfig_cmd.stdout),
+        sample_tag=built.tag,
+        provider_deps=["kind-kubeconfig"],
+        image_deps=["sample-image"],
+    )
+
+
+def _istio(out: Deployed, s: StackSettings, provider: pulumi.ProviderResource) -> None:
+    """Istio from its official charts, in order: base, the plug-in CA (when given), istiod, the ingress gateway."""
+
     def release(name: str, chart: str, namespace: str, values: dict[str, Any], deps: list[str]) -> None:
         r = k8s.helm.v3.Release(
             name,
@@ -182,32 +219,44 @@ def program(
         out.add(name, r)
 
     release("istio-base", "base", ISTIO_NAMESPACE, base_values(s), [])
-    istiod_deps = ["istio-base"]
-    if s.ca_certs:
-        # istiod reads the plug-in CA when it starts: the secret exists first (istio-base made the namespace)
-        ca = {k: pulumi.Output.secret(v) for k, v in s.ca_certs.items()}
-        _manifest(out, "secret-istio-system-cacerts", incluster.cacerts(ca), ["istio-base"], provider)
-        istiod_deps.append("secret-istio-system-cacerts")
-    release("istiod", "istiod", ISTIO_NAMESPACE, istiod_values(s), istiod_deps)
+    release("istiod", "istiod", ISTIO_NAMESPACE, istiod_values(s), ["istio-base", *_cacerts(out, s, provider)])
     release("istio-ingressgateway", "gateway", GATEWAY_NAMESPACE, gateway_values(s), ["istiod"])
 
-    # --- Istio's add-ons, as Istio ships them for this version ------------------------------------------
+
+def _cacerts(out: Deployed, s: StackSettings, provider: pulumi.ProviderResource) -> list[str]:
+    """Istio's `cacerts` secret when the stack plugs in a CA: istiod reads it when it starts, so it exists first
+    (istio-base made the namespace). Returns what istiod waits for."""
+    if not s.ca_certs:
+        return []
+    ca = {k: pulumi.Output.secret(v) for k, v in s.ca_certs.items()}
+    _manifest(out, "secret-istio-system-cacerts", incluster.cacerts(ca), ["istio-base"], provider)
+    return ["secret-istio-system-cacerts"]
+
+
+def _addons(out: Deployed, s: StackSettings, provider: pulumi.ProviderResource) -> None:
+    """Istio's add-ons, as Istio ships them for this version."""
     for addon in s.addons:
         url = ADDONS_URL.format(version=s.istio_version, addon=addon)
         out.add(
             f"addon-{addon}", k8s.yaml.v2.ConfigFile(f"addon-{addon}", file=url, opts=out.opts(["istiod"], provider))
         )
 
-    # --- workloads: Namespaces (injection on), ServiceAccounts, Services, Deployments -----------------
+
+def _workloads(
+    out: Deployed, s: StackSettings, provider: pulumi.ProviderResource, config: MeshConfig, cluster: Cluster
+) -> dict[str, str]:
+    """Namespaces (injection on), ServiceAccounts, Services, Deployments. Returns namespace -> the resource that
+    makes or labels it (what the resources in it wait for)."""
     ns_names: dict[str, str] = {}
     for m in render_workloads(config):
-        m = _with_image(m, s.sample_image, sample_tag) if s.creates_cluster else m
+        m = _with_image(m, s.sample_image, cluster.sample_tag) if s.creates_cluster else m
         meta = dict(m["metadata"])
         meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY}
         kind = m["kind"]
         ns = meta.get("namespace", "")
         name = f"{kind.lower()}-{ns + '-' if ns else ''}{meta['name']}"
-        deps = ["istiod"] + ([ns_names[ns]] if ns in ns_names else []) + (image_deps if kind == "Deployment" else [])
+        image_deps = cluster.image_deps if kind == "Deployment" else []
+        deps = ["istiod"] + ([ns_names[ns]] if ns in ns_names else []) + image_deps
         if kind == "Namespace" and meta["name"] in EXISTING_NAMESPACES:
             # label it (server-side apply of our labels only); never create or delete it
             name = f"namespace-labels-{meta['name']}"
@@ -223,16 +272,18 @@ def program(
         out.add(name, cls(name, **kwargs, opts=out.opts(deps, provider)))
         if kind == "Namespace":
             ns_names[meta["name"]] = name
+    return ns_names
 
-    if s.legacy_client:
-        _legacy_client(out, provider, sample_tag, image_deps)
 
-    # --- policies, from the same compiler ------------------------------------------------------------
-    for m in render_istio(config):
+def _policies(
+    out: Deployed, provider: pulumi.ProviderResource, istio: Sequence[Manifest], namespaces: dict[str, str]
+) -> None:
+    """The Istio resources, from the same compiler as the local target, after istiod and their namespace."""
+    for m in istio:
         meta = dict(m["metadata"])
         meta["labels"] = {**meta.get("labels", {}), **MANAGED_BY}
         name = f"{m['kind'].lower()}-{meta['namespace']}-{meta['name']}"
-        deps = ["istiod"] + ([ns_names[meta["namespace"]]] if meta["namespace"] in ns_names else [])
+        deps = ["istiod"] + ([namespaces[meta["namespace"]]] if meta["namespace"] in namespaces else [])
         cr = k8s.apiextensions.CustomResource(
             name,
             api_version=m["apiVersion"],
@@ -242,18 +293,6 @@ def program(
             opts=out.opts(deps, provider),
         )
         out.add(name, cr)
-
-    if s.reconciler:
-        managed = sorted({m["metadata"]["namespace"] for m in render_istio(config)} | set(ns_names) | {"default"})
-        _reconciler(out, provider, s, home, managed + (["legacy"] if s.legacy_client else []))
-
-    pulumi.export("ingress_url", s.ingress_url)
-    pulumi.export("kubeconfig", kubeconfig)
-    pulumi.export("policy_env", s.policy_env)
-    pulumi.export("policy_revision", policy_revision(dump_yaml(render_istio(config)), policies))
-    pulumi.export("istio_version", s.istio_version)
-    pulumi.export("sample_image", sample_tag)
-    return out
 
 
 def _manifest(

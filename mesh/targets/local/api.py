@@ -11,9 +11,12 @@ from mesh.analyze.findings import Finding
 from mesh.api._base import Resource, SourceLocation
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge
+from mesh.api.issuer import Issuer
 from mesh.api.networking import DestinationRule, Gateway, VirtualService
 from mesh.api.ratelimit import RateLimit
+from mesh.api.registry import ServiceEntry, WorkloadEntry
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
+from mesh.api.sidecar import Sidecar
 from mesh.api.workloads import Service
 from mesh.controlplane.ca.acme_status import AcmeCredential
 from mesh.dataplane.supervisor import ProcessStatus
@@ -24,8 +27,19 @@ from mesh.targets.base import FindingModel, ProxyStatus
 
 KINDS: dict[str, type[Resource]] = {
     c.kind: c
-    for c in (Gateway, VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, Edge, RateLimit)
+    for c in (
+        Gateway,
+        VirtualService,
+        DestinationRule,
+        PeerAuthentication,
+        AuthorizationPolicy,
+        Edge,
+        RateLimit,
+        Issuer,
+        Sidecar,
+    )
 }
+KINDS.update({c.kind: c for c in (ServiceEntry, WorkloadEntry)})  # the registry entries the local mesh translates
 
 
 class _Model(BaseModel):

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ValidationError
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.compile.diff import diff_configs
-from mesh.dataplane.envoy import UnixHTTPConnection
+from mesh.dataplane.procs import is_ours, process_start
+from mesh.dataplane.unixhttp import UnixHTTPConnection
 from mesh.errors import (
     AnalysisFailed,
     MeshError,
@@ -65,32 +66,10 @@ def state_path(state_dir: Path) -> Path:
     return state_dir / STATE_FILE
 
 
-def process_start(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, /proc/PID/stat field 22), or None if there is no such
-    live process. With the pid it names one process for good: a reused pid has another start time."""
-    if pid <= 1:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
-    if fields[0] in ("Z", "X"):  # a killed process nobody reaped yet (a zombie) runs nothing: it is gone
-        return None
-    return int(fields[19])
-
-
 def is_our_mesh(state: StateFile) -> bool:
     """The pid is the mesh process that wrote this file (same start time, same user), never pid 0/1/-1 or an
     unrelated process that reused the pid."""
-    if state.pid <= 1 or not state.pid_start:
-        return False
-    if process_start(state.pid) != state.pid_start:
-        return False
-    try:
-        return Path(f"/proc/{state.pid}").stat().st_uid == os.getuid()
-    except OSError:
-        return False
+    return is_ours(state.pid, state.pid_start)
 
 
 def read_state(state_dir: Path) -> StateFile:
@@ -178,7 +157,11 @@ class ControlServer:
         self.url = f"unix:{self.socket}"
         # a second check besides the socket's owner-only directory: the token in the (0600) state file
         self.token = secrets.token_urlsafe(24)
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="control-api", daemon=True)
+        # serve_forever checks for shutdown() between polls: 50 ms, not the default 500, so Ctrl-C and `mesh down`
+        # are not held up half a second by an idle control API
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="control-api", daemon=True
+        )
 
     def start(self) -> ControlServer:
         self._thread.start()

@@ -16,8 +16,10 @@ from typing import cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
+from mesh.api.issuer import Issuer, issued_credentials
 from mesh.api.workloads import Service
 from mesh.controlplane.ca import acme_status
+from mesh.controlplane.ca.acme_renewal import AcmeRenewal
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.ca.rotation import Rotation
@@ -31,10 +33,13 @@ from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.edge import local as edge_local
 from mesh.edge.tier import EdgeTier
 from mesh.errors import MeshError, TargetError, WorkloadChange
+from mesh.istio import EGRESS_GATEWAY_LABELS, EGRESS_GATEWAY_NAME
+from mesh.istio.serviceentries import egress_gateway_entry, egress_gateway_servers
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
 from mesh.observability.stack import ObservabilityOptions, TelemetryStack
 from mesh.runtime import (
+    GATEWAY_NAMESPACE,
     SIDECAR_OUTBOUND_PORT,
     Pod,
     Proxy,
@@ -87,7 +92,9 @@ class LocalMesh:
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
             options=MeshOptions(
-                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+                access_log=self.options.access_log,
+                outbound_traffic_policy=self.options.outbound_traffic_policy,
+                h2_upgrade_policy=self.options.h2_upgrade_policy,
             ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
@@ -96,6 +103,8 @@ class LocalMesh:
         self.gateway: Proxy | None = None
         self.gateways: list[Proxy] = []  # the ingress gateway replicas (`--gateway-replicas`); gateway is the first
         self.edge: EdgeTier | None = None  # HAProxy in front of them (`--edge haproxy`)
+        self.acme: AcmeRenewal | None = None  # keeps credentials from ACME issuers current (`Issuer`)
+        self._acme_plan: dict[str, tuple[str, tuple[str, ...]]] = {}  # what `acme` keeps: name -> (issuer, hosts)
         self.xds: XdsServer | None = None
         self.credentials = NodeCredentials()
         self.run_dir = self.options.state_dir / "run"
@@ -103,6 +112,7 @@ class LocalMesh:
         self.started_at = 0.0
         self.telemetry: TelemetryStack | None = None
         self.capture: CapturedPods | None = None  # the pod network under --interception iptables
+        self.egress: Proxy | None = None  # the egress gateway, when a Gateway selects one (iptables mode)
         self.interception = "proxy"
 
     @property
@@ -126,6 +136,8 @@ class LocalMesh:
     def _start(self) -> LocalMesh:
         t0 = time.perf_counter()
         opts = self.options
+        opts.check()
+        self._acme_credentials(self.config)  # a bad Issuer reference fails here, before anything starts
         findings = analysis.check(self.config, capabilities("local"))
         for f in findings:
             self.progress(f"  {f}")
@@ -152,8 +164,16 @@ class LocalMesh:
         self.interception = mode
         self.progress(f"interception: {mode} ({why})")
         if mode == "iptables":
-            self.capture = CapturedPods()
+            self.capture = CapturedPods(opts.state_dir, dns_proxy=opts.dns_proxy)
+            for run in self.capture.removed_stale:
+                self.progress(f"removed the pod network mb{run} a killed mesh left behind")
             self.pilot.options = replace(self.pilot.options, interception="iptables")
+        headless = sorted(s.name for s in self.config.services if s.headless)
+        if headless and mode == "proxy":
+            self.progress(
+                f"headless services ({', '.join(headless)}): their names load-balance over their pods; addressing "
+                "one pod by name (<pod>.<service>) needs --interception iptables"
+            )
         next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
             p if self.capture else self._private_app(p)
@@ -162,15 +182,29 @@ class LocalMesh:
         ]
         if self.capture:
             self.capture.add_pods(pods, self.config.services)
+            self.pilot.options = replace(
+                self.pilot.options,
+                dns_proxy=opts.dns_proxy,
+                dns_auto_allocate=opts.dns_proxy and opts.dns_auto_allocate,
+                service_vips=tuple(sorted(self.capture.vips.items())),
+                dns_upstream=self.capture.dns_upstream,
+            )
+            if opts.dns_proxy:
+                self.progress("DNS: each sidecar answers its pod's queries (service VIPs, ServiceEntry hosts)")
         for pod in pods:
             self.registry.add_pod(pod)
         self.gateways = self._gateway_replicas(block, listen)
         self.gateway = self.gateways[0]
         for gateway in self.gateways:
             self.registry.add_proxy(gateway)
+        for note in edge_local.per_replica_limits(self.config, self.gateways):
+            self.progress(f"note: {note}")
+        self.egress = self._egress_gateway()
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
-            self._start_telemetry(opts.observability, f"127.{block.b}.0.3")
+            self._start_telemetry(
+                opts.observability, self.capture.telemetry_ip if self.capture else f"127.{block.b}.0.3"
+            )
         self.xds = self.serve_xds()
         if self.capture:  # Envoy runs as the proxy user inside the pods: let it reach xDS and place its admin socket
             self.capture.share(self.private_dir, self.private_dir / "xds.sock")
@@ -181,6 +215,8 @@ class LocalMesh:
         specs = [self._app_spec(p) for p in pods]
         specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
         specs += [self._envoy_spec(g) for g in self.gateways]
+        if self.egress is not None:
+            specs.append(self._envoy_spec(self.egress))
         if opts.edge is not None:
             try:
                 specs.append(self._edge_spec())
@@ -205,6 +241,7 @@ class LocalMesh:
         if stale:
             raise TargetError(f"proxies did not sync their config: {stale}")
         self.rotation = Rotation(self.ca, lambda: self.pilot.push(self.config)).start()
+        self._start_acme()
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
@@ -217,15 +254,117 @@ class LocalMesh:
         return CertificateAuthority(workload_ttl=ttl)
 
     def _gateway_replicas(self, block: LoopbackBlock, listen: dict[int, tuple[str, int]]) -> list[Proxy]:
-        """One gateway Envoy, or N on distinct addresses. Behind an edge every replica listens on its own address
-        (the edge owns the ingress port); without one replica 0 keeps the ingress port."""
+        """One gateway Envoy, or N behind the edge, each listening on its own address (the edge owns the ingress
+        port); without an edge there is one replica (`LocalOptions.check`) and it keeps the ingress port."""
         opts = self.options
         out = []
         for i in range(opts.gateway_replicas):
-            ip = edge_local.replica_ip(block.b, i)
-            on = listen if i == 0 and opts.edge is None else {p: (ip, port) for p, (_, port) in listen.items()}
+            ip, at = edge_local.replica_ip(block.b, i), edge_local.replica_listen_ip(block.b, i)
+            on = listen if opts.edge is None else {p: (at, port) for p, (_, port) in listen.items()}
             out.append(gateway_proxy(ip, on, edge_local.replica_name(i)))
         return out
+
+    def _egress_gateway(self) -> Proxy | None:
+        """Istio's egress gateway, when a Gateway selects it: an Envoy in a namespace of its own on the pod bridge
+        (external hosts see its address), not captured, with its Service in the registry so sidecars route to it."""
+        ports = egress_gateway_servers(self.config.resources)
+        if not ports:
+            return None
+        if self.capture is None:
+            self.progress("egress gateway: not started (it needs --interception iptables: pods reach it by address)")
+            return None
+        ip = self.capture.add_gateway(EGRESS_GATEWAY_NAME, GATEWAY_NAMESPACE)
+        listen = {p.number: (ip, p.number) for p in ports}
+        proxy = Proxy(
+            "router",
+            ip,
+            EGRESS_GATEWAY_NAME,
+            GATEWAY_NAMESPACE,
+            EGRESS_GATEWAY_LABELS,
+            f"{EGRESS_GATEWAY_NAME}-service-account",
+            None,
+            listen,
+        )
+        self.registry.add_proxy(proxy)
+        self.registry.add_entry(egress_gateway_entry(ip, ports, GATEWAY_NAMESPACE))
+        self.progress(f"egress gateway: {ip} (ports {', '.join(str(p.number) for p in ports)})")
+        return proxy
+
+    # --- ACME credentials (Issuer) --------------------------------------------------------------------
+
+    def _acme_credentials(self, config: MeshConfig) -> dict[str, tuple[Issuer, list[str]]]:
+        """credentialName -> (issuer, hosts) the policies ask of ACME issuers. Locally the HTTP-01 answers are
+        served by the edge (as cert-manager's solver is reached through the ingress): refused without it."""
+        plan = issued_credentials(config.gateways, config.of_kind(Issuer))
+        if plan and self.options.edge is None:
+            names = ", ".join(sorted(plan))
+            raise TargetError(
+                f"credentials {names} come from an ACME issuer, whose HTTP-01 challenges the local mesh answers "
+                "through its edge, and no edge runs",
+                hint="add `--edge haproxy` to `mesh up` (the ACME server must reach the ingress port as port 80 of "
+                "the hosts: a private ACME server such as pebble is told which port to validate on)",
+            )
+        return plan
+
+    def _start_acme(self) -> None:
+        """Obtain every ACME credential now (progress per credential; a failure is reported, never fatal: the
+        mesh CA's certificate serves until an order succeeds), then keep them renewed in the background."""
+        plan = self._acme_credentials(self.config)
+        self._acme_plan = {n: (i.ref, tuple(h)) for n, (i, h) in plan.items()}
+        if not plan:
+            return
+        from mesh.controlplane.ca.acme import AcmeCertificates, AcmeIssuer
+        from mesh.controlplane.ca.acme_renewal import AcmeCredential
+        from mesh.edge.tier import EdgeChallenges
+
+        assert self.edge is not None
+        responder, creds_dir = EdgeChallenges(self.edge), self.options.state_dir / "credentials"
+        clients: dict[str, AcmeCertificates] = {}
+        wanted = []
+        for name, (issuer, hosts) in sorted(plan.items()):
+            key = f"{issuer.namespace}-{issuer.name}"
+            if key not in clients:
+                spec = issuer.acme
+                acme_issuer = AcmeIssuer(
+                    name=key,
+                    directory_url=spec.server,
+                    email=spec.email,
+                    account_key=self.options.state_dir / "acme" / f"{key}-account.pem",
+                    ca_bundle=Path(spec.ca_bundle) if spec.ca_bundle else None,
+                    renew_before=spec.renew_before,
+                    timeout=spec.timeout,
+                    retry_interval=spec.retry_interval,
+                )
+                clients[key] = AcmeCertificates(
+                    acme_issuer, creds_dir, responder, acme_status.status_file(creds_dir, key)
+                )
+            wanted.append(AcmeCredential(name, tuple(hosts), clients[key]))
+        self.acme = AcmeRenewal(wanted, self._acme_issued)
+        self.progress(f"acme: obtaining {len(wanted)} credential(s) ({', '.join(w.name for w in wanted)})")
+        wait = self.acme.run_once()
+        for w in wanted:
+            st = w.certificates.status(w.name)
+            if st is not None and st.error is None:
+                self.progress(f"  {w.name}: certificate for {', '.join(w.hosts)} valid until {st.not_after}")
+            else:
+                self.progress(f"  {w.name}: not obtained ({st.error if st else '?'}); retrying, see `mesh status`")
+        self.acme.start(wait)
+
+    def _acme_issued(self, name: str) -> None:
+        """A new certificate on disk: push it over SDS; reload the edge if one of its listeners serves it."""
+        self.pilot.push(self.config)
+        if self.edge is not None and any(x.tls and x.tls.credential == name for x in self.edge.edge.listeners):
+            self.edge.refresh_certificates()
+
+    def _reconcile_acme(self, config: MeshConfig) -> None:
+        """After `mesh apply`: restart the renewals when the issued credentials, their hosts or issuers changed."""
+        plan = self._acme_credentials(config)
+        if {n: (i.ref, tuple(h)) for n, (i, h) in plan.items()} == self._acme_plan:
+            return
+        if self.acme is not None:
+            self.acme.stop()
+            self.acme = None
+        self._start_acme()
 
     def _edge_spec(self) -> ProcessSpec:
         opts = self.options
@@ -335,13 +474,17 @@ class LocalMesh:
             admin_socket=Path(self.admin_address(proxy).removeprefix("unix:")),
             node_metadata={NodeCredentials.KEY: self.credentials.token(proxy.id)},
         )
-        config = add_to_bootstrap(config, self.pilot.options.telemetry, proxy.ip)
+        # a gateway outside the pods cannot send from its loopback address over the bridge: it binds nothing there
+        bind = None if self.capture is not None and proxy.pod is None else proxy.ip
+        config = add_to_bootstrap(config, self.pilot.options.telemetry, bind)
         path = envoy.write_bootstrap(self.run_dir / f"envoy-{proxy.name}.json", config)
         admin = self.admin(proxy)
         argv = envoy.command(path, log_level=self.options.envoy_log_level)
         log_path = self.run_dir / f"envoy-{proxy.name}.log"
         if self.capture is not None and proxy.pod is not None:
             argv = self.capture.envoy_argv(proxy.pod, argv, config, log_path)
+        elif self.capture is not None and proxy is self.egress:  # in its own namespace, as the proxy user
+            argv = self.capture.envoy_argv(proxy.name, argv, config, log_path)
         return ProcessSpec(
             name=f"envoy/{proxy.name}",
             argv=argv,
@@ -358,6 +501,7 @@ class LocalMesh:
     def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
         """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
         self.check_workloads(config)
+        self._acme_credentials(config)  # a bad Issuer reference is refused before anything is pushed
         if analyze:
             analysis.check(config, capabilities("local"))
         result = self.pilot.push(config, wait=wait)
@@ -367,6 +511,7 @@ class LocalMesh:
             if policy != self.edge.edge:
                 self.edge.apply(policy)
         self.config = config
+        self._reconcile_acme(config)
         return result
 
     def check_workloads(self, config: MeshConfig) -> None:
@@ -410,6 +555,9 @@ class LocalMesh:
 
     @property
     def ingress_url(self) -> str:
+        """Where clients send traffic: the edge when one runs (the replicas behind it are not the ingress)."""
+        if self.edge is not None:
+            return self.edge.url()
         assert self.gateway is not None
         host, port = self.gateway.listen.get(80) or next(iter(self.gateway.listen.values()))
         return f"http://{host}:{port}"
@@ -466,7 +614,7 @@ class LocalMesh:
             processes=self.supervisor.status(),
             observability=self.telemetry.layout.read_endpoints() if self.telemetry else None,
             edge=self._describe_edge(),
-            acme=acme_status.read_status(self.options.state_dir / "credentials" / "acme-status.json"),
+            acme=acme_status.read_all(self.options.state_dir / "credentials"),
         )
 
     def _describe_edge(self) -> edge_local.EdgeInfo | None:
@@ -475,6 +623,9 @@ class LocalMesh:
         return edge_local.describe(self.edge.edge, self.edge.replicas, self.edge.runtime, str(self.edge.config_path))
 
     def stop(self) -> None:
+        if self.acme is not None:
+            self.acme.stop()
+            self.acme = None
         if self.rotation is not None:
             self.rotation.stop()
             self.rotation = None

@@ -1,5 +1,5 @@
 """Requests sent from inside a pod's network namespace (transparent capture): the pod's iptables rules take them
-to its sidecar exactly as they take its app's, and names resolve through the pod's own hosts file.
+to its sidecar exactly as they take its app's, and names resolve as its app resolves them (hosts file, else DNS).
 
 One connection per request, so a split is measured per request, never pinned by keep-alive.
 """
@@ -7,13 +7,49 @@ One connection per request, so a split is measured per request, never pinned by 
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
+import socket
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from mesh.dataplane.netns import ETC_NETNS, connect_in
+from mesh.dataplane.dns import NOERROR, resolve_over
+from mesh.dataplane.netns import ETC_NETNS, connect_in, entered
 from mesh.targets.traffic import Reply
+
+
+def resolve_in(ns: str, name: str, timeout: float = 2.0) -> str:
+    """`name` resolved as the pod's app resolves it: its hosts file, else DNS to its resolv.conf's server with its
+    search domains, sent from inside the pod (so its rules take the query to its sidecar's DNS proxy when DNS
+    proxying is on). A name nothing answers stays as given (an IP literal, say)."""
+    known = hosts_file(ns).get(name)
+    if known:
+        return known
+    try:
+        ipaddress.ip_address(name)
+        return name
+    except ValueError:
+        pass
+    conf = ETC_NETNS / ns / "resolv.conf"
+    if not conf.exists():
+        return name
+    server, search = "", [""]
+    for line in conf.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["nameserver"] and not server:
+            server = words[1]
+        elif words[:1] == ["search"]:
+            search = [*words[1:], ""]
+    candidates = [f"{name}.{d}" if d else name for d in (search if name.count(".") < 5 else [""])]
+    with entered(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        for candidate in candidates:
+            rcode, addresses = resolve_over(sock, (server, 53), candidate, timeout)
+            if rcode == NOERROR and addresses:
+                return addresses[0]
+    return name
 
 
 def hosts_file(ns: str) -> dict[str, str]:
@@ -51,7 +87,7 @@ class PodClient:
     ) -> Reply:
         url = urlsplit(path)
         name, port = url.hostname or "", url.port or 80
-        address = hosts_file(self.ns).get(name, name)
+        address = resolve_in(self.ns, name)
         h = {"Host": host or (url.netloc or name), **(headers or {})}
         conn = _PodConnection(self.ns, address, name, port, self.timeout)
         t0 = time.perf_counter()

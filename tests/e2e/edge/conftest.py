@@ -92,7 +92,13 @@ def acme_http_port() -> int:
 
 
 @pytest.fixture
-def pebble(tmp_path: Path, ca: CertificateAuthority, acme_http_port: int) -> Iterator[Pebble]:
+def acme_dns_ip() -> str:
+    """The address pebble's DNS gives every name: where its validator fetches HTTP-01 answers."""
+    return "127.0.0.1"
+
+
+@pytest.fixture
+def pebble(tmp_path: Path, ca: CertificateAuthority, acme_http_port: int, acme_dns_ip: str) -> Iterator[Pebble]:
     """pebble + pebble-challtestsrv on free loopback ports; nothing listens on 0.0.0.0 or a fixed port."""
     pebble_bin, challtest_bin = _need("pebble", "pebble"), _need("pebble-challtestsrv", "pebble")
     d = tmp_path / "pebble"
@@ -132,7 +138,7 @@ def pebble(tmp_path: Path, ca: CertificateAuthority, acme_http_port: int) -> Ite
                 "-management",
                 f"127.0.0.1:{dns_mgmt}",
                 "-defaultIPv4",
-                "127.0.0.1",
+                acme_dns_ip,
                 "-defaultIPv6",
                 "",
             ],

@@ -17,12 +17,15 @@ import pytest
 from mesh.api import HTTPRoute, MeshConfig, VirtualService
 from mesh.api import helpers as h
 from mesh.compile import build_policies
+from mesh.dataplane import netns
 from mesh.dataplane.addresses import allocate_block
 from mesh.harness.stats import assert_fraction
 from mesh.observability import prometheus as prom
 from mesh.observability.stack import ObservabilityOptions
 from mesh.observability.traces import Span, TraceStore
+from mesh.targets.base import Client
 from mesh.targets.local import LocalMesh, LocalOptions
+from mesh.targets.local.podclient import PodClient
 from mesh.targets.traffic import HttpClient
 from tests.e2e.conftest import replace
 
@@ -34,11 +37,15 @@ REVIEWS_BY_VERSION = (
 
 
 class ObservedMesh:
-    def __init__(self, config: MeshConfig) -> None:
+    def __init__(self, config: MeshConfig, interception: str = "proxy") -> None:
         try:
             prom.prometheus_binary()
         except Exception as e:
             pytest.fail(f"{e} — .ci/run must install the Debian package `prometheus`")
+        if interception == "iptables" and not (ok_why := netns.available())[0]:
+            pytest.fail(
+                f"transparent interception cannot run here: {ok_why[1]} (run as root; apt-get install iproute2 iptables)"
+            )
         self._tmp = tempfile.TemporaryDirectory(prefix="meshops-obs-")
         block = allocate_block()
         self.mesh = LocalMesh(
@@ -49,6 +56,7 @@ class ObservedMesh:
                 ingress_port=8080,
                 loopback_block=block.b,
                 observability=ObservabilityOptions(sampling=100.0, scrape_interval=1.0),
+                interception=interception,  # pydantic validates the choice
             ),
             progress=lambda m: None,
         )
@@ -65,8 +73,10 @@ class ObservedMesh:
     def ingress(self, host: str = "bookinfo.local") -> HttpClient:
         return HttpClient(self.mesh.ingress_url, host=host)
 
-    def from_pod(self, name: str) -> HttpClient:
+    def from_pod(self, name: str) -> Client:
         pod = next(p for p in self.mesh.registry.pods if name in (p.name, p.service))
+        if self.mesh.capture is not None:  # transparent capture: from inside the pod, as its app would call
+            return PodClient(self.mesh.capture.namespace(pod.name))
         return HttpClient("", proxy=f"http://{pod.ip}:15001")
 
     def settled(self, promql: str, expected_total: float, timeout: float = 30.0) -> float:
@@ -90,8 +100,8 @@ class ObservedMesh:
 
 
 @pytest.fixture(scope="module")
-def observed() -> Iterator[ObservedMesh]:
-    m = ObservedMesh(build_policies("e2e"))
+def observed(pytestconfig: pytest.Config) -> Iterator[ObservedMesh]:
+    m = ObservedMesh(build_policies("e2e"), interception=pytestconfig.getoption("--mesh-interception"))
     try:
         yield m
     finally:
@@ -156,15 +166,41 @@ def test_strict_mtls_traffic_reports_mutual_tls_and_the_principals(observed: Obs
         assert m["destination_principal"] == "spiffe://cluster.local/ns/default/sa/reviews"
 
 
-def _trace(observed: ObservedMesh, headers: dict[str, str], min_spans: int) -> tuple[str, list[Span]]:
+SERVER, CLIENT = 2, 3  # OTLP span kinds: a proxy's inbound (and the gateway's) span, a sidecar's call out
+# jason's request: gateway -> productpage -> {details, reviews v2 -> ratings}; the leaves' inbound spans end the tree
+JASON_LEAVES = frozenset({"details.default", "ratings.default"})
+
+
+def _missing(spans: list[Span], parent: str, leaves: frozenset[str]) -> str:
+    """What the trace still lacks (empty once whole): the ingress's root span, a parent of any span, the callee's
+    span of any call out, the inbound span of each leaf service. Each proxy exports its spans in its own batches, so
+    a count of spans says nothing about which ones arrived."""
+    ids = {s.span_id for s in spans}
+    if not any(s.parent_span_id == parent for s in spans):
+        return "the ingress gateway's root span"
+    orphans = [f"{s.service} {s.name}" for s in spans if s.parent_span_id not in ids | {parent}]
+    if orphans:
+        return f"the parents of {orphans}"
+    parents = {s.parent_span_id for s in spans}
+    unanswered = [f"{s.service} {s.name}" for s in spans if s.kind == CLIENT and s.span_id not in parents]
+    if unanswered:
+        return f"the callees' spans of {unanswered}"
+    absent = leaves - {s.service for s in spans if s.kind == SERVER}
+    return f"the inbound spans of {sorted(absent)}" if absent else ""
+
+
+def _trace(observed: ObservedMesh, headers: dict[str, str], leaves: frozenset[str]) -> tuple[str, list[Span]]:
+    """One request through the ingress with a traceparent of ours; its spans once the whole tree arrived."""
     trace_id, parent = secrets.token_hex(16), secrets.token_hex(8)
     reply = observed.ingress().get("/productpage", {**headers, "traceparent": f"00-{trace_id}-{parent}-01"})
     assert reply.status == 200
-    deadline = time.monotonic() + 20  # Envoy's tracer flushes its batch every 5 s
-    while len(observed.traces.spans(trace_id)) < min_spans:
-        assert time.monotonic() < deadline, f"trace {trace_id}: {len(observed.traces.spans(trace_id))} spans"
+    deadline = time.monotonic() + 30  # Envoy's tracer flushes its batch every 5 s; more on a loaded machine
+    while missing := _missing(spans := observed.traces.spans(trace_id), parent, leaves):
+        assert time.monotonic() < deadline, (
+            f"trace {trace_id} lacks {missing} after 30 s: {[(s.service, s.name, s.kind) for s in spans]}"
+        )
         time.sleep(0.2)
-    return parent, observed.traces.spans(trace_id)
+    return parent, spans
 
 
 def _chain(spans: list[Span], leaf: Span) -> list[str]:
@@ -178,7 +214,7 @@ def _chain(spans: list[Span], leaf: Span) -> list[str]:
 
 def test_one_request_is_one_trace_with_parent_child_spans_per_hop(observed: ObservedMesh) -> None:
     # jason goes to reviews v2, which calls ratings: gateway -> productpage -> reviews -> ratings
-    parent, spans = _trace(observed, {"end-user": "jason"}, min_spans=7)
+    parent, spans = _trace(observed, {"end-user": "jason"}, JASON_LEAVES)
     roots = [s for s in spans if s.parent_span_id == parent]
     assert [r.service for r in roots] == ["istio-ingressgateway.istio-system"]
     ratings_server = [s for s in spans if s.service == "ratings.default"]
@@ -201,7 +237,7 @@ def test_an_injected_delay_shows_on_the_span_of_the_hop_where_it_fired(observed:
     )
     observed.mesh.apply(replace(base, vs))
     try:
-        _, spans = _trace(observed, {"end-user": "jason"}, min_spans=7)
+        _, spans = _trace(observed, {"end-user": "jason"}, JASON_LEAVES)
     finally:
         observed.mesh.apply(base)
     delayed = [s for s in spans if "DI" in str(s.attributes.get("response_flags", ""))]

@@ -7,12 +7,15 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.compile import build_policies
+from mesh.dataplane.procs import process_start
+from mesh.dataplane.supervisor import ProcessStatus
 from mesh.errors import EXIT_CLI_USAGE
 from mesh.targets.local.api import StateFile
-from mesh.targets.local.control import process_start, write_state
+from mesh.targets.local.control import write_state
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,15 +45,15 @@ def test_make_help_lists_every_target() -> None:
     assert targets <= names, targets - names
 
 
-def _mesh(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESH_STATE_DIR": str(state)}
+def _mesh(*args: str, state: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MESH_STATE_DIR": str(state)} if state else None
     return subprocess.run([sys.executable, "-m", "mesh", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_unknown_proxy_and_process_names_are_usage_errors(tmp_path: Path) -> None:
-    """A state file naming this (live, ours) process stands in for a running mesh: names are checked first."""
+def _running_mesh(state: Path, processes: Sequence[ProcessStatus] = ()) -> None:
+    """A state file naming this (live, ours) process: it stands in for a running mesh."""
     write_state(
-        tmp_path,
+        state,
         StateFile(
             pid=os.getpid(),
             pid_start=process_start(os.getpid()) or 0,
@@ -60,26 +63,27 @@ def test_unknown_proxy_and_process_names_are_usage_errors(tmp_path: Path) -> Non
             started_at=0,
             api="unix:/nonexistent",
             token="t",
+            processes=list(processes),
         ),
     )
+
+
+def test_unknown_proxy_and_process_names_are_usage_errors(tmp_path: Path) -> None:
+    """A state file naming this (live, ours) process stands in for a running mesh: names are checked first."""
+    _running_mesh(tmp_path)
     for args in (("proxy-config", "routes", "nope-v1-0"), ("logs", "nope-v1-0")):
-        out = _mesh(tmp_path, *args)
+        out = _mesh(*args, state=tmp_path)
         assert out.returncode == EXIT_CLI_USAGE, (args, out.stderr)
         assert "nope-v1-0" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_simulate_from_an_unknown_pod_is_a_usage_error() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "mesh", "simulate", "--from", "nope-v1-0", "http://reviews:9080/"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = _mesh("simulate", "--from", "nope-v1-0", "http://reviews:9080/")
     assert out.returncode == EXIT_CLI_USAGE and "no pod 'nope-v1-0'" in out.stderr
 
 
 def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mesh", "simulate", *args], capture_output=True, text=True, timeout=60)
+    return _mesh("simulate", *args)
 
 
 def test_simulate_shows_fault_values_and_accepts_pod_dot_namespace() -> None:
@@ -110,23 +114,10 @@ def test_logs_follow_ends_quietly_on_ctrl_c(tmp_path: Path) -> None:
     import signal
     import time
 
-    from mesh.dataplane.supervisor import ProcessStatus
-
     log = tmp_path / "app-x.log"
     log.write_text("x listening on /sock\n")
-    write_state(
-        tmp_path,
-        StateFile(
-            pid=os.getpid(),
-            pid_start=process_start(os.getpid()) or 0,
-            ingress="http://x",
-            ca="c",
-            revision=1,
-            started_at=0,
-            api="unix:/nonexistent",
-            token="t",
-            processes=[ProcessStatus(name="app/x-v1-0", kind="app", pid=1, running=True, restarts=0, log=str(log))],
-        ),
+    _running_mesh(
+        tmp_path, [ProcessStatus(name="app/x-v1-0", kind="app", pid=1, running=True, restarts=0, log=str(log))]
     )
     env = {**os.environ, "MESH_STATE_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

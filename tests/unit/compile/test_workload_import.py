@@ -120,3 +120,16 @@ def test_service_account_labels_are_not_dropped() -> None:
     with pytest.raises(ImportFailed, match=r"labels \['account'\] are not modelled"):
         load_yaml(sa + "---\n" + SERVICE + "---\n" + DEPLOYMENT)
     assert yaml.safe_load(sa)["metadata"]["name"] == "httpbin"
+
+
+def test_a_headless_service_round_trips_and_a_fixed_cluster_ip_is_an_error() -> None:
+    headless = SERVICE.replace("spec:\n", "spec:\n  clusterIP: None\n", 1)
+    config = load_yaml(headless + "---\n" + DEPLOYMENT)
+    (svc,) = config.services
+    assert svc.headless
+    (rendered,) = [m for m in render_workloads(config) if m["kind"] == "Service"]
+    assert rendered["spec"]["clusterIP"] == "None"
+    assert "headless=True" in to_python(config)
+    assert not load_yaml(SERVICE + "---\n" + DEPLOYMENT).services[0].headless
+    with pytest.raises(ImportFailed, match=r"spec\.clusterIP.*not modelled"):
+        load_yaml(SERVICE.replace("spec:\n", "spec:\n  clusterIP: 10.96.0.10\n", 1) + "---\n" + DEPLOYMENT)

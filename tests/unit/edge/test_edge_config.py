@@ -67,6 +67,8 @@ def test_replicas_are_health_checked_and_failures_redispatched() -> None:
     assert "server gw0 127.9.0.1:8080 check\n" in text
     assert "server gw1 127.9.0.2:8080 check port 15021" in text
     assert "http-check send meth GET uri /healthz/ready ver HTTP/1.1" in text
+    elsewhere = Replica("gw2", "127.9.0.10", 8080, health_port=15000, health_host="127.9.0.3")
+    assert "server gw2 127.9.0.10:8080 check addr 127.9.0.3 port 15000" in render(_edge(), [elsewhere], PATHS)
     assert "inter 250ms" in text and "fall 3" in text
     assert "option redispatch 1" in text and "retry-on conn-failure empty-response" in text
     assert "option forwardfor" in text

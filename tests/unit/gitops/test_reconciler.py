@@ -186,7 +186,7 @@ def test_an_interrupted_apply_converges_on_restart(repo: PolicyRepo, tmp_path: P
 
 
 def test_missing_ref_and_path_are_clear_errors(repo: PolicyRepo, tmp_path: Path) -> None:
-    from mesh.gitops.errors import SourceError
+    from mesh.errors import SourceError
 
     spec = SourceSpec(env="dev", repo=str(repo.origin), ref="nope", path="policies")
     r = Reconciler(spec, FakeTarget(), StateStore(tmp_path / "s.db"), tmp_path / "c")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.gitops.errors import RenderFailed
+from mesh.errors import RenderFailed
 from mesh.gitops.render import Limits, render
 
 LIMITS = Limits(timeout=20)

@@ -151,14 +151,14 @@ def _reviews(config: Any) -> Any:
 
 
 def test_install_hook_refuses_a_directory_that_is_not_a_repository(tmp_path: Path) -> None:
-    from mesh.gitops.errors import SourceError
+    from mesh.errors import SourceError
 
     with pytest.raises(SourceError, match="not a git repository"):
         install_hook(tmp_path, tmp_path / "s.sock")
 
 
 def test_unsafe_sources_are_refused_before_git_runs(tmp_path: Path) -> None:
-    from mesh.gitops.errors import UnsafeSource
+    from mesh.errors import UnsafeSource
     from mesh.gitops.source import check_ref, check_url
 
     for url in ("ext::sh -c touch% /tmp/pwned", "fd::17", "--upload-pack=touch /tmp/x", "-oProxyCommand=x"):

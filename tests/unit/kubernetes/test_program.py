@@ -5,6 +5,8 @@ from the program fails a test here."""
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
 import shutil
 import tempfile
@@ -41,6 +43,7 @@ class Registered:
 
     typ: str
     urn: str
+    parent: str  # URN, or "" for the stack
     inputs: dict[str, Any]
     provider: str  # "<provider urn>::<id>", or "" for the default provider
     dependencies: list[str]  # URNs
@@ -80,6 +83,7 @@ class Recorder(pulumi_mocks.MockMonitor):
             self.seen[request.name] = Registered(
                 typ=request.type,
                 urn=response.urn,
+                parent=request.parent,
                 inputs=pulumi.runtime.rpc.deserialize_properties(request.object),
                 provider=request.provider,
                 dependencies=list(request.dependencies),
@@ -542,5 +546,172 @@ def test_the_plug_in_ca_is_istios_cacerts_secret_before_istiod_starts() -> Any:
         assert MONITOR.deps("secret-istio-system-cacerts") == {"istio-base"}
         assert MONITOR.deps("istiod") == {"istio-base", "secret-istio-system-cacerts"}
         assert MONITOR.provider_of("secret-istio-system-cacerts") == "kubernetes"
+
+    return _settled(d, check)
+
+
+# --- headless services and gRPC ports ------------------------------------------------------------------------------
+
+
+def _policies_with(tmp_path: Path, source: str) -> Path:
+    pkg = tmp_path / "pol"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text(source)
+    return pkg
+
+
+HEADLESS_POLICIES = (
+    "from mesh.api import MeshConfig, Service, ServicePort, Version\n"
+    "def build(env):\n"
+    "    app = ['{python}', '-m', 'mesh.sampleapp']\n"
+    "    db = Service(name='db', headless=True, versions=[Version(name='v1', replicas=2, command=app, image='i:1')])\n"
+    "    grpc = Service(name='greeter', ports=[ServicePort(number=9090, name='grpc-echo', protocol='grpc')],\n"
+    "                   versions=[Version(name='v1', command=app, image='i:1')])\n"
+    "    return MeshConfig().add(db, grpc)\n"
+)
+
+
+@pulumi_test
+def test_a_headless_service_reaches_the_engine_without_a_cluster_ip_and_grpc_ports_with_their_app_protocol(
+    tmp_path: Path,
+) -> Any:
+    MONITOR.seen.clear()
+    d = program(DEV, policies_dir=_policies_with(tmp_path, HEADLESS_POLICIES), home=tmp_path)
+
+    def check() -> None:
+        db = MONITOR.seen["service-default-db"].inputs["spec"]
+        greeter = MONITOR.seen["service-default-greeter"].inputs["spec"]
+        assert db["clusterIP"] == "None"
+        assert "clusterIP" not in greeter  # Kubernetes allocates a VIP
+        assert greeter["ports"] == [
+            {"name": "grpc-echo", "port": 9090, "targetPort": 9090, "protocol": "TCP", "appProtocol": "grpc"}
+        ]
+
+    return _settled(d, check)
+
+
+@pulumi_test
+def test_a_route_scoped_rate_limit_reaches_the_engine_as_istios_envoyfilters(tmp_path: Path) -> Any:
+    """A RateLimit on one gateway route, bucketed per `x-user`: the engine receives the limit's HTTP_ROUTE patch
+    (Istio's route name, the per-route config the local mesh pushes) and the shared filter insertion."""
+    pkg = tmp_path / "limited"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import policies\n"
+        "from mesh.api import MeshConfig, RateLimit, RateLimitDescriptor, RouteSelector, TokenBucket, VirtualService\n"
+        "from mesh.api import WorkloadSelector\n"
+        "def build(env):\n"
+        "    base = policies.build(env)\n"
+        "    out = []\n"
+        "    for r in base.resources:\n"
+        "        if isinstance(r, VirtualService) and r.name == 'bookinfo':\n"
+        "            r = r.model_copy(update={'http': [x.model_copy(update={'name': n})\n"
+        "                                              for x, n in zip(r.http, ('pages', 'static'))]})\n"
+        "        out.append(r)\n"
+        "    limit = RateLimit(name='pages', namespace='istio-system',\n"
+        "        workload_selector=WorkloadSelector(match_labels={'istio': 'ingressgateway'}),\n"
+        "        token_bucket=TokenBucket(max_tokens=5, fill_interval='1m'),\n"
+        "        routes=[RouteSelector(virtual_service='default/bookinfo', route='pages')],\n"
+        "        descriptors=[RateLimitDescriptor(header='x-user', token_bucket=TokenBucket(max_tokens=3))])\n"
+        "    return MeshConfig(services=list(base.services), resources=[*out, limit])\n"
+    )
+    MONITOR.seen.clear()
+    d = program(DEV, policies_dir=pkg, home=tmp_path)
+
+    def check() -> None:
+        limit = MONITOR.seen["envoyfilter-istio-system-ratelimit-pages"]
+        assert limit.typ == "kubernetes:networking.istio.io/v1alpha3:EnvoyFilter"
+        assert "istiod" in MONITOR.deps("envoyfilter-istio-system-ratelimit-pages")
+        spec = limit.inputs["spec"]
+        assert spec["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
+        (patch,) = spec["configPatches"]
+        assert patch["applyTo"] == "HTTP_ROUTE" and patch["match"]["context"] == "GATEWAY"
+        assert patch["match"]["routeConfiguration"] == {"vhost": {"route": {"name": "pages"}}}
+        per_route = patch["patch"]["value"]["typed_per_filter_config"]["meshops.route_local_ratelimit"]
+        assert per_route["token_bucket"]["max_tokens"] == 5
+        assert per_route["descriptors"] == [
+            {
+                "entries": [{"key": "x-user"}],
+                "token_bucket": {"max_tokens": 3, "tokens_per_fill": 3, "fill_interval": "1s"},
+            }
+        ]
+        shared = MONITOR.seen["envoyfilter-istio-system-meshops-route-ratelimit"].inputs["spec"]
+        (insert,) = shared["configPatches"]
+        assert insert["applyTo"] == "HTTP_FILTER" and insert["patch"]["operation"] == "INSERT_BEFORE"
+        assert insert["patch"]["value"]["name"] == "meshops.route_local_ratelimit"
+
+    return _settled(d, check)
+
+
+# --- the whole graph, as a snapshot ----------------------------------------------------------------------------------
+
+GRAPH = Path(__file__).with_name("program_graph.json")
+# policies of its own, so a change to the sample's policies does not move the recorded graph: two namespaces, an
+# ingress, subsets, a split and an ALLOW policy (each kind of resource the program registers for policies)
+GRAPH_POLICIES = """\
+from mesh.api import MeshConfig, Service, Version, VirtualService, helpers as h
+
+def _v(name):
+    return Version(name=name, image="meshops/sampleapp:0.1.0", command=["{python}", "-m", "mesh.sampleapp"])
+
+front = Service(name="front", versions=[_v("v1")])
+back = Service(name="back", namespace="shop", versions=[_v("v1"), _v("v2")])
+
+def build(env):
+    split = VirtualService(name="back", namespace="shop", hosts=["back"], http=[h.split("back", {"v1": 90, "v2": 10})])
+    return MeshConfig().add(
+        front, back, *h.ingress("shop", hosts=["shop.local"], routes={"/": "front"}),
+        h.subsets_by_version(back), split, h.allow_only_from(back, front),
+    )
+"""
+GRAPH_STACKS = {
+    "dev": DEV,
+    "ci-full": CI_FULL,
+    "existing-full": replace(
+        PROD, ca_certs=PEMS, addons=ADDONS, reconciler=replace(RECONCILER, image="ghcr.io/acme/meshops-reconciler:1.0")
+    ),
+}
+
+
+def _graph() -> list[dict[str, Any]]:
+    """(type, name, parent, provider, depends_on, delete-before-replace, input fields) of every resource registered,
+    by name (registration order follows Output resolution); inputs' values are left out (paths and image digests
+    differ per checkout)."""
+
+    def parent(urn: str) -> str:
+        return "" if not urn or "::pulumi:pulumi:Stack::" in urn else MONITOR.name_of(urn)
+
+    return [
+        {
+            "type": r.typ,
+            "name": name,
+            "parent": parent(r.parent),
+            "provider": MONITOR.provider_of(name),
+            "depends_on": sorted(MONITOR.deps(name)),
+            "delete_before_replace": r.delete_before_replace,
+            "inputs": sorted(r.inputs),
+        }
+        for name, r in sorted(MONITOR.seen.items())
+    ]
+
+
+@pytest.mark.parametrize("stack", sorted(GRAPH_STACKS))
+@pulumi_test
+def test_the_registered_graph_is_the_recorded_one(stack: str) -> Any:
+    """Refactoring the program keeps every resource, its parent, provider and dependencies. To record an intended
+    change: MESH_UPDATE_PROGRAM_GRAPH=1 pytest tests/unit/kubernetes/test_program.py -k registered_graph."""
+    pkg = HOME / "graph_policies"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text(GRAPH_POLICIES)
+    MONITOR.seen.clear()
+    d = program(GRAPH_STACKS[stack], policies_dir=pkg, home=HOME)
+
+    def check() -> None:
+        recorded = json.loads(GRAPH.read_text()) if GRAPH.exists() else {}
+        if os.environ.get("MESH_UPDATE_PROGRAM_GRAPH"):
+            GRAPH.write_text(json.dumps({**recorded, stack: _graph()}, indent=1, sort_keys=True) + "\n")
+            return
+        assert stack in recorded, f"{GRAPH.name} has no {stack!r}: record it (see this test's docstring)"
+        assert _graph() == recorded[stack]
 
     return _settled(d, check)

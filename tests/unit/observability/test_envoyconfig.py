@@ -50,3 +50,15 @@ def test_envoy_accepts_the_bootstrap_with_the_collector_cluster_and_an_instrumen
         [envoy.envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_proxy_outside_the_pods_binds_no_source_address() -> None:
+    """Under transparent capture a gateway on loopback reaches pods over the bridge: a loopback source cannot go
+    there, so it binds nothing (sidecars keep binding their pod address)."""
+    proxy = Proxy("sidecar", "10.1.1.2", "reviews-v1-0", "default", {"app": "reviews"}, "reviews")
+    base = envoy.bootstrap(proxy, "127.0.0.1", 15010, admin_port=15999)
+    bound = add_to_bootstrap(base, OPTIONS, proxy.ip)
+    assert bound["cluster_manager"]["upstream_bind_config"]["source_address"]["address"] == "10.1.1.2"
+    unbound = add_to_bootstrap(base, OPTIONS, None)
+    assert "upstream_bind_config" not in unbound.get("cluster_manager", {})
+    assert [c["name"] for c in unbound["static_resources"]["clusters"]] == ["xds-grpc", TELEMETRY_CLUSTER]

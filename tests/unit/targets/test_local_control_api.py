@@ -20,12 +20,13 @@ from click.testing import CliRunner
 
 from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.compile import build_policies, render_istio
+from mesh.dataplane.procs import process_start
 from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, StaleRevision, WorkloadChange
 from mesh.runtime import gateway_proxy
 from mesh.targets.base import Target
 from mesh.targets.local import LocalMesh, LocalOptions, LocalTarget
 from mesh.targets.local.api import ApplyRequest, MeshDescription, StateFile, WireConfig
-from mesh.targets.local.control import ControlServer, process_start, read_state, write_state
+from mesh.targets.local.control import ControlServer, read_state, write_state
 from mesh.targets.registry import TargetSettings, create
 
 HERE = os.path.relpath(__file__)

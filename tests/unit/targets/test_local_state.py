@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from mesh.dataplane.procs import process_start
 from mesh.errors import EXIT_TARGET, MeshNotRunning, StateCorrupt
 from mesh.targets.local.api import StateFile
-from mesh.targets.local.control import is_our_mesh, process_start, read_state, state_path, write_state
+from mesh.targets.local.control import is_our_mesh, read_state, state_path, write_state
 from mesh.targets.local.options import LocalOptions
 from mesh.targets.local.target import LocalTarget
 
