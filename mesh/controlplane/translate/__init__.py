@@ -18,12 +18,12 @@ from google.protobuf.message import Message
 from mesh.controlplane.ca.authority import SVID
 from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
-from mesh.controlplane.translate import capture
+from mesh.controlplane.translate import capture, tcp
 from mesh.controlplane.translate.cache import PushCache
 from mesh.controlplane.translate.clusters import blackhole, gateway_service_clusters, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
 from mesh.controlplane.translate.endpoints import gateway_service_endpoints, service_endpoints
-from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
+from mesh.controlplane.translate.gateway import gateway_servers, needs_credential
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
 from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
 from mesh.controlplane.translate.serviceentry import (
@@ -50,7 +50,7 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
     """(credentialName, the hosts a server presents it for) for every TLS server this gateway terminates."""
     out: dict[str, tuple[str, ...]] = {}
     for gw, server in gateway_servers(push, proxy):
-        if terminates_tls(server):
+        if needs_credential(server):
             out.setdefault(credential_name(gw, server), tuple(server_host_names(server)))
     for name, hosts in origination_credentials(push, proxy.namespace):  # DestinationRule SIMPLE/MUTUAL
         out.setdefault(name, hosts)
@@ -151,7 +151,8 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     cache = cache or PushCache(push)
     if proxy.kind == "sidecar" and push.options.interception == "iptables":
         return _captured_snapshot(cache, proxy, secrets)
-    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(inbound_clusters(proxy)))
+    local = [*inbound_clusters(proxy), *tcp.sni_dnat_clusters(push, proxy)]
+    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local))
     routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,
