@@ -1,6 +1,7 @@
-"""Headless services as Istio serves them under transparent interception: no VIP, every pod addressable by its
-own name (`<pod>.<service>.<namespace>.svc.cluster.local`, a StatefulSet's DNS), reached through the caller's
-sidecar (ORIGINAL_DST cluster: the pod the client dialled) and the pod's own sidecar, over mTLS."""
+"""Headless services: no VIP, every pod addressable by its own name (`<pod>.<service>.<namespace>.svc.cluster.local`,
+a StatefulSet's DNS), reached through the caller's sidecar and the pod's own sidecar, over mTLS. Under transparent
+interception as Istio does it (the name resolves to the pod, an ORIGINAL_DST cluster connects where the app dialled);
+in the HTTP_PROXY mode by Host, to a cluster of that pod alone."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from mesh.api import MeshConfig, Service, Version, helpers
 from mesh.dataplane import netns
 from mesh.harness.under_test import LocalMeshUnderTest
-from mesh.targets.local.podclient import PodClient, resolve_in
+from mesh.targets.base import Client
+from mesh.targets.local.podclient import resolve_in
 
 pytestmark = pytest.mark.e2e
 
@@ -28,22 +30,31 @@ def _config() -> MeshConfig:
     return MeshConfig(services=[client, db]).add(*helpers.ingress("db", hosts=["db.local"], routes={"/": "db"}))
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["hosts-file", "dns-proxy"])
+@pytest.fixture(
+    scope="module",
+    params=[("proxy", False), ("iptables", False), ("iptables", True)],
+    ids=["http-proxy", "hosts-file", "dns-proxy"],
+)
 def stateful(request: pytest.FixtureRequest) -> Iterator[LocalMeshUnderTest]:
-    """Names from the pods' hosts files, or from their sidecars' DNS proxies (Istio's name table)."""
+    """HTTP_PROXY mode, or capture with names from the pods' hosts files or their sidecars' DNS proxies."""
+    interception, dns_proxy = request.param
     ok, why = netns.available()
-    if not ok:
+    if interception == "iptables" and not ok:
         pytest.fail(f"transparent interception cannot run here: {why} (run as root; apt-get install iproute2 iptables)")
-    m = LocalMeshUnderTest(_config(), interception="iptables", dns_proxy=request.param)
+    m = LocalMeshUnderTest(_config(), interception=interception, dns_proxy=dns_proxy)
     try:
         yield m
     finally:
         m.stop()
 
 
-def _client(m: LocalMeshUnderTest, pod: str = CALLER) -> PodClient:
-    assert m.mesh.capture is not None
-    return PodClient(m.mesh.capture.namespace(pod))
+def _client(m: LocalMeshUnderTest, pod: str = CALLER) -> Client:
+    return m.from_pod(pod)  # inside the pod's namespace under capture, through HTTP_PROXY otherwise
+
+
+def _resolved(m: LocalMeshUnderTest, name: str, pod: str = CALLER) -> str | None:
+    """The address the pod's app gets for `name` (None in the HTTP_PROXY mode: the sidecar is dialled)."""
+    return resolve_in(m.mesh.capture.namespace(pod), name) if m.mesh.capture is not None else None
 
 
 def _ip(m: LocalMeshUnderTest, pod: str) -> str:
@@ -62,9 +73,10 @@ def test_each_pod_name_reaches_that_pod_through_both_sidecars_over_mtls(
     client = _client(stateful)
     for pod in PEERS:
         name = form.format(pod=pod)
-        assert resolve_in(client.ns, name) == _ip(stateful, pod)  # the pod's own address: there is no VIP
+        if stateful.mesh.capture is not None:
+            assert _resolved(stateful, name) == _ip(stateful, pod)  # the pod's own address: there is no VIP
         seen: Counter[str] = Counter()
-        for _ in range(8):  # one connection per request: a name never lands on the other replica
+        for _ in range(8):  # a name never lands on the other replica
             r = client.get(f"http://{name}:9080/whoami")
             assert r.status == 200, r.text
             assert r.json["peer"] == "spiffe://cluster.local/ns/default/sa/client"  # XFCC from db's sidecar: mTLS
@@ -72,10 +84,11 @@ def test_each_pod_name_reaches_that_pod_through_both_sidecars_over_mtls(
         assert seen == {pod: 8}
 
 
-def test_the_caller_routes_by_original_destination(stateful: LocalMeshUnderTest) -> None:
-    """The caller's sidecar sends a pod name's request to the ORIGINAL_DST cluster, which connects to the
-    dialled pod: its hosts appear in the cluster as they are used."""
-    cluster = f"outbound|9080||{DB}"
+def test_the_callers_cluster_for_a_pod_name(stateful: LocalMeshUnderTest) -> None:
+    """Under capture the caller's sidecar sends a pod name's request to the service's ORIGINAL_DST cluster (it
+    connects where the app dialled); in the HTTP_PROXY mode to `outbound|9080||<pod>.<fqdn>`, that pod alone."""
+    captured = stateful.mesh.capture is not None
+    cluster = f"outbound|9080||{DB}" if captured else f"outbound|9080||db-v1-1.{DB}"
     before = _stat(stateful, CALLER, f"cluster.{cluster}.upstream_rq_total")
     assert _client(stateful).get("http://db-v1-1.db:9080/").status == 200
     assert _stat(stateful, CALLER, f"cluster.{cluster}.upstream_rq_total") == before + 1
@@ -83,16 +96,20 @@ def test_the_caller_routes_by_original_destination(stateful: LocalMeshUnderTest)
         "dynamic_active_clusters"
     )
     (live,) = [c["cluster"] for c in dump["configs"] if c["cluster"]["name"] == cluster]
-    assert live["type"] == "ORIGINAL_DST" and live["lb_policy"] == "CLUSTER_PROVIDED"
+    if captured:
+        assert live["type"] == "ORIGINAL_DST" and live["lb_policy"] == "CLUSTER_PROVIDED"
+    else:
+        assert live["type"] == "EDS"
     assert live["transport_socket"]["name"] == "envoy.transport_sockets.tls"
 
 
 def test_the_service_name_reaches_every_pod(stateful: LocalMeshUnderTest) -> None:
-    """`db` resolves to the pods themselves (no VIP); whichever the client dials answers."""
-    client = _client(stateful)
-    r = client.get("http://db:9080/")
+    """`db` resolves to the pods themselves (no VIP) and whichever the client dials answers; in the HTTP_PROXY mode
+    the caller's sidecar picks one."""
+    r = _client(stateful).get("http://db:9080/")
     assert r.status == 200 and r.json["pod"] in PEERS, r.text
-    assert resolve_in(client.ns, "db") in {_ip(stateful, p) for p in PEERS}
+    if stateful.mesh.capture is not None:
+        assert _resolved(stateful, "db") in {_ip(stateful, p) for p in PEERS}
 
 
 def test_a_pod_of_the_set_reaches_its_peer_by_name(stateful: LocalMeshUnderTest) -> None:
