@@ -23,7 +23,7 @@ from mesh.controlplane.translate.context import (
     routes_pods_by_name,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
-from mesh.controlplane.translate.tls import istio_mutual_upstream
+from mesh.controlplane.translate.tls import istio_mutual_upstream, origination_tls
 from mesh.runtime import Proxy
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -98,7 +98,10 @@ def _outbound(
         c.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()))
     http_opts = protocol_options(tp, port, push.options.h2_upgrade_policy)
     c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
-    if push.upstream_tls(view, port.number, subset, ns) == "ISTIO_MUTUAL":
+    mode = push.upstream_tls(view, port.number, subset, ns)
+    if mode in ("SIMPLE", "MUTUAL") and tp.tls is not None:  # origination the DestinationRule asks for
+        c.transport_socket.CopyFrom(origination_tls(tp.tls, view.fqdn))
+    elif mode == "ISTIO_MUTUAL":
         identities = sorted({p.identity for p in view.pods} or {view.service.identity})
         alpn = ALPN_H2 if speaks_h2(http_opts) else ALPN_HTTP
         c.transport_socket.CopyFrom(

@@ -110,7 +110,7 @@ def outbound_listener(push: PushContext, proxy: Proxy) -> listener_pb2.Listener:
 def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     pod = proxy.pod
     assert pod is not None
-    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.config, proxy)]
+    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.rate_limits, proxy)]
     out = []
     for port in pod.ports:
         mode = push.mtls_mode(pod, port.number)
@@ -176,7 +176,7 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     """One listener per server port; plaintext servers share `http.<port>`, each TLS server gets a filter chain
     matched by SNI (its hosts) with its credential from SDS (`kubernetes://<credentialName>`)."""
-    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.config, proxy)]
+    filters = [*rbac_filters(push.authorization_policies(proxy)), *rate_limit_filters(push.rate_limits, proxy)]
     by_port: dict[int, list[tuple[Gateway, Server]]] = {}
     for gw, server in gateway_servers(push, proxy):
         by_port.setdefault(server.port.number, []).append((gw, server))
