@@ -165,6 +165,14 @@ _CATALOG = [
         "The target needs a command (local) or an image (kubernetes) for every version.",
     ),
     Message(
+        "MSH0007",
+        "IneffectiveRateLimit",
+        "Warning",
+        "Route selector ({selector}) {why}",
+        "A route-scoped RateLimit applies to gateway routes its selectors find; one that finds none is usually a "
+        "typo, and Kubernetes can only patch routes whose http rule has a name.",
+    ),
+    Message(
         "MSH0100",
         "UnsupportedByTarget",
         "Error",

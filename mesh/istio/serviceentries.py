@@ -105,7 +105,11 @@ def egress_gateway_entry(ip: str, ports: Sequence[ServiceEntryPort], namespace: 
         ports=list(ports),
         location="MESH_INTERNAL",
         resolution="STATIC",
-        endpoints=[Endpoint(address=ip, labels=dict(EGRESS_GATEWAY_LABELS))],
+        endpoints=[
+            Endpoint(
+                address=ip, labels=dict(EGRESS_GATEWAY_LABELS), service_account=f"{EGRESS_GATEWAY_NAME}-service-account"
+            )
+        ],
     )
 
 

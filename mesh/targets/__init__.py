@@ -131,7 +131,7 @@ for _path, _why in {  # ServiceEntry and WorkloadEntry: translated (serviceentry
 
 LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
     "Gateway.servers[].port.protocol": _only({"HTTP", "HTTP2", "GRPC", "HTTPS"}, "gateway protocol"),
-    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL"}, "gateway TLS mode"),
+    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL", "ISTIO_MUTUAL"}, "gateway TLS mode"),
     "AuthorizationPolicy.action": _only({"ALLOW", "DENY"}, "action"),
     "AuthorizationPolicy.rules[].when[].key": lambda v: (
         None

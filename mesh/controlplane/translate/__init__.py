@@ -23,7 +23,7 @@ from mesh.controlplane.translate.cache import PushCache
 from mesh.controlplane.translate.clusters import blackhole, gateway_service_clusters, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
 from mesh.controlplane.translate.endpoints import gateway_service_endpoints, service_endpoints
-from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
+from mesh.controlplane.translate.gateway import gateway_servers, needs_credential
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
 from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
 from mesh.controlplane.translate.serviceentry import (
@@ -50,7 +50,7 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
     """(credentialName, the hosts a server presents it for) for every TLS server this gateway terminates."""
     out: dict[str, tuple[str, ...]] = {}
     for gw, server in gateway_servers(push, proxy):
-        if terminates_tls(server):
+        if needs_credential(server):
             out.setdefault(credential_name(gw, server), tuple(server_host_names(server)))
     for name, hosts in origination_credentials(push, proxy.namespace):  # DestinationRule SIMPLE/MUTUAL
         out.setdefault(name, hosts)

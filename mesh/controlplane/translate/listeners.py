@@ -202,7 +202,9 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                     lc.FilterChain(
                         name=server_route_name(gw, server),
                         filter_chain_match=lc.FilterChainMatch(server_names=names, transport_protocol="tls"),
-                        transport_socket=gateway_downstream(
+                        transport_socket=istio_mutual_downstream()  # mesh mTLS (the egress gateway's usual case)
+                        if server.tls.mode == "ISTIO_MUTUAL"
+                        else gateway_downstream(
                             credential_name(gw, server),
                             mutual=server.tls.mode == "MUTUAL",
                             min_version=server.tls.min_protocol_version,

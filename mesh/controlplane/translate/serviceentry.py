@@ -28,7 +28,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from mesh.api.networking import ClientTLSSettings
 from mesh.api.registry import ServiceEntry, ServiceEntryPort, WorkloadEntry
-from mesh.api.workloads import ServicePort
+from mesh.api.workloads import ServicePort, spiffe_id
 from mesh.controlplane.translate.clusters import (
     DEFAULT_CONNECT_TIMEOUT,
     HTTP_OPTIONS,
@@ -249,7 +249,7 @@ def upstream_tls(
         return None
     if tls.mode == "ISTIO_MUTUAL":
         sans = list(e.entry.subject_alt_names) or sorted(
-            {f"{ep.service_account}" for ep in e.endpoints if ep.service_account}
+            {spiffe_id(e.entry.namespace, ep.service_account) for ep in e.endpoints if ep.service_account}
         )
         return istio_mutual_upstream(tls.sni or outbound_sni(port.number, subset, e.host), sans)
     return origination_tls(tls, e.host)

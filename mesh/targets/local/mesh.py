@@ -191,6 +191,8 @@ class LocalMesh:
         self.gateway = self.gateways[0]
         for gateway in self.gateways:
             self.registry.add_proxy(gateway)
+        for note in edge_local.per_replica_limits(self.config, self.gateways):
+            self.progress(f"note: {note}")
         self.egress = self._egress_gateway()
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them

@@ -419,6 +419,47 @@ CASES += [
 ]
 
 
+def _rate_limit(routes: str) -> str:
+    spec = f"  tokenBucket: {{maxTokens: 5}}\n  routes:\n{routes}"
+    return doc("RateLimit", "pages", spec, namespace="istio-system", api="meshops.dev/v1alpha1")
+
+
+def _shop_routes(first_name: str = "") -> str:
+    named = f"  - name: {first_name}\n" if first_name else "  - "
+    prefix = "    " if first_name else ""
+    return (
+        SHOP_GW
+        + "---"
+        + vs(
+            f"{named}{prefix}match: [{{uri: {{prefix: /api}}}}]\n    route:\n    - destination: {{host: productpage}}\n"
+            "  - name: rest\n    route:\n    - destination: {host: productpage}",
+            hosts="[shop.example.com]",
+            extra="  gateways: [shop-gw]\n",
+            name="shop",
+        )
+    )
+
+
+# Route-scoped RateLimits (meshops' kind): a selector that limits nothing, or that Kubernetes cannot apply
+CASES += [
+    (
+        "ratelimit-route-selects-a-named-gateway-route",
+        _shop_routes("api") + "---\n" + _rate_limit("  - {host: shop.example.com, path: /api}"),
+        [],
+    ),
+    (
+        "ratelimit-route-selects-nothing",
+        _shop_routes("api") + "---\n" + _rate_limit("  - {host: shop.example.com, path: /typo}"),
+        [("MSH0007", "spec.routes[0]")],
+    ),
+    (
+        "ratelimit-route-is-unnamed",
+        _shop_routes() + "---\n" + _rate_limit("  - {virtualService: default/shop}"),
+        [("MSH0007", "spec.routes[0]")],
+    ),
+]
+
+
 @pytest.mark.parametrize("yaml_text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_defect_is_reported_with_code_and_path(yaml_text: str, expected: list[tuple[str, str]]) -> None:
     config = load_yaml(yaml_text, "case.yaml")
