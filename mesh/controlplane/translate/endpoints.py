@@ -51,7 +51,7 @@ def gateway_service_endpoints(
     subsets: list[tuple[str, dict[str, str]]] = [("", {})]
     subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]
     out = []
-    for port in http_ports(view.service):
+    for port in view.service.ports:
         for subset, labels in subsets:
             lb = [_lb_endpoint(pod, port.number) for pod in push.pods_for(view, labels)]
             out.append(
