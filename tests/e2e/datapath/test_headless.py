@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mesh.api import MeshConfig, Service, Version, helpers
+from mesh.api import MeshConfig, Service, ServicePort, Version, helpers
 from mesh.dataplane import netns
 from mesh.harness.under_test import LocalMeshUnderTest
 from mesh.targets.base import Client
@@ -130,3 +130,60 @@ def test_the_ingress_gateway_reaches_the_headless_service(stateful: LocalMeshUnd
         if seen == set(PEERS):
             break
     assert seen == set(PEERS)  # a pod missed by 40 least-request picks over 2: p < 1e-6 if both are there
+
+
+# --- a headless TCP service (transparent interception only: TCP needs it) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stateful_tcp() -> Iterator[LocalMeshUnderTest]:
+    ok, why = netns.available()
+    if not ok:
+        pytest.fail(f"transparent interception cannot run here: {why} (run as root; apt-get install iproute2 iptables)")
+    kv = Service(
+        name="kv",
+        headless=True,
+        ports=[ServicePort(number=9000, name="tcp")],
+        versions=[Version(name="v1", replicas=2, command=[*APP, "--tcp-echo"])],
+    )
+    client = Service(name="client", versions=[Version(name="v1", command=APP)])
+    m = LocalMeshUnderTest(MeshConfig(services=[client, kv]).add(helpers.strict_mtls()), interception="iptables")
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+def _echo(m: LocalMeshUnderTest, name: str) -> str:
+    """One connection from the client pod to `name`:9000, one line echoed back ('' if refused)."""
+    assert m.mesh.capture is not None
+    ns = m.mesh.capture.namespace(CALLER)
+    with netns.connect_in(ns, resolve_in(ns, name), 9000, 10.0) as sock:
+        sock.sendall(b"hello\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode().strip()
+
+
+def test_each_pod_of_a_headless_tcp_service_has_its_own_listener_and_is_reached_over_mtls(
+    stateful_tcp: LocalMeshUnderTest,
+) -> None:
+    """Istio's per-endpoint listeners (`<pod ip>_9000`) take the client's connection to a pod by its original
+    destination into the service's ORIGINAL_DST cluster: the pod answers (under STRICT, so over mTLS)."""
+    listeners = stateful_tcp.mesh.admin(next(p for p in stateful_tcp.mesh.registry.pods if p.name == CALLER))
+    for pod in ("kv-v1-0", "kv-v1-1"):
+        ip = _ip(stateful_tcp, pod)
+        before = _stat(stateful_tcp, CALLER, "cluster.outbound|9000||kv.default.svc.cluster.local.upstream_cx_total")
+        for _ in range(4):
+            assert _echo(stateful_tcp, f"{pod}.kv") == f"v1 {pod} hello"
+        after = _stat(stateful_tcp, CALLER, "cluster.outbound|9000||kv.default.svc.cluster.local.upstream_cx_total")
+        assert after - before == 4
+        assert f"{ip}_9000" in {
+            c["active_state"]["listener"]["name"]
+            for c in listeners.config_dump("dynamic_listeners")["configs"]
+            if "active_state" in c
+        }
