@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from mesh.controlplane.ca.authority import SVID
 from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
-from mesh.controlplane.translate import capture
+from mesh.controlplane.translate import capture, tcp
 from mesh.controlplane.translate.cache import PushCache
 from mesh.controlplane.translate.clusters import blackhole, gateway_service_clusters, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
@@ -151,7 +151,8 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     cache = cache or PushCache(push)
     if proxy.kind == "sidecar" and push.options.interception == "iptables":
         return _captured_snapshot(cache, proxy, secrets)
-    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(inbound_clusters(proxy)))
+    local = [*inbound_clusters(proxy), *tcp.sni_dnat_clusters(push, proxy)]
+    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local))
     routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,

@@ -27,6 +27,7 @@ from mesh.istio import (
     rule_host,
     served_hosts,
 )
+from mesh.istio.protocol import is_http_port
 from mesh.istio.sidecar import route_destinations
 from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
@@ -361,4 +362,10 @@ def routes_by_original_destination(push: PushContext, view: ServiceView) -> bool
 
 
 def http_ports(service: Service) -> list[ServicePort]:
-    return [p for p in service.ports if p.protocol in ("http", "http2", "grpc")]
+    """Ports routed by Host and path (Istio's protocol selection: `mesh.istio.protocol`)."""
+    return [p for p in service.ports if is_http_port(p)]
+
+
+def tcp_ports(service: Service) -> list[ServicePort]:
+    """Ports routed as connections (TCP, TLS, HTTPS, databases): `tcp.py`."""
+    return [p for p in service.ports if not is_http_port(p)]

@@ -8,7 +8,6 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
-    http_ports,
     outbound_cluster,
     routes_by_original_destination,
 )
@@ -39,7 +38,7 @@ def gateway_service_endpoints(
     subsets: list[tuple[str, dict[str, str]]] = [("", {})]
     subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]
     out = []
-    for port in http_ports(view.service):
+    for port in view.service.ports:
         for subset, labels in subsets:
             lb = [_lb_endpoint(pod, port.number) for pod in push.pods_for(view, labels)]
             out.append(
