@@ -129,7 +129,8 @@ class CapturedPods:
         ip = self.net.next_pod_ip()
         ns = self.net.add_pod(name, ip, {}, self.resolv_conf(namespace))
         install(ns, confinement(str(self.net.subnet)))
-        netns.run("sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0", netns=ns)  # the proxy user binds :80
+        # the proxy user binds its servers' ports (80, 443) in this namespace only (a per-namespace sysctl)
+        netns.run("sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start", netns=ns)
         return ip
 
     def add_external(self, name: str) -> tuple[str, str]:

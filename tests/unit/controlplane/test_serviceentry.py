@@ -14,13 +14,20 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from mesh.analyze import analyze
 from mesh.api import (
     ClientTLSSettings,
+    Destination,
     DestinationRule,
+    Gateway,
+    HTTPRoute,
+    HTTPRouteDestination,
     MeshConfig,
+    Port,
     PortSelector,
     PortTrafficPolicy,
+    Server,
     ServiceEntry,
     ServiceEntryPort,
     TrafficPolicy,
+    VirtualService,
     WorkloadEntry,
     WorkloadSelector,
 )
@@ -205,3 +212,35 @@ def test_simple_origination_to_a_mesh_service(world: World) -> None:
     assert ctx.sni == "ratings.default.svc.cluster.local"
     assert ctx.common_tls_context.validation_context.trusted_ca.filename == "/etc/certs/ca.pem"
     assert not ctx.common_tls_context.tls_certificate_sds_secret_configs  # no client certificate, no mesh SVID
+
+
+def test_the_local_target_provides_the_egress_gateway_kubernetes_does_not() -> None:
+    """Analysis agrees with the runtime: locally a Gateway selecting `istio: egressgateway` starts it and its
+    Service exists; on Kubernetes nothing here installs one, so the selector and the host are unknown (IST0101)."""
+    gw = Gateway(
+        name="egress",
+        namespace="istio-system",
+        selector={"istio": "egressgateway"},
+        servers=[Server(port=Port(number=80, name="http", protocol="HTTP"), hosts=["api.example.com"])],
+    )
+    vs = VirtualService(
+        name="via-egress",
+        hosts=["api.example.com"],
+        gateways=["mesh", "istio-system/egress"],
+        http=[
+            HTTPRoute(
+                route=[
+                    HTTPRouteDestination(
+                        destination=Destination(host="istio-egressgateway.istio-system.svc.cluster.local")
+                    )
+                ]
+            )
+        ],
+    )
+    se = ServiceEntry(name="api", hosts=["api.example.com"], ports=[HTTP], resolution="DNS")
+    config = MeshConfig().add(gw, vs, se)
+    assert not [f for f in analyze(config, capabilities("local")) if f.code == "IST0101"]
+    assert {f.resource for f in analyze(config, capabilities("kubernetes")) if f.code == "IST0101"} == {
+        "Gateway istio-system/egress",
+        "VirtualService default/via-egress",
+    }
