@@ -40,7 +40,6 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "VirtualService.tls[].match[].destinationSubnets": "destination subnets are not matched locally",
     "VirtualService.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
     "DestinationRule.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
-    "VirtualService.http[].match[].sourceNamespace": "sourceNamespace matching is not implemented locally",
     "VirtualService.http[].retries.retryRemoteLocalities": "there are no localities on one machine",
     "AuthorizationPolicy.rules[].from[].source.requestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",

@@ -165,3 +165,24 @@ def test_gateway_passthrough_and_auto_passthrough(world: World) -> None:
     dnat = snap.resources(rt.CLUSTER).items[sni]
     assert isinstance(dnat, cluster_pb2.Cluster)
     assert dnat.eds_cluster_config.service_name == f"outbound|9000|v1|{ECHO}" and not dnat.HasField("transport_socket")
+
+
+def test_source_namespace_limits_http_rules_to_callers_in_it(world: World) -> None:
+    from mesh.api import HTTPMatchRequest, HTTPRoute
+    from mesh.api import helpers as hp
+    from mesh.controlplane.simulate import simulate
+
+    vs = VirtualService(
+        name="echo",
+        hosts=["echo"],
+        http=[
+            HTTPRoute(match=[HTTPMatchRequest(source_namespace="other")], route=[hp.to("echo", "v2")]),
+            HTTPRoute(route=[hp.to("echo", "v1")]),
+        ],
+    )
+    config = MeshConfig(
+        services=world.config.services,
+        resources=[*(r for r in world.config.resources if r.name != "echo" or r.kind != "VirtualService"), vs],
+    )
+    hit = simulate(config, "productpage", "http://echo:9080/", {}).hit
+    assert hit is not None and list(hit.clusters) == ["outbound|9080|v1|echo.default.svc.cluster.local"]
