@@ -39,7 +39,8 @@ def render_istio(config: MeshConfig) -> list[Manifest]:
 
 
 def render_workloads(config: MeshConfig) -> list[Manifest]:
-    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version.
+    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version (a
+    StatefulSet for a headless service).
 
     A Namespace manifest for one of SYSTEM_NAMESPACES only carries its labels (`kubectl apply` patches them in);
     the kubernetes target turns it into a patch, never a create."""
@@ -91,6 +92,9 @@ def service_manifests(svc: Service) -> list[Manifest]:
     return manifests
 
 
+WORKLOAD_KIND = {False: "Deployment", True: "StatefulSet"}  # by Service.headless
+
+
 def deployment(svc: Service, version: Version, service_account: str) -> Manifest:
     labels = dict(sorted(svc.pod_labels(version).items()))
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(version.env.items())]
@@ -103,11 +107,15 @@ def deployment(svc: Service, version: Version, service_account: str) -> Manifest
         "env": env,
         "readinessProbe": readiness_probe(svc),
     }
+    # a headless service's pods get stable names (`<service>-<version>-<i>`, as the local mesh names them) and
+    # DNS (`<pod>.<service>...`) only as a StatefulSet's, governed by that service
+    stateful = {"serviceName": svc.name} if svc.headless else {}
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": WORKLOAD_KIND[svc.headless],
         "metadata": {"name": svc.deployment_name(version), "namespace": svc.namespace, "labels": labels},
         "spec": {
+            **stateful,
             "replicas": version.replicas,
             "selector": {"matchLabels": labels},
             "template": {

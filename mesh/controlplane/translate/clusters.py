@@ -14,10 +14,13 @@ from mesh.api.workloads import ServicePort
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
+    http_ports,
     inbound_cluster,
     outbound_cluster,
     outbound_sni,
+    pod_cluster,
     routes_by_original_destination,
+    routes_pods_by_name,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
 from mesh.controlplane.translate.tls import istio_mutual_upstream, origination_tls
@@ -52,8 +55,16 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
 
 
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
-    """A sidecar's clusters for a service (ORIGINAL_DST for a headless one under capture)."""
-    return _service_clusters(push, view, ns, routes_by_original_destination(push, view))
+    """A sidecar's clusters for a service (ORIGINAL_DST for a headless one under capture, plus one cluster per pod
+    of a headless one in the HTTP_PROXY mode)."""
+    out = _service_clusters(push, view, ns, routes_by_original_destination(push, view))
+    if routes_pods_by_name(push, view):
+        for port in http_ports(view.service):
+            for pod in view.pods:
+                c = _outbound(push, view, port, "", ns, False)
+                c.name = c.eds_cluster_config.service_name = pod_cluster(port.number, pod, view)
+                out.append(c)
+    return out
 
 
 def gateway_service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:

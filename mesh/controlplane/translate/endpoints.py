@@ -8,8 +8,11 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
+    http_ports,
     outbound_cluster,
+    pod_cluster,
     routes_by_original_destination,
+    routes_pods_by_name,
 )
 from mesh.runtime import Pod
 
@@ -27,7 +30,17 @@ def _lb_endpoint(pod: Pod, port: int) -> endpoint_components_pb2.LbEndpoint:
 def service_endpoints(push: PushContext, view: ServiceView, ns: str) -> list[endpoint_pb2.ClusterLoadAssignment]:
     if routes_by_original_destination(push, view):
         return []  # a sidecar's ORIGINAL_DST clusters take no endpoints
-    return gateway_service_endpoints(push, view, ns)
+    out = gateway_service_endpoints(push, view, ns)
+    if routes_pods_by_name(push, view):
+        out += [
+            endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=pod_cluster(port.number, pod, view),
+                endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[_lb_endpoint(pod, port.number)])],
+            )
+            for port in http_ports(view.service)
+            for pod in view.pods
+        ]
+    return out
 
 
 def gateway_service_endpoints(

@@ -35,6 +35,7 @@ from mesh.controlplane.translate.context import (
     inbound_cluster,
     outbound_cluster,
     outbound_sni,
+    routes_by_original_destination,
     tcp_ports,
 )
 from mesh.controlplane.translate.protos import ads, duration, packed
@@ -111,15 +112,17 @@ def service_addresses(push: PushContext) -> dict[str, str]:
 
 
 def outbound_tcp_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
-    """`<VIP>_<port>` for every TCP-family service port: virtualOutbound's hand-off by original destination."""
+    """`<VIP>_<port>` for every TCP-family service port (`<pod ip>_<port>` per pod of a headless one):
+    virtualOutbound's hand-off by original destination."""
     vips = service_addresses(push)
     out = []
     for view in push.proxy_scope(proxy).services.values():  # what its Sidecar lets it see
         vip = vips.get(view.fqdn)
-        if vip is None:
-            continue
-        for port in tcp_ports(view.service):
-            out.append(_outbound_listener(push, proxy, view, port, vip))
+        # a headless service has no VIP: Istio listens per endpoint (`<pod ip>_<port>`), to its ORIGINAL_DST cluster
+        addresses = [vip] if vip else [p.ip for p in view.pods] if routes_by_original_destination(push, view) else []
+        for address in addresses:
+            for port in tcp_ports(view.service):
+                out.append(_outbound_listener(push, proxy, view, port, address))
     return out
 
 

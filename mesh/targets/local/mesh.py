@@ -169,12 +169,6 @@ class LocalMesh:
             for run in self.capture.removed_stale:
                 self.progress(f"removed the pod network mb{run} a killed mesh left behind")
             self.pilot.options = replace(self.pilot.options, interception="iptables")
-        headless = sorted(s.name for s in self.config.services if s.headless)
-        if headless and mode == "proxy":
-            self.progress(
-                f"headless services ({', '.join(headless)}): their names load-balance over their pods; addressing "
-                "one pod by name (<pod>.<service>) needs --interception iptables"
-            )
         next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
             p if self.capture else self._private_app(p)
