@@ -143,6 +143,15 @@ def test_mesh_up_obtains_serves_renews_and_reports_an_acme_certificate(
     assert reported.error == failed.error and reported.ready and reported.last_success == renewed.last_success
     assert _served(address, root).serial_number == after.serial_number
 
+    # `mesh apply` without the annotation: the renewals stop; the credential's files keep serving as any credential
+    plain = [
+        r.model_copy(update={"annotations": {}}) if isinstance(r, Gateway) and r.name == "bookinfo" else r
+        for r in lm.config.resources
+    ]
+    lm.apply(MeshConfig(services=list(lm.config.services), resources=plain))
+    assert lm.acme is None
+    assert _served(address, root).serial_number == after.serial_number
+
 
 def test_an_issuer_without_the_edge_is_refused_before_anything_starts(tmp_path: Path, pebble: Pebble) -> None:
     lm = LocalMesh(_policies(pebble), LocalOptions(state_dir=tmp_path / "state"), progress=lambda m: None)
