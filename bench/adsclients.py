@@ -3,7 +3,8 @@ receive into its Envoy message (as Envoy must before it can ACK) and ACK.
 
 Run as a separate process so their CPU does not share the control plane's GIL:
     python -m bench.adsclients PORT NODES_FILE
-NODES_FILE is JSON: {"nodes": [...], "eds": [...], "rds": [...]}. Prints "ready" once every stream is open.
+NODES_FILE is JSON: {"nodes": [...], "subscriptions": [{"eds": [...], "rds": [...]}, ...], "of": {node: index}}
+(each node's EDS and RDS names). Prints "ready" once every stream is open.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def main() -> None:
         spec = json.load(f)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 256 << 20)])
     for node in spec["nodes"]:
-        threading.Thread(target=stream, args=(channel, node, spec["eds"], spec["rds"]), daemon=True).start()
+        names = spec["subscriptions"][spec["of"][node]]
+        threading.Thread(target=stream, args=(channel, node, names["eds"], names["rds"]), daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
 

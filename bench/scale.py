@@ -27,6 +27,7 @@ from mesh.api import (
     VirtualService,
 )
 from mesh.api import helpers as h
+from mesh.api.sidecar import IstioEgressListener, Sidecar, SidecarWorkloadSelector
 from mesh.controlplane.ca import CertificateAuthority
 from mesh.controlplane.pilot import Pilot, PushResult
 from mesh.controlplane.xds import resources as rt
@@ -94,6 +95,32 @@ def touch(config: MeshConfig, k: int, weight: int) -> MeshConfig:
     return MeshConfig(services=config.services, resources=[vs if r.key == vs.key else r for r in config.resources])
 
 
+DEPENDENCIES = 5
+
+
+def dependencies(i: int, services: int) -> list[int]:
+    """The services workload i calls: the next five (a realistic handful, and every service has callers)."""
+    return [(i + d) % services for d in range(1, DEPENDENCIES + 1)]
+
+
+def with_sidecars(config: MeshConfig, services: int = SERVICES, workloads: int = PROXIES) -> MeshConfig:
+    """A Sidecar per workload (the first `workloads` services have pods) listing the FQDNs of its dependencies, as
+    a platform team writes them from observed traffic."""
+    sidecars = [
+        Sidecar(
+            name=f"svc-{i:04d}",
+            workload_selector=SidecarWorkloadSelector(labels={"app": f"svc-{i:04d}"}),
+            egress=[
+                IstioEgressListener(
+                    hosts=[f"./svc-{d:04d}.default.svc.cluster.local" for d in dependencies(i, services)]
+                )
+            ],
+        )
+        for i in range(min(workloads, services))
+    ]
+    return MeshConfig(config.services, [*config.resources, *sidecars])
+
+
 @dataclass
 class SimulatedMesh:
     pilot: Pilot
@@ -122,11 +149,7 @@ def simulated_mesh(base: MeshConfig, proxies: int) -> Iterator[SimulatedMesh]:
     first = pilot.push(base, wait=0)
     snap = pilot.cache.get_snapshot(nodes[0])
     assert snap is not None
-    spec = {
-        "nodes": nodes,
-        "eds": sorted(snap.resources(rt.ENDPOINT).items),
-        "rds": sorted(snap.resources(rt.ROUTE).items),
-    }
+    spec = {"nodes": nodes, **_subscriptions(pilot, nodes)}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
@@ -146,6 +169,24 @@ def simulated_mesh(base: MeshConfig, proxies: int) -> Iterator[SimulatedMesh]:
         clients.wait(timeout=60)
         server.stop(0)
         os.unlink(f.name)
+
+
+def _subscriptions(pilot: Pilot, nodes: list[str]) -> dict[str, object]:
+    """What each client subscribes to by name (EDS, RDS), as its Envoy would: one list per distinct snapshot part
+    (proxies of one namespace and Sidecar share theirs), `of` maps each node to its list."""
+    lists: list[dict[str, list[str]]] = []
+    seen: dict[tuple[int, int], int] = {}
+    of: dict[str, int] = {}
+    for node in nodes:
+        snap = pilot.cache.get_snapshot(node)
+        assert snap is not None
+        eds, rds = snap.resources(rt.ENDPOINT), snap.resources(rt.ROUTE)
+        key = (id(eds), id(rds))
+        if key not in seen:
+            seen[key] = len(lists)
+            lists.append({"eds": sorted(eds.items), "rds": sorted(rds.items)})
+        of[node] = seen[key]
+    return {"subscriptions": lists, "of": of}
 
 
 def main() -> None:

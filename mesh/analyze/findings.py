@@ -173,6 +173,14 @@ _CATALOG = [
         "typo, and Kubernetes can only patch routes whose http rule has a name.",
     ),
     Message(
+        "MSH0008",
+        "HttpOnlyAuthorizationOnTcp",
+        "Warning",
+        "Rule uses HTTP-only fields ({fields}) but applies to TCP ports {ports}: {effect}",
+        "A TCP connection has no method, path, host or request header. Istio drops an ALLOW rule that names them on "
+        "TCP ports (so it matches nothing: connections are refused) and applies a DENY rule without them.",
+    ),
+    Message(
         "MSH0100",
         "UnsupportedByTarget",
         "Error",

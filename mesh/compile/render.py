@@ -10,6 +10,7 @@ import yaml
 from mesh.api.config import MeshConfig
 from mesh.api.ratelimit import RateLimit
 from mesh.api.workloads import Service, Version
+from mesh.istio.protocol import app_protocol_value
 
 Manifest = dict[str, Any]
 LOCAL_ONLY_KINDS = frozenset({"Edge", "Issuer"})  # docs/edge.md: the edge and ACME in a cluster
@@ -79,7 +80,7 @@ def service_manifests(svc: Service) -> list[Manifest]:
                         "port": p.number,
                         "targetPort": p.target_port or p.number,
                         "protocol": "TCP",
-                        "appProtocol": p.protocol,
+                        "appProtocol": app_protocol_value(p),
                     }
                     for p in svc.ports
                 ],

@@ -225,13 +225,12 @@ def _port(sr: _Reader, i: int, p: Any) -> ServicePort:
     target = p.get("targetPort")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
         sr.fail((*path, "targetPort"), "named target ports are not modelled: give the container port's number")
-    proto = p.get("appProtocol") or str(p.get("name") or "http").split("-")[0]
-    try:
+    try:  # Istio selects the protocol from appProtocol and the name (`mesh.istio.protocol`)
         return ServicePort.model_validate(
             {
                 "number": p["port"],
                 "name": p.get("name", "http"),
-                "protocol": proto if proto in ("http", "http2", "grpc", "tcp", "tls", "https") else "tcp",
+                "app_protocol": p.get("appProtocol"),
                 "target_port": target,
             }
         )

@@ -34,7 +34,7 @@ from mesh.istio.gateways import (
 from mesh.istio.hosts import host_matches, hosts_overlap, resolve_host
 from mesh.istio.peerauth import effective_peer_authentication, mtls_mode
 from mesh.istio.routing import destination_port, is_wildcard, mesh_virtual_services
-from mesh.istio.sidecar import SidecarScope, applicable_sidecar
+from mesh.istio.sidecar import SidecarIndex, SidecarScope, applicable_sidecar
 from mesh.istio.visibility import export_scope, scopes_overlap
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "MESH_GATEWAY",
     "ROOT_NAMESPACE",
     "FaultShare",
+    "SidecarIndex",
     "SidecarScope",
     "applicable_sidecar",
     "binds_gateway",

@@ -10,6 +10,7 @@ from mesh.analyze.analyzers import (
     security,
     sidecars,
     subsets,
+    tcp,
     weights,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "security",
     "sidecars",
     "subsets",
+    "tcp",
     "weights",
 ]

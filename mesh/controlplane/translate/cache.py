@@ -115,8 +115,11 @@ class PushCache:
         return (proxy.namespace, labels, self.push.proxy_scope(proxy).key)
 
     def vhost_keys(self, proxy: Proxy) -> list[tuple[Hashable, ServiceView, int]]:
-        """One key per sidecar virtual host (service port in the proxy's scope): its inputs' content."""
-        base = self.sidecar_routes_key(proxy)
+        """One key per sidecar virtual host (service port in the proxy's scope): its inputs' content. The Sidecar
+        scope is not among them (it only picks which virtual hosts and which VirtualService): proxies whose
+        scopes overlap share their common virtual hosts."""
+        labels = tuple(sorted(proxy.labels.items())) if self.push.uses_source_labels else ()
+        base = (proxy.namespace, labels)
         scope = self.push.proxy_scope(proxy)
         out: list[tuple[Hashable, ServiceView, int]] = []
         for fqdn, ports in scope.vhost_ports.items():

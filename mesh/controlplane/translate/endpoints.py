@@ -8,7 +8,6 @@ from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from mesh.controlplane.translate.context import (
     PushContext,
     ServiceView,
-    http_ports,
     outbound_cluster,
     routes_by_original_destination,
 )
@@ -27,12 +26,19 @@ def _lb_endpoint(pod: Pod, port: int) -> endpoint_components_pb2.LbEndpoint:
 
 def service_endpoints(push: PushContext, view: ServiceView, ns: str) -> list[endpoint_pb2.ClusterLoadAssignment]:
     if routes_by_original_destination(push, view):
-        return []  # ORIGINAL_DST clusters take no endpoints
+        return []  # a sidecar's ORIGINAL_DST clusters take no endpoints
+    return gateway_service_endpoints(push, view, ns)
+
+
+def gateway_service_endpoints(
+    push: PushContext, view: ServiceView, ns: str
+) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """Every service's pods, headless ones too (a gateway's clusters are always EDS)."""
     dr = push.destination_rule(view.fqdn, ns)
     subsets: list[tuple[str, dict[str, str]]] = [("", {})]
     subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]
     out = []
-    for port in http_ports(view.service):
+    for port in view.service.ports:
         for subset, labels in subsets:
             lb = [_lb_endpoint(pod, port.number) for pod in push.pods_for(view, labels)]
             out.append(

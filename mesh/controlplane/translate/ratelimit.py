@@ -5,6 +5,8 @@ Pure: config and proxy in, filters and per-route configs out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2 as lrl
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import json_format
@@ -30,26 +32,33 @@ def _ordered(limits: list[RateLimit]) -> list[RateLimit]:
     return sorted(limits, key=lambda r: (r.namespace != ROOT_NAMESPACE, r.name))
 
 
-def applicable(config: MeshConfig, proxy: Proxy) -> RateLimit | None:
+Limits = MeshConfig | Sequence[RateLimit]  # the whole config, or its RateLimits already picked out (once per push)
+
+
+def _limits(config: Limits) -> Sequence[RateLimit]:
+    return config.of_kind(RateLimit) if isinstance(config, MeshConfig) else config
+
+
+def applicable(config: Limits, proxy: Proxy) -> RateLimit | None:
     """The one workload-wide limit for this proxy: a namespace-local one wins over the root namespace's, then by
     name (as Istio orders EnvoyFilters: root namespace first, so the workload's own namespace is applied last)."""
-    matching = _ordered([r for r in config.of_kind(RateLimit) if not r.route_scoped and selects(r, proxy)])
+    matching = _ordered([r for r in _limits(config) if not r.route_scoped and selects(r, proxy)])
     return matching[-1] if matching else None
 
 
-def route_limits(config: MeshConfig, proxy: Proxy) -> list[RateLimit]:
+def route_limits(config: Limits, proxy: Proxy) -> list[RateLimit]:
     """Route-scoped limits selecting this proxy. Only gateways serve VirtualService routes to clients they do not
     know (a sidecar's routes are its own app's outbound calls): route-scoped limits apply to gateways."""
     if proxy.kind != "router":
         return []
-    return _ordered([r for r in config.of_kind(RateLimit) if r.route_scoped and selects(r, proxy)])
+    return _ordered([r for r in _limits(config) if r.route_scoped and selects(r, proxy)])
 
 
 def local_rate_limit(limit: RateLimit) -> lrl.LocalRateLimit:
     return json_format.ParseDict(limit.envoy_config(), lrl.LocalRateLimit())
 
 
-def rate_limit_filters(config: MeshConfig, proxy: Proxy) -> list[hcm.HttpFilter]:
+def rate_limit_filters(config: Limits, proxy: Proxy) -> list[hcm.HttpFilter]:
     """The filters for this proxy's HTTP chains (before the router): the workload-wide limit, then the route-scoped
     instance when a route of this proxy is limited; none when nothing limits it."""
     out = []
@@ -63,7 +72,7 @@ def rate_limit_filters(config: MeshConfig, proxy: Proxy) -> list[hcm.HttpFilter]
 
 
 def route_rate_limit(
-    config: MeshConfig, proxy: Proxy, vs: VirtualService, rule: HTTPRoute, match: HTTPMatchRequest | None
+    config: Limits, proxy: Proxy, vs: VirtualService, rule: HTTPRoute, match: HTTPMatchRequest | None
 ) -> lrl.LocalRateLimit | None:
     """The per-route config of the route made of `rule` and `match` on this proxy (the last selecting limit in
     EnvoyFilter order), or None when no route-scoped limit selects it."""

@@ -95,7 +95,7 @@ def http_route(scope: RouteScope, rule: HTTPRoute, m: HTTPMatchRequest | None, n
         route.typed_per_filter_config[FAULT_FILTER].CopyFrom(packed(fault_filter(rule.fault)))
     if rule.cors_policy is not None:
         route.typed_per_filter_config[CORS_FILTER].CopyFrom(packed(cors_policy(rule.cors_policy)))
-    limit = route_rate_limit(scope.push.config, scope.proxy, scope.vs, rule, m)  # a route-scoped RateLimit
+    limit = route_rate_limit(scope.push.rate_limits, scope.proxy, scope.vs, rule, m)  # a route-scoped RateLimit
     if limit is not None:
         route.typed_per_filter_config[ROUTE_RATELIMIT_FILTER].CopyFrom(packed(limit))
     return route

@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service
 from mesh.dataplane import netns
 from mesh.dataplane.dns import UpstreamResolver
 from mesh.dataplane.iptables import PROXY_UID, CaptureRules, confinement, install
 from mesh.errors import TargetError
 from mesh.istio import DOMAIN_SUFFIX
+from mesh.istio.protocol import routed_as_connections
 from mesh.runtime import Pod, pod_dns_names
 
 log = logging.getLogger("mesh.local")
@@ -44,6 +46,17 @@ def choose(requested: str) -> tuple[Mode, str]:
     if ok:
         return "iptables", f"auto: {why}"
     return "proxy", f"auto: {why}; apps reach their sidecar through HTTP_PROXY"
+
+
+def check_mode(mode: Mode, config: MeshConfig) -> None:
+    """HTTP_PROXY carries HTTP only: a config that routes connections needs transparent interception."""
+    needs = routed_as_connections(config)
+    if mode == "proxy" and needs:
+        raise TargetError(
+            f"TCP and TLS routing need `--interception iptables` (this mesh runs HTTP_PROXY): {'; '.join(needs)}",
+            hint="run `mesh up --interception iptables` (root, Linux), or give these ports an HTTP protocol "
+            "(a name like `http-...` or appProtocol: http)",
+        )
 
 
 class CapturedPods:

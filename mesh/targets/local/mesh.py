@@ -92,7 +92,9 @@ class LocalMesh:
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
             options=MeshOptions(
-                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+                access_log=self.options.access_log,
+                outbound_traffic_policy=self.options.outbound_traffic_policy,
+                h2_upgrade_policy=self.options.h2_upgrade_policy,
             ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
@@ -161,6 +163,7 @@ class LocalMesh:
         mode, why = interception.choose(opts.interception)
         self.interception = mode
         self.progress(f"interception: {mode} ({why})")
+        interception.check_mode(mode, self.config)
         if mode == "iptables":
             self.capture = CapturedPods(opts.state_dir, dns_proxy=opts.dns_proxy)
             for run in self.capture.removed_stale:
@@ -499,6 +502,7 @@ class LocalMesh:
     def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
         """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
         self.check_workloads(config)
+        interception.check_mode(cast(interception.Mode, self.interception), config)
         self._acme_credentials(config)  # a bad Issuer reference is refused before anything is pushed
         if analyze:
             analysis.check(config, capabilities("local"))

@@ -17,6 +17,7 @@ APP = [
         ports=[ServicePort(number=9080), ServicePort(number=9090, name="grpc", protocol="grpc")],
         versions=[Version(name="v1", command=["x"])],
     ),
+    Service(name="db", ports=[ServicePort(number=3306, name="mysql")], versions=[Version(name="v1", command=["x"])]),
 ]
 
 DR_REVIEWS = """
@@ -248,6 +249,17 @@ def route_to(host: str, *, hosts: str, extra: str = "") -> str:
 
 # Parity with istioctl analyze (issue: fidelity): one case per point, named after it.
 CASES += [
+    (
+        "http-only-authorization-fields-on-a-tcp-port",
+        doc(
+            "AuthorizationPolicy",
+            "db",
+            "  selector: {matchLabels: {app: db}}\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n"
+            "  - from: [{source: {principals: [cluster.local/ns/default/sa/productpage]}}]",
+            api="security.istio.io/v1",
+        ),
+        [("MSH0008", "spec.rules[0]")],
+    ),
     (
         "fault-without-percentage-never-fires",
         vs(
@@ -569,7 +581,8 @@ def test_every_code_is_documented_where_findings_link() -> None:
         assert f"## {code}" in doc and m.name in doc, f"{code} missing from docs/analysis.md"
 
 
-def test_local_target_reports_gateway_tls_modes_it_does_not_terminate() -> None:
+def test_local_target_reports_gateway_protocols_and_tls_modes_it_does_not_implement() -> None:
+    """TCP, TLS, PASSTHROUGH and AUTO_PASSTHROUGH are translated locally (tcp.py); UDP and OPTIONAL_MUTUAL are not."""
     from mesh.targets import capabilities
 
     gw = """
@@ -579,7 +592,10 @@ metadata: {name: passthrough}
 spec:
   selector: {istio: ingressgateway}
   servers:
-  - port: {number: 443, name: tls, protocol: TLS}
+  - port: {number: 443, name: udp, protocol: UDP}
+    hosts: [db.example.com]
+    tls: {mode: OPTIONAL_MUTUAL}
+  - port: {number: 8443, name: tls, protocol: TLS}
     hosts: [db.example.com]
     tls: {mode: PASSTHROUGH}
 """

@@ -81,3 +81,16 @@ def test_pod_dns_names_are_a_stateful_sets() -> None:
         "db-v1-0.db",
     ]
     assert pod_dns_names(pod, "other")[-1] == "db-v1-0.db.default"
+
+
+def test_the_gateway_reaches_a_headless_service_through_eds_even_under_capture() -> None:
+    """Nothing captures the gateway's connections: an ORIGINAL_DST cluster there would dial the gateway itself."""
+    world = _world("iptables")
+    snap = world.snapshot(world.gateway)
+    c = snap.resources(rt.CLUSTER).items[f"outbound|9080||{DB}"]
+    assert isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
+    cla = snap.resources(rt.ENDPOINT).items[f"outbound|9080||{DB}"]
+    assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
+    assert {e.endpoint.hostname for lb in cla.endpoints for e in lb.lb_endpoints} == {"db-v1-0", "db-v1-1"}
+    sidecar = _of(world, rt.CLUSTER)[f"outbound|9080||{DB}"]  # and the sidecars' stay ORIGINAL_DST
+    assert isinstance(sidecar, cluster_pb2.Cluster) and sidecar.type == cluster_pb2.Cluster.ORIGINAL_DST

@@ -712,6 +712,6 @@ def test_the_registered_graph_is_the_recorded_one(stack: str) -> Any:
             GRAPH.write_text(json.dumps({**recorded, stack: _graph()}, indent=1, sort_keys=True) + "\n")
             return
         assert stack in recorded, f"{GRAPH.name} has no {stack!r}: record it (see this test's docstring)"
-        assert _graph() == recorded[stack]
+        assert _graph() == recorded[stack], "the registered graph changed; if intended, record it (docstring)"
 
     return _settled(d, check)
