@@ -7,6 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 ENV    ?= dev
+# pytest-xdist workers: 2 suits the 2-core CI machine. Each module runs on one worker (--dist loadscope), so its
+# module-scoped fixtures start once; each worker that runs mesh tests brings up one shared mesh of its own.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 .PHONY: install actionlint system-deps up test lint unit e2e bench clean help
 
@@ -43,7 +47,7 @@ up: $(RUN_STAMP)  ## run the local mesh (real Envoy) with the sample app and the
 	$(BIN)/mesh up --env $(ENV)
 
 test: system-deps lint $(STAMP) $(ACTIONLINT)  ## the full suite: lint, types, unit, property and e2e tests (slowest ten listed)
-	$(BIN)/python -m pytest tests --durations=10
+	$(PYTEST) tests --durations=10
 
 lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (import-linter)
 	$(BIN)/ruff check mesh policies tests bench
@@ -52,10 +56,10 @@ lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (imp
 	$(BIN)/lint-imports
 
 unit: $(STAMP) $(ACTIONLINT)  ## unit and property tests only (no Envoy)
-	$(BIN)/python -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 e2e: system-deps $(STAMP)  ## the e2e suite against the local mesh
-	$(BIN)/python -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 bench: $(STAMP)  ## benchmarks (prints ratios against baselines measured in the same run)
 	$(BIN)/python -m bench

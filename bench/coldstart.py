@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -39,18 +41,59 @@ def mesh_cold_start() -> float:
         mesh.stop()
 
 
-def command_cold_start() -> float:
-    """`mesh up` as a user types it (foreground, warm venv), from spawn to the first 200; then Ctrl-C, reaped."""
+# `mesh up`'s own progress lines that close each phase on the user's clock (stderr, in order)
+PHASES = (
+    ("imports + policies", "meshops: "),
+    ("control plane", "  starting "),
+    ("processes ready", "  mesh ready in "),
+)
+
+
+def _cpu_ms(pid: int) -> float:
+    """User + system CPU of a live process so far (/proc/PID/stat fields 14, 15), in ms."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU used so far by `mesh up` itself and by its children, grouped (Envoys, apps): the load-independent view of
+    a start whose wall clock a busy machine stretches."""
+    out = {"mesh up": _cpu_ms(pid), "envoys": 0.0, "apps": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat[stat.rfind(")") + 2 :].split()[1]) != pid:
+                continue
+            kind = "envoys" if (entry / "comm").read_text().strip() == "envoy" else "apps"
+            out[kind] += _cpu_ms(int(entry.name))
+        except (OSError, ValueError):
+            continue  # exited meanwhile
+    return out
+
+
+def command_cold_start() -> tuple[float, dict[str, float]]:
+    """`mesh up` as a user types it (foreground, warm venv), from spawn to the first 200; then Ctrl-C, reaped.
+    Also when each phase ended (from the command's progress lines), so a slow run says where its time went."""
     mesh = os.path.join(os.path.dirname(sys.executable), "mesh")
     port, https = free_port(), free_port()
     s = requests.Session()
     s.trust_env = False
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as a user's shell: .pyc cached
+    seen: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-up-") as state:
         argv = [mesh, "up", "--env", "dev", "--state-dir", state, "--ingress-port", str(port)]
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [*argv, "--ingress-https-port", str(https)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*argv, "--ingress-https-port", str(https)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
         )
+        threading.Thread(target=_phases, args=(proc, t0, seen), daemon=True).start()
         try:
             while time.perf_counter() - t0 < 60:
                 if proc.poll() is not None:
@@ -58,7 +101,9 @@ def command_cold_start() -> float:
                 try:
                     r = s.get(f"http://127.0.0.1:{port}/productpage", headers={"Host": "bookinfo.local"}, timeout=2)
                     if r.status_code == 200:
-                        return time.perf_counter() - t0
+                        elapsed = time.perf_counter() - t0
+                        seen.update({f"cpu {k}": v / 1000 for k, v in tree_cpu(proc.pid).items()})
+                        return elapsed, seen
                 except requests.RequestException:
                     pass
                 time.sleep(0.005)
@@ -72,23 +117,46 @@ def command_cold_start() -> float:
                 proc.wait()
 
 
+def _phases(proc: subprocess.Popen[str], t0: float, seen: dict[str, float]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        for name, prefix in PHASES:
+            if name not in seen and line.startswith(prefix):
+                seen[name] = time.perf_counter() - t0
+
+
 def bare_envoy_cold_start() -> float:
+    t0 = time.perf_counter()
     e = StaticEnvoy(("127.0.0.1", free_port()))
     try:
-        return e.wait_ok()
+        e.wait_ok()
+        return time.perf_counter() - t0
     finally:
         e.stop()
 
 
+def spread(values: list[float]) -> str:
+    return f"{median(values):.2f} [{min(values):.2f}-{max(values):.2f}]" if values else "-"
+
+
 def main() -> None:
     mesh_times, bare_times, command_times = [], [], []
+    phases: dict[str, list[float]] = {name: [] for name, _ in PHASES}
+    cpu: dict[str, list[float]] = {}
     for _ in range(RUNS):
         bare_times.append(bare_envoy_cold_start())
         mesh_times.append(mesh_cold_start())
-        command_times.append(command_cold_start())
+        total, seen = command_cold_start()
+        command_times.append(total)
+        for name, at in seen.items():
+            (cpu.setdefault(name, []) if name.startswith("cpu ") else phases[name]).append(at)
     print(f"  {RUNS} runs each; mesh = 7 apps + 7 sidecars + gateway, all ACKed, then first 200 via the ingress")
-    print(f"  mesh runs (s): {', '.join(f'{t:.2f}' for t in mesh_times)}")
-    print(f"  mesh up command runs (s): {', '.join(f'{t:.2f}' for t in command_times)}")
+    print(f"  median [min-max] s; load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"  bare Envoy, spawn -> first 200:        {spread(bare_times)}")
+    print(f"  mesh in-process -> first 200:          {spread(mesh_times)}")
+    print(f"  mesh up command -> first 200:          {spread(command_times)}")
+    print("  mesh up phases, ended at (s from spawn): " + "; ".join(f"{n} {spread(v)}" for n, v in phases.items()))
+    print("  mesh up CPU until the first 200 (s): " + "; ".join(f"{n[4:]} {spread(v)}" for n, v in cpu.items()))
     row("cold start in-process, median", median(mesh_times), median(bare_times), "s")
     row(
         "mesh up command -> first 200 (user clock), median",

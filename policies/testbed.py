@@ -7,12 +7,16 @@ route per behaviour keeps each test's policy visible here.
 from __future__ import annotations
 
 from mesh.api import (
+    Destination,
     DestinationRule,
     HTTPRoute,
     LoadBalancerSettings,
     OutlierDetection,
+    RouteDestination,
     Service,
+    ServicePort,
     Subset,
+    TCPRoute,
     TrafficPolicy,
     Version,
     VirtualService,
@@ -77,5 +81,33 @@ def echo_policies() -> list[VirtualService | DestinationRule]:
                 h.split("echo", {"v1": 90, "v2": 10}, name="split", match=[h.when_path(prefix="/split")]),
                 HTTPRoute(name="default", route=[h.to("echo", "v1")]),
             ],
+        ),
+    ]
+
+
+# TCP: connections are routed, not requests (needs `mesh up --interception iptables`). Each version echoes lines
+# prefixed with its name, so a client counts connections per version.
+tcp_echo = Service(
+    name="tcp-echo",
+    ports=[ServicePort(number=9000, name="tcp")],
+    versions=[
+        Version(name="v1", command=[*APP, "--tcp-echo"], image=IMAGE),
+        Version(name="v2", command=[*APP, "--tcp-echo"], image=IMAGE),
+    ],
+)
+
+
+def _dest(host: str, subset: str, weight: int) -> RouteDestination:
+    return RouteDestination(destination=Destination(host=host, subset=subset), weight=weight)
+
+
+def tcp_echo_policies(v2_weight: int = 20) -> list[VirtualService | DestinationRule]:
+    """Subsets by version and a connection split between them (Istio's tcp-traffic-shifting task)."""
+    return [
+        h.subsets_by_version(tcp_echo),
+        VirtualService(
+            name="tcp-echo",
+            hosts=["tcp-echo"],
+            tcp=[TCPRoute(route=[_dest("tcp-echo", "v1", 100 - v2_weight), _dest("tcp-echo", "v2", v2_weight)])],
         ),
     ]

@@ -51,10 +51,7 @@ class Inventory:
     such as the ingress gateway every target runs or `Pod` objects in the input, and the TLS credentials
     gateways may name (None: unknown here, so not checked)."""
 
-    workloads: tuple[Workload, ...] = (
-        Workload("istio-system", INGRESS_GATEWAY_LABELS),
-        Workload("istio-system", EGRESS_GATEWAY_LABELS),  # started when a Gateway selects it
-    )
+    workloads: tuple[Workload, ...] = (Workload("istio-system", INGRESS_GATEWAY_LABELS),)
     credentials: frozenset[str] | None = None
 
 
@@ -73,7 +70,16 @@ class Context:
         pods = [
             Workload(s.namespace, s.pod_labels(v)) for s in self.config.services for v in s.versions if v.replicas > 0
         ]
-        return pods + list(self.inventory.workloads)
+        return pods + list(self.inventory.workloads) + self._runtime_workloads
+
+    @property
+    def _local(self) -> bool:
+        return self.target is not None and self.target.name == "local"
+
+    @cached_property
+    def _runtime_workloads(self) -> list[Workload]:
+        """The local mesh starts the egress gateway when a Gateway selects it (Kubernetes needs one installed)."""
+        return [Workload(ROOT_NAMESPACE, EGRESS_GATEWAY_LABELS)] if self._local else []
 
     def selects_any(self, selector: Mapping[str, str], namespace: str | None = None) -> bool:
         """Whether a label selector (in `namespace`, or anywhere) matches some workload."""
@@ -83,8 +89,8 @@ class Context:
         """A ServiceEntry that adds `host` to the registry (its hosts may be wildcards)."""
         fqdn = resolve_host(host, namespace)
         entries = self.config.of_kind(ServiceEntry)
-        ports = egress_gateway_servers(self.config.resources)
-        if ports:  # the egress gateway's Service, as the runtime registers it
+        ports = egress_gateway_servers(self.config.resources) if self._local else []
+        if ports:  # the egress gateway's Service, as the local runtime registers it
             entries = [*entries, egress_gateway_entry("0.0.0.0", ports, ROOT_NAMESPACE)]
         return next((se for se in entries if any(host_matches(h, fqdn) for h in se.hosts)), None)
 

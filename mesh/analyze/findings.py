@@ -165,6 +165,22 @@ _CATALOG = [
         "The target needs a command (local) or an image (kubernetes) for every version.",
     ),
     Message(
+        "MSH0007",
+        "IneffectiveRateLimit",
+        "Warning",
+        "Route selector ({selector}) {why}",
+        "A route-scoped RateLimit applies to gateway routes its selectors find; one that finds none is usually a "
+        "typo, and Kubernetes can only patch routes whose http rule has a name.",
+    ),
+    Message(
+        "MSH0008",
+        "HttpOnlyAuthorizationOnTcp",
+        "Warning",
+        "Rule uses HTTP-only fields ({fields}) but applies to TCP ports {ports}: {effect}",
+        "A TCP connection has no method, path, host or request header. Istio drops an ALLOW rule that names them on "
+        "TCP ports (so it matches nothing: connections are refused) and applies a DENY rule without them.",
+    ),
+    Message(
         "MSH0100",
         "UnsupportedByTarget",
         "Error",

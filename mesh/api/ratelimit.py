@@ -196,6 +196,20 @@ class RateLimit(Resource):
         return out
 
 
+def gateway_rules(
+    virtual_services: list[VirtualService],
+) -> list[tuple[VirtualService, int, HTTPRoute, HTTPMatchRequest | None]]:
+    """Every (VirtualService, rule index, rule, match clause) a gateway serves: what route selectors choose from."""
+    out: list[tuple[VirtualService, int, HTTPRoute, HTTPMatchRequest | None]] = []
+    for vs in virtual_services:
+        if not any(g != "mesh" for g in vs.gateways):
+            continue
+        for i, rule in enumerate(vs.http):
+            matches: list[HTTPMatchRequest | None] = list(rule.match) or [None]
+            out += [(vs, i, rule, m) for m in matches]
+    return out
+
+
 def route_filter_config() -> dict[str, Any]:
     """The route-scoped filter as the listener carries it: no bucket and not enabled (Envoy's default: 0% of
     requests), so only the routes whose `typed_per_filter_config` enables it are limited."""

@@ -15,13 +15,15 @@ from mesh.api._base import _DNS_LABEL, _DNS_SUBDOMAIN, Int, IstioModel, SourceLo
 
 CLUSTER_DOMAIN = "cluster.local"
 
-AppProtocol = Literal["http", "http2", "grpc", "tcp", "tls", "https"]
+AppProtocol = Literal["http", "http2", "grpc", "grpc-web", "tcp", "tls", "https", "mongo", "mysql", "redis"]
 
 
 class ServicePort(IstioModel):
     number: Int = Field(ge=1, le=65535)
     name: str = "http"
-    protocol: AppProtocol = "http"
+    # what the port carries; unset: Istio's choice from appProtocol and the name's prefix (`mesh.istio.protocol`)
+    protocol: AppProtocol | None = None
+    app_protocol: str | None = None  # Kubernetes' `appProtocol` (`tcp`, `mysql`, `kubernetes.io/h2c`...)
     target_port: Int | None = Field(default=None, ge=1, le=65535)
 
 

@@ -1,58 +1,46 @@
-"""`mesh`: the command line. Commands are thin; the work lives in the role packages."""
+"""`mesh`: the command line. Commands are thin; the work lives in the role packages.
+
+The group (`cli`) lives in `mesh.cli.group`, loaded on first use: a plain `mesh --help` replays the page click
+rendered last time (`mesh.cli.fasthelp`) and a plain `mesh status` reads the local mesh (`mesh.cli.localstatus`)
+before click is even imported.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
-
-from mesh.errors import MeshError
-
-EPILOG = """\b
-Exit codes:
-  0   ok                                    69  target unavailable, or a workload
-  1   simulate: no route matched                change that needs `mesh up`
-  2   usage (also an unknown pod or         70  internal error
-      proxy name)                           75  stale --base-revision
-  64  an unknown --target                   76  the data plane rejected the push or
-  65  malformed input                           did not confirm it (rolled back)
-  79  analysis errors                       80  any other error (the message says)
-`mesh reconcile --help` lists its own (3, 4, 66, 78).
-Set MESH_DEBUG=1 to see tracebacks."""
+if TYPE_CHECKING:
+    from mesh.cli.group import EPILOG as EPILOG
+    from mesh.cli.group import MeshGroup as MeshGroup
+    from mesh.cli.group import cli as cli
 
 
-class MeshGroup(click.Group):
-    """Turns our errors into one clear message and an exit code; tracebacks only with MESH_DEBUG=1."""
+def __getattr__(name: str) -> Any:
+    """`from mesh.cli import cli` (every command module) loads the group and click with it."""
+    if name in ("cli", "MeshGroup", "EPILOG"):
+        from mesh.cli import group
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MeshError as e:
-            if os.environ.get("MESH_DEBUG"):
-                raise
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(e.exit_code)
-
-
-@click.group(cls=MeshGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="meshops", prog_name="mesh")
-def cli() -> None:
-    """meshops: Istio traffic policy as typed Python, reconciled from git and proven on real Envoy.
-
-    \b
-    Start here:
-      mesh render --env dev        # the Istio YAML your policies compile to
-      mesh analyze --env dev       # check them before anything is applied
-      mesh up --env dev            # a local mesh of real Envoy proxies running them
-    """
+        return getattr(group, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    from mesh.cli import fasthelp
+
+    page = fasthelp.cached(sys.argv[1:])
+    if page is not None:
+        sys.stdout.write(page + "\n")  # as click.echo writes it
+        return
+    from mesh.cli import localstatus
+
+    code = localstatus.plain_status(sys.argv[1:])  # a plain `mesh status`, also before click
+    if code is not None:
+        sys.exit(code)
     from mesh.controlplane import prepare_process
 
     prepare_process()
-    from mesh.cli import commands, meshcmds, observe, reconcile  # noqa: F401  (registers commands)
+    from mesh.cli import commands, group, meshcmds, observe, reconcile  # noqa: F401  (registers commands)
 
-    cli(prog_name="mesh")
+    group.remember_help = True
+    group.cli(prog_name="mesh")

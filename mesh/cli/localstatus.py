@@ -9,9 +9,13 @@ every other command uses; tests hold the two to the same answers.
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mesh.cli.tables import table
 from mesh.dataplane.procs import is_ours
 from mesh.errors import MeshError, MeshNotRunning, StateCorrupt
 
@@ -114,3 +118,73 @@ class StatusClient:
         reply = self.get("/proxy-status")
         proxies = reply.get("proxies", []) if isinstance(reply, dict) else []
         return [(p["proxy"], what, err) for p in proxies for what, err in p.get("errors", {}).items()]
+
+
+def render(
+    ingress: object,
+    revision: object,
+    detail: dict[str, Any],
+    errors: list[tuple[str, str, str]],
+    output: str,
+    echo: Callable[[str], object],
+) -> None:
+    """`mesh status`'s page. `detail`: the target's own description as JSON (the local mesh's MeshDescription names
+    its processes, edge and ACME credentials). `errors`: (proxy, xDS type, NACK text)."""
+    if output == "json":
+        echo(json.dumps(detail, indent=2, ensure_ascii=False))
+        return
+    echo(f"ingress:  {ingress}\nrevision: {revision}\n")
+    processes = detail.get("processes") or []
+    if processes:
+        rows = [
+            [p["name"], p["kind"], str(p["pid"]), "running" if p["running"] else "DOWN", str(p["restarts"])]
+            for p in processes
+        ]
+        echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
+    edge = detail.get("edge")
+    if edge:  # the edge's backends as HAProxy's health checks see them
+        echo(f"\nedge: {edge['policy']} on {', '.join(edge['listeners'])}")
+        echo(table(["BACKEND", "ADDRESS", "STATE", "REQUESTS"], [_backend(b) for b in edge["backends"]]))
+    credentials = detail.get("acme") or []
+    if credentials:  # each ACME credential's last renewal
+        rows = [_credential(c) for c in credentials]
+        echo("\n" + table(["ACME CREDENTIAL", "ISSUER", "STATE", "LAST RENEWAL", "EXPIRES", "ERROR"], rows))
+    for proxy, what, err in errors:  # ACKed is not serving: a NACK or a draining proxy is said here too
+        echo(f"warning: {proxy} {what}: {err}")
+
+
+def _backend(b: dict[str, Any]) -> list[str]:
+    return [b["name"], b["address"], b["status"], str(b["requests"])]
+
+
+def _credential(c: dict[str, Any]) -> list[str]:
+    ready = "ready" if c["ready"] else "NOT READY"
+    return [
+        c["name"],
+        c["issuer"],
+        ready,
+        c.get("last_success") or "-",
+        c.get("not_after") or "-",
+        c.get("error") or "",
+    ]
+
+
+def plain_status(argv: list[str]) -> int | None:
+    """`mesh status` with no arguments (the common case), before click is imported: the exit code, or None when
+    `argv` is anything else (click parses it). The same defaults and environment variables as the command's options
+    (--target MESH_TARGET, --state-dir MESH_STATE_DIR), the same page, the same `error: ...` and exit code."""
+    target = os.environ.get("MESH_TARGET") or "local"
+    state_dir = Path(os.environ.get("MESH_STATE_DIR") or ".meshops")
+    if argv != ["status"] or target != "local" or state_dir.is_file():  # click's own checks and messages
+        return None
+    try:
+        client = StatusClient(state_dir)
+        desc = client.describe()
+        render(desc.get("ingress"), desc.get("revision"), desc, client.proxy_errors(), "table", print)
+    except MeshError as e:
+        if os.environ.get("MESH_DEBUG"):
+            raise
+        red = sys.stderr.isatty()  # as click.secho(fg="red", err=True): color only on a terminal
+        sys.stderr.write(f"\x1b[31merror: {e}\x1b[0m\n" if red else f"error: {e}\n")
+        return e.exit_code
+    return 0

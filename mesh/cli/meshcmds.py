@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import threading
 import time
@@ -123,6 +122,14 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="With --dns-proxy: ServiceEntries without addresses get one from 240.240.0.0/16 "
     "(ISTIO_META_DNS_AUTO_ALLOCATE).",
 )
+@click.option(
+    "--h2-upgrade-policy",
+    default="DO_NOT_UPGRADE",
+    show_default=True,
+    type=click.Choice(["DO_NOT_UPGRADE", "UPGRADE"]),
+    help="meshConfig.h2UpgradePolicy: UPGRADE carries HTTP/1.1 ports between sidecars over HTTP/2 (a DestinationRule's "
+    "connectionPool.http.h2UpgradePolicy overrides it per service).",
+)
 @click.option("--access-log", is_flag=True, help="Every proxy logs each request (see them with `mesh logs`).")
 @click.option(
     "--observability",
@@ -183,6 +190,7 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     status = target.up(config, progress=lambda m: _say(f"  {m}"))
+    _say_elapsed()
     try:
         _print_ready(target, status, config)
         if not foreground:
@@ -195,6 +203,17 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
         if foreground:
             target.down()
             _say("stopped; no process left behind.")
+
+
+def _say_elapsed() -> None:
+    """The user's clock: from the command's exec (interpreter start and imports included) to a mesh that serves."""
+    import os
+
+    from mesh.dataplane.procs import process_age
+
+    age = process_age(os.getpid())
+    if age is not None:
+        _say(f"  up {age:.2f}s after `mesh up` started")
 
 
 def _seconds(duration: str) -> float:
@@ -286,63 +305,19 @@ def status_cmd(target_name: str, env: str, state_dir: Path, output: str) -> None
     Example:
       mesh status -o json
     """
-    if target_name == "local":  # read without loading the mesh's modules: `mesh status` answers instantly
-        from mesh.cli.localstatus import StatusClient
+    from mesh.cli.localstatus import StatusClient, render
 
+    if target_name == "local":  # read without loading the mesh's modules: `mesh status` answers instantly
         client = StatusClient(state_dir)
         desc = client.describe()
-        _print_status(desc.get("ingress"), desc.get("revision"), desc, client.proxy_errors(), output)
+        render(desc.get("ingress"), desc.get("revision"), desc, client.proxy_errors(), output, click.echo)
         return
     target = _target(target_name, env, state_dir)
     st = target.status()
     if not st.running:
         raise MeshNotRunning(st.detail or f"the {target.name} mesh is not running", hint="start it with `mesh up`")
     errors = [(p.proxy, what, err) for p in target.proxy_status() for what, err in p.errors.items()]
-    _print_status(st.ingress_url, st.revision, st.model_dump(mode="json"), errors, output)
-
-
-def _print_status(
-    ingress: object, revision: object, detail: dict[str, Any], errors: list[tuple[str, str, str]], output: str
-) -> None:
-    """`detail`: the target's own description as JSON (the local mesh's MeshDescription names its processes,
-    edge and ACME credentials). `errors`: (proxy, xDS type, NACK text)."""
-    if output == "json":
-        click.echo(json.dumps(detail, indent=2, ensure_ascii=False))
-        return
-    click.echo(f"ingress:  {ingress}\nrevision: {revision}\n")
-    processes = detail.get("processes") or []
-    if processes:
-        rows = [
-            [p["name"], p["kind"], str(p["pid"]), "running" if p["running"] else "DOWN", str(p["restarts"])]
-            for p in processes
-        ]
-        click.echo(table(["PROCESS", "KIND", "PID", "STATE", "RESTARTS"], rows))
-    _print_edge_and_acme(detail)
-    for proxy, what, err in errors:  # ACKed is not serving: a NACK or a draining proxy is said here too
-        click.echo(f"warning: {proxy} {what}: {err}")
-
-
-def _print_edge_and_acme(detail: dict[str, Any]) -> None:
-    """The edge's backends as HAProxy's health checks see them, and each ACME credential's last renewal."""
-    edge = detail.get("edge")
-    if edge:
-        click.echo(f"\nedge: {edge['policy']} on {', '.join(edge['listeners'])}")
-        rows = [[b["name"], b["address"], b["status"], str(b["requests"])] for b in edge["backends"]]
-        click.echo(table(["BACKEND", "ADDRESS", "STATE", "REQUESTS"], rows))
-    credentials = detail.get("acme") or []
-    if credentials:
-        rows = [
-            [
-                c["name"],
-                c["issuer"],
-                "ready" if c["ready"] else "NOT READY",
-                c.get("last_success") or "-",
-                c.get("not_after") or "-",
-                c.get("error") or "",
-            ]
-            for c in credentials
-        ]
-        click.echo("\n" + table(["ACME CREDENTIAL", "ISSUER", "STATE", "LAST RENEWAL", "EXPIRES", "ERROR"], rows))
+    render(st.ingress_url, st.revision, st.model_dump(mode="json"), errors, output, click.echo)
 
 
 @cli.command("apply")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,33 @@ import click
 
 from mesh.cli import cli
 from mesh.cli.meshcmds import state_dir_option
+
+
+def reconcile_history(db: Path, limit: int = 15) -> Callable[[], list[dict[str, str]]]:
+    """The GitOps reconciler's attempts (its SQLite state), newest first; empty until it has run."""
+
+    def read() -> list[dict[str, str]]:
+        if not db.exists():
+            return []
+        from mesh.gitops.state import StateStore
+
+        store = StateStore(db)
+        try:
+            attempts = store.attempts(limit=limit)
+        finally:
+            store.close()
+        return [
+            {
+                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
+                "env": a.env,
+                "commit": a.sha[:10],
+                "outcome": a.outcome,
+                "reason": a.reason,
+            }
+            for a in attempts
+        ]
+
+    return read
 
 
 def _proxy_status(state_dir: Path) -> Any:
@@ -87,7 +115,11 @@ def dashboard_cmd(port: int, refresh: int, state_dir: Path) -> None:
     from mesh.targets.local.control import read_state
 
     state = read_state(state_dir)
-    sources = local_sources(state_dir, proxy_status=_proxy_status(state_dir))
+    sources = local_sources(
+        state_dir,
+        proxy_status=_proxy_status(state_dir),
+        reconcile_history=reconcile_history(state_dir / "gitops" / "state.db"),
+    )
     sources.refresh_seconds = refresh
     dash = Dashboard(sources, token=state.token, port=port)
     click.echo(f"dashboard: {dash.url}", err=True)

@@ -34,6 +34,19 @@ def show(kind: str, admin_address: str, output: str) -> str:
     return render(kind, dump, admin) + "\n"
 
 
+def _chain(chain: dict[str, Any], fallback: str = "default") -> str:
+    """A filter chain's name, with where its tcp_proxy sends connections (`name->cluster` or weighted clusters)."""
+    name = chain.get("name") or fallback
+    for f in chain.get("filters", []):
+        cfg = f.get("typed_config", {})
+        if not str(cfg.get("@type", "")).endswith("TcpProxy"):
+            continue
+        weighted = cfg.get("weighted_clusters", {}).get("clusters", [])
+        to = cfg.get("cluster") or "+".join(f"{c['name']}:{c.get('weight')}" for c in weighted)
+        return f"{name}->{to}"
+    return str(name)
+
+
 def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
     sec = _section(dump, kind)
     if kind == "listeners":
@@ -41,7 +54,9 @@ def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
         for dl in sec.get("dynamic_listeners", []):
             lst = (dl.get("active_state") or dl.get("warming_state") or {}).get("listener", {})
             sa = lst.get("address", {}).get("socket_address", {})
-            chains = [c.get("name") or "default" for c in lst.get("filter_chains", [])]
+            chains = [_chain(c) for c in lst.get("filter_chains", [])]
+            if "default_filter_chain" in lst:
+                chains.append(_chain(lst["default_filter_chain"], "default"))
             rows.append(
                 [
                     lst.get("name", dl.get("name")),

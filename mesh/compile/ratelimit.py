@@ -25,12 +25,12 @@ from mesh.api.envoyfilter import (
     SubFilterMatch,
     VirtualHostMatch,
 )
-from mesh.api.networking import HTTPMatchRequest, VirtualService
 from mesh.api.ratelimit import (
     LOCAL_RATELIMIT_FILTER,
     LOCAL_RATELIMIT_TYPE,
     ROUTE_RATELIMIT_FILTER,
     RateLimit,
+    gateway_rules,
     route_filter_config,
 )
 from mesh.api.sidecar import SidecarWorkloadSelector
@@ -87,24 +87,19 @@ def route_names(limit: RateLimit, config: MeshConfig) -> list[str]:
     """The Envoy route names (Istio's) of the gateway routes the limit's selectors pick, in policy order. A selected
     rule without a name cannot be found by an EnvoyFilter: refused, naming the rule and what to do."""
     out: list[str] = []
-    for vs in config.virtual_services:
-        if not _on_a_gateway(vs):
+    for vs, i, rule, m in gateway_rules(config.virtual_services):
+        if not any(sel.selects(limit.namespace, vs, rule, m) for sel in limit.routes):
             continue
-        for i, rule in enumerate(vs.http):
-            matches: list[HTTPMatchRequest | None] = list(rule.match) or [None]
-            for m in matches:
-                if not any(sel.selects(limit.namespace, vs, rule, m) for sel in limit.routes):
-                    continue
-                if not rule.name:
-                    raise PolicyError(
-                        f"RateLimit {limit.namespace}/{limit.name} selects http[{i}] of VirtualService "
-                        f"{vs.namespace}/{vs.name}, which has no name: an EnvoyFilter finds a gateway route only by "
-                        "the name Istio gives it (the http rule's name)",
-                        hint=f"give that rule a name (http[{i}].name) in VirtualService {vs.namespace}/{vs.name}",
-                    )
-                name = f"{rule.name}.{m.name}" if m is not None and m.name else rule.name
-                if name not in out:
-                    out.append(name)
+        if not rule.name:
+            raise PolicyError(
+                f"RateLimit {limit.namespace}/{limit.name} selects http[{i}] of VirtualService "
+                f"{vs.namespace}/{vs.name}, which has no name: an EnvoyFilter finds a gateway route only by "
+                "the name Istio gives it (the http rule's name)",
+                hint=f"give that rule a name (http[{i}].name) in VirtualService {vs.namespace}/{vs.name}",
+            )
+        name = f"{rule.name}.{m.name}" if m is not None and m.name else rule.name
+        if name not in out:
+            out.append(name)
     if not out:
         wanted = ", ".join(sel.describe() for sel in limit.routes)
         raise PolicyError(
@@ -112,10 +107,6 @@ def route_names(limit: RateLimit, config: MeshConfig) -> list[str]:
             hint="check the selectors against the VirtualServices bound to a gateway (`mesh render` lists them)",
         )
     return out
-
-
-def _on_a_gateway(vs: VirtualService) -> bool:
-    return any(g != "mesh" for g in vs.gateways)
 
 
 def route_patches(limit: RateLimit, config: MeshConfig) -> list[EnvoyConfigObjectPatch]:

@@ -10,6 +10,7 @@ import yaml
 from mesh.api.config import MeshConfig
 from mesh.api.ratelimit import RateLimit
 from mesh.api.workloads import Service, Version
+from mesh.istio.protocol import app_protocol_value
 
 Manifest = dict[str, Any]
 LOCAL_ONLY_KINDS = frozenset({"Edge", "Issuer"})  # docs/edge.md: the edge and ACME in a cluster
@@ -38,7 +39,8 @@ def render_istio(config: MeshConfig) -> list[Manifest]:
 
 
 def render_workloads(config: MeshConfig) -> list[Manifest]:
-    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version.
+    """Namespaces (sidecar injection on), then per service: ServiceAccount, Service, one Deployment a version (a
+    StatefulSet for a headless service).
 
     A Namespace manifest for one of SYSTEM_NAMESPACES only carries its labels (`kubectl apply` patches them in);
     the kubernetes target turns it into a patch, never a create."""
@@ -79,7 +81,7 @@ def service_manifests(svc: Service) -> list[Manifest]:
                         "port": p.number,
                         "targetPort": p.target_port or p.number,
                         "protocol": "TCP",
-                        "appProtocol": p.protocol,
+                        "appProtocol": app_protocol_value(p),
                     }
                     for p in svc.ports
                 ],
@@ -88,6 +90,9 @@ def service_manifests(svc: Service) -> list[Manifest]:
     ]
     manifests.extend(deployment(svc, v, sa) for v in svc.versions)
     return manifests
+
+
+WORKLOAD_KIND = {False: "Deployment", True: "StatefulSet"}  # by Service.headless
 
 
 def deployment(svc: Service, version: Version, service_account: str) -> Manifest:
@@ -102,11 +107,15 @@ def deployment(svc: Service, version: Version, service_account: str) -> Manifest
         "env": env,
         "readinessProbe": readiness_probe(svc),
     }
+    # a headless service's pods get stable names (`<service>-<version>-<i>`, as the local mesh names them) and
+    # DNS (`<pod>.<service>...`) only as a StatefulSet's, governed by that service
+    stateful = {"serviceName": svc.name} if svc.headless else {}
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": WORKLOAD_KIND[svc.headless],
         "metadata": {"name": svc.deployment_name(version), "namespace": svc.namespace, "labels": labels},
         "spec": {
+            **stateful,
             "replicas": version.replicas,
             "selector": {"matchLabels": labels},
             "template": {

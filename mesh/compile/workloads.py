@@ -20,6 +20,7 @@ from mesh.errors import ImportFailed
 WORKLOAD_KINDS = {
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
     ("v1", "Pod"),
     ("v1", "ServiceAccount"),
     ("v1", "Namespace"),
@@ -53,6 +54,15 @@ SHAPES: dict[str, Shape] = {
     "Deployment": {
         **_TOP,
         "spec": {
+            "replicas": _ANY,
+            "selector": {"matchLabels": _ANY},
+            "template": {"metadata": {"labels": _ANY}, "spec": _POD_SPEC},
+        },
+    },
+    "StatefulSet": {
+        **_TOP,
+        "spec": {
+            "serviceName": _ANY,
             "replicas": _ANY,
             "selector": {"matchLabels": _ANY},
             "template": {"metadata": {"labels": _ANY}, "spec": _POD_SPEC},
@@ -144,8 +154,8 @@ def workloads(docs: list[Document], default_ns: str) -> list[Service]:
         r = _Reader(doc, default_ns)
         if r.kind == "Service":
             services[(r.ns, r.name or "")] = r
-        elif r.kind in ("Deployment", "Pod"):
-            base = ("spec", "template", "metadata", "labels") if r.kind == "Deployment" else ("metadata", "labels")
+        elif r.kind in ("Deployment", "StatefulSet", "Pod"):
+            base = _labels_path(r)
             app = r.labels(base).get("app")
             if not app:
                 r.fail(base, "the pod has no 'app' label", "meshops groups pods into services by 'app', as Istio does")
@@ -164,7 +174,7 @@ def workloads(docs: list[Document], default_ns: str) -> list[Service]:
     for key, sr in sorted(services.items()):
         group = pods.pop(key, [])
         if not group:
-            sr.fail((), f"has no Deployment or Pod with label app={sr.name}")
+            sr.fail((), f"has no Deployment, StatefulSet or Pod with label app={sr.name}")
         out.append(_service(sr, group))
     for (ns, app), group in pods.items():
         group[0].fail((), f"{group[0].kind} for app={app} in {ns} has no Service")
@@ -189,6 +199,7 @@ def _service(sr: _Reader, group: list[_Reader]) -> Service:
     versions: dict[str, Version] = {}
     account: str | None = None
     for r in group:
+        _check_kind(r, name, headless=cluster_ip == "None")
         version, sa = _version(r, name, ports)
         if sa and account and sa != account:
             r.fail((*_pod_path(r), "serviceAccountName"), f"differs from {account!r}: one identity per service")
@@ -214,6 +225,22 @@ def _service(sr: _Reader, group: list[_Reader]) -> Service:
         sr.fail((), f"{path_text(tuple(first['loc']))}: {first['msg']}")
 
 
+def _check_kind(r: _Reader, service: str, *, headless: bool) -> None:
+    """meshops renders a headless service's versions as StatefulSets (stable pod names and DNS) and any other's as
+    Deployments: anything else would not come back as it was read."""
+    if r.kind == "StatefulSet":
+        if not headless:
+            r.fail((), f"a StatefulSet is modelled only for a headless Service: give {service} `clusterIP: None`")
+        if r.mapping(("spec",)).get("serviceName") != service:
+            r.fail(("spec", "serviceName"), f"must be its headless Service, {service!r}")
+    elif r.kind == "Deployment" and headless:
+        r.fail(
+            (),
+            f"the headless Service {service}'s pods are modelled as a StatefulSet's: make this a StatefulSet "
+            f"with serviceName: {service}",
+        )
+
+
 def _port(sr: _Reader, i: int, p: Any) -> ServicePort:
     path: tuple[str | int, ...] = ("spec", "ports", i)
     if not isinstance(p, dict):
@@ -225,13 +252,12 @@ def _port(sr: _Reader, i: int, p: Any) -> ServicePort:
     target = p.get("targetPort")
     if target is not None and (not isinstance(target, int) or isinstance(target, bool)):
         sr.fail((*path, "targetPort"), "named target ports are not modelled: give the container port's number")
-    proto = p.get("appProtocol") or str(p.get("name") or "http").split("-")[0]
-    try:
+    try:  # Istio selects the protocol from appProtocol and the name (`mesh.istio.protocol`)
         return ServicePort.model_validate(
             {
                 "number": p["port"],
                 "name": p.get("name", "http"),
-                "protocol": proto if proto in ("http", "http2", "grpc", "tcp", "tls", "https") else "tcp",
+                "app_protocol": p.get("appProtocol"),
                 "target_port": target,
             }
         )
@@ -241,12 +267,15 @@ def _port(sr: _Reader, i: int, p: Any) -> ServicePort:
         sr.fail((*path, field), first["msg"])
 
 
+_TEMPLATED = ("Deployment", "StatefulSet")  # workloads with a pod template (a Pod is its own)
+
+
 def _pod_path(r: _Reader) -> tuple[str, ...]:
-    return ("spec", "template", "spec") if r.kind == "Deployment" else ("spec",)
+    return ("spec", "template", "spec") if r.kind in _TEMPLATED else ("spec",)
 
 
 def _labels_path(r: _Reader) -> tuple[str, ...]:
-    return ("spec", "template", "metadata", "labels") if r.kind == "Deployment" else ("metadata", "labels")
+    return ("spec", "template", "metadata", "labels") if r.kind in _TEMPLATED else ("metadata", "labels")
 
 
 def _version(r: _Reader, service: str, ports: list[ServicePort]) -> tuple[Version, str | None]:
@@ -274,7 +303,7 @@ def _version(r: _Reader, service: str, ports: list[ServicePort]) -> tuple[Versio
             )
     replicas = 1
     deployment = None
-    if r.kind == "Deployment":
+    if r.kind in _TEMPLATED:
         spec = r.mapping(("spec",))
         replicas = spec.get("replicas", 1)
         if not isinstance(replicas, int) or isinstance(replicas, bool):

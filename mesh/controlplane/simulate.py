@@ -11,22 +11,27 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2
 
 from mesh.api.config import MeshConfig
-from mesh.controlplane.translate.authz import RBAC_FILTER
+from mesh.controlplane.translate import tcp
+from mesh.controlplane.translate.authz import NETWORK_RBAC_FILTER, RBAC_FILTER
 from mesh.controlplane.translate.context import PushContext
 from mesh.controlplane.translate.gateway import gateway_route_name
 from mesh.controlplane.translate.listeners import inbound_listeners
+from mesh.controlplane.translate.protos import packed
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG, build_routes
 from mesh.errors import UsageError
+from mesh.istio.protocol import is_http_port
 from mesh.runtime import Pod, Proxy, gateway_proxy, pods_for, sidecar_for
 
 GATEWAY_PORT = 80  # the simulated ingress gateway serves its HTTP port here
@@ -251,11 +256,21 @@ def _inbound_filters(push: PushContext, pod: Pod, port: int, mtls: bool) -> list
     chain_name = f"inbound_{port}_{'mtls' if mtls else 'plaintext'}"
     for listener in inbound_listeners(push, sidecar_for(pod)):
         for chain in listener.filter_chains:
-            if chain.name == chain_name:
-                m = hcm.HttpConnectionManager()
-                chain.filters[0].typed_config.Unpack(m)
+            if chain.name != chain_name:
+                continue
+            m = hcm.HttpConnectionManager()
+            if chain.filters[0].typed_config.Unpack(m):
                 return list(m.http_filters)
+            return [_as_http_rbac(f) for f in chain.filters if f.name.startswith(NETWORK_RBAC_FILTER)]  # a TCP port
     return None
+
+
+def _as_http_rbac(f: lc.Filter) -> hcm.HttpFilter:
+    """A TCP chain's network RBAC in the form `authorize` reads (the rules are the same)."""
+    net = network_rbac.RBAC()
+    f.typed_config.Unpack(net)
+    suffix = f.name.removeprefix(NETWORK_RBAC_FILTER)
+    return hcm.HttpFilter(name=RBAC_FILTER + suffix, typed_config=packed(rbac_filter.RBAC(rules=net.rules)))
 
 
 def _decide(push: PushContext, proxy: Proxy, cluster: str, path: str, headers: dict[str, str]) -> Decision | None:
@@ -322,6 +337,17 @@ def _proxy(source: str, pods: list[Pod]) -> Proxy:
     return sidecar_for(pod)
 
 
+def _tcp_hit(push: PushContext, proxy: Proxy, hostname: str, port: int | None) -> Hit | None:
+    """A sidecar's connection to a TCP-family service port: the `tcp` rule (or the service) its listener picks.
+    TLS routes by SNI are not simulated (the connection is taken as having no SNI they match)."""
+    view = push.service(hostname, proxy.namespace) if port and proxy.kind == "sidecar" else None
+    service_port = view.service.port(port) if view and port else None
+    if view is None or port is None or service_port is None or is_http_port(service_port):
+        return None
+    dest = tcp.sidecar_tcp_destinations(push, proxy, view, port)
+    return Hit(virtual_host=f"{view.fqdn}:{port}", route="tcp_proxy", clusters=dict(dest.clusters))
+
+
 def simulate(config: MeshConfig, source: str, url: str, headers: dict[str, str], method: str = "GET") -> Simulation:
     """Translate `config` for the proxy at `source` and follow the request through its HTTP route table."""
     pods = _pods(config)
@@ -330,6 +356,10 @@ def simulate(config: MeshConfig, source: str, url: str, headers: dict[str, str],
     host = parts.netloc or parts.path.split("/")[0]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     push = PushContext(config, pods)
+    connection = _tcp_hit(push, proxy, parts.hostname or "", parts.port)
+    if connection is not None:  # a TCP-family service port: routed as a connection, not a request
+        at_pods = {c: d for c in connection.clusters if (d := _decide(push, proxy, c, "", {})) is not None}
+        return Simulation(proxy, "TCP", host, "", None, connection, at_pods)
     tables = build_routes(push, proxy)
     http_tables = (SIDECAR_ROUTE_CONFIG, gateway_route_name(GATEWAY_PORT))
     table = next((t for t in tables if t.name in http_tables), tables[0] if tables else None)
@@ -350,6 +380,17 @@ def explain(sim: Simulation) -> list[str]:
     request = f"{sim.method} {sim.host}{sim.path} from {sim.proxy.short}"
     if sim.hit is None:
         return [f"{request}: no route matches — Envoy answers 404"]
+    if sim.hit.route_proto is None:  # a TCP connection (tcp_proxy)
+        lines = [
+            f"TCP connection to {sim.host} from {sim.proxy.short}",
+            f"  listener:     {sim.hit.virtual_host} (tcp_proxy)",
+        ]
+        lines += [
+            f"  cluster:      {c}" + (f"  (weight {w})" if len(sim.hit.clusters) > 1 else "")
+            for c, w in sim.hit.clusters.items()
+        ]
+        lines += [f"  rbac:         {d.reason} at {d.workload}" for d in sim.decisions.values()]
+        return lines
     hit, r = sim.hit, sim.hit.route_proto
     assert r is not None
     lines = [

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mesh.dataplane.addresses import claim
 from mesh.errors import TargetError
 
 NETNS_DIR = Path("/run/netns")
@@ -64,7 +65,7 @@ def free_subnet(rng: random.Random | None = None) -> ipaddress.IPv4Network:
     used = _used_networks()
     for r in (rng or random.Random()).sample(range(64, 250), 60):
         net = ipaddress.IPv4Network(f"10.{r}.0.0/16")
-        if not any(net.overlaps(u) for u in used if u.prefixlen > 0):
+        if not any(net.overlaps(u) for u in used if u.prefixlen > 0) and claim(f"subnet-10.{r}"):
             return net
     raise TargetError("no free 10.R.0.0/16 subnet for pods", hint="remove stale bridges (`ip link show type bridge`)")
 

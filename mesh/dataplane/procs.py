@@ -31,3 +31,16 @@ def is_ours(pid: int, start: int) -> bool:
         return Path(f"/proc/{pid}").stat().st_uid == os.getuid()
     except OSError:
         return False
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since the process started (the user's clock for a command: from its exec, imports included), to the
+    kernel's tick (10 ms); None if there is no such process."""
+    start = process_start(pid)
+    if start is None:
+        return None
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start / os.sysconf("SC_CLK_TCK"))

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mesh.api.config import MeshConfig
 from mesh.api.edge import Edge, EdgeListener
+from mesh.api.ratelimit import RateLimit
 from mesh.edge.config import BACKEND, Replica
 from mesh.edge.errors import EdgePolicyError
 from mesh.edge.haproxy import Runtime
@@ -48,6 +49,21 @@ def edge_policy(config: MeshConfig, host: str, port: int) -> Edge:
             update={"health_check": edge.health_check.model_copy(update={"path": LOCAL_READINESS_PATH})}
         )
     return edge
+
+
+def per_replica_limits(config: MeshConfig, gateways: list[Proxy]) -> list[str]:
+    """A note for each RateLimit that selects gateway replicas when there are several: Envoy's buckets are per proxy,
+    so N replicas admit N times the rate (the edge's stick tables are the global limit)."""
+    from mesh.controlplane.translate.ratelimit import selects  # the control plane's own scoping rule
+
+    if len(gateways) < 2:
+        return []
+    return [
+        f"{r.kind} {r.namespace}/{r.name}: each of the {len(gateways)} gateway replicas has its own bucket, so up to "
+        f"{len(gateways)}x its rate is admitted (Edge.rate_limits counts across replicas; docs/edge.md)"
+        for r in config.of_kind(RateLimit)
+        if selects(r, gateways[0])
+    ]
 
 
 def _http(host: str, port: int) -> EdgeListener:

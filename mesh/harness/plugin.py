@@ -36,6 +36,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Local mesh only: apps reach their sidecars through HTTP_PROXY (proxy) or Istio's transparent iptables "
         "capture, a network namespace per pod (iptables; root, iproute2 and iptables).",
     )
+    group.addoption(
+        "--mesh-dns-proxy",
+        action="store_true",
+        default=False,
+        help="Local mesh, iptables only: each sidecar answers its pod's DNS (Istio's DNS proxying) instead of hosts files.",
+    )
     parser.addini("mesh_policies", "Policies package for the mesh under test", default="policies")
     parser.addini("mesh_env", "Policy environment for the mesh under test", default="dev")
 
@@ -69,7 +75,11 @@ def mesh(pytestconfig: pytest.Config, mesh_config: MeshConfig) -> Iterator[MeshU
     if target == "local":
         from mesh.harness.under_test import LocalMeshUnderTest
 
-        m = LocalMeshUnderTest(mesh_config, interception=pytestconfig.getoption("--mesh-interception"))
+        m = LocalMeshUnderTest(
+            mesh_config,
+            interception=pytestconfig.getoption("--mesh-interception"),
+            dns_proxy=pytestconfig.getoption("--mesh-dns-proxy"),
+        )
     else:
         from mesh.targets.kubernetes.target import KubernetesTarget
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from mesh.api.networking import DestinationRule
 from mesh.istio.hosts import resolve_host
+from mesh.istio.visibility import export_scope
 
 
 def rule_host(dr: DestinationRule) -> str:
@@ -13,9 +14,20 @@ def rule_host(dr: DestinationRule) -> str:
     return resolve_host(dr.host, dr.namespace)
 
 
+def visible_to(dr: DestinationRule, client_namespace: str) -> bool:
+    """exportTo: a rule's own namespace always sees it (Istio keeps namespace-local rules); others see it when its
+    exportTo is unset, `*`, or names them (`.` is its own namespace)."""
+    scope = export_scope(dr.export_to, dr.namespace)
+    return dr.namespace == client_namespace or scope is None or client_namespace in scope
+
+
 def pick_destination_rule(rules: Iterable[DestinationRule], client_namespace: str) -> DestinationRule | None:
-    """Among rules for one host: the client namespace's, else the first by (namespace, name)."""
-    ordered = sorted(rules, key=lambda d: (d.namespace != client_namespace, d.namespace, d.name))
+    """Among the rules for one host that the client's namespace sees: its own namespace's, else the first by
+    (namespace, name)."""
+    ordered = sorted(
+        (d for d in rules if visible_to(d, client_namespace)),
+        key=lambda d: (d.namespace != client_namespace, d.namespace, d.name),
+    )
     return ordered[0] if ordered else None
 
 

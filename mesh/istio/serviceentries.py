@@ -15,7 +15,8 @@ from mesh.istio.constants import DOMAIN_SUFFIX, EGRESS_GATEWAY_LABELS, EGRESS_GA
 from mesh.istio.visibility import export_scope
 
 AUTO_ALLOCATE_RANGE = ipaddress.IPv4Network("240.240.0.0/16")  # Istio's range for auto-allocated addresses
-_SLOTS = 255 * 255  # 240.240.x.y with y in 1..255: no .0 host parts
+_SLOTS = 256 * 254  # Istio's slot count for auto-allocated addresses
+_PRIME = 65011  # the largest prime below it: the collision step
 HTTP_PROTOCOLS = ("HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY")
 _KNOWN = frozenset(Protocol.__args__)  # type: ignore[attr-defined]
 
@@ -56,23 +57,28 @@ def _fnv32a(text: str) -> int:
     return h
 
 
-def _slot_address(slot: int) -> str:
-    """Slot k of the range: third octet k // 255, fourth 1 + k % 255 (no .0 host parts)."""
-    return str(AUTO_ALLOCATE_RANGE.network_address + 256 * (slot // 255) + 1 + slot % 255)
-
-
 def allocate_addresses(hosts: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
-    """(namespace, host) -> an address in 240.240.0.0/16, as Istio's DNS auto-allocation: a hash of the host picks
-    the slot, so a host keeps its address across pushes while the set of hosts does not collide; collisions probe
-    linearly in sorted order, which makes the outcome independent of declaration order."""
-    taken: set[int] = set()
+    """(namespace, host) -> an address in 240.240.0.0/16 by Istio's rule (`serviceentry/auto_allocation.go`): the
+    FNV-1a hash of `namespace/host` picks one of 256*254 slots, a collision is resolved by double hashing, and the
+    slots in order become `240.240.x.y` skipping host part 0. A host keeps its address while the others do not
+    collide with it; ties are broken in sorted order, so declaration order does not matter."""
+    slots: dict[int, tuple[str, str]] = {}
+    for key in sorted(set(hosts)):
+        h = _fnv32a(f"{key[0]}/{key[1]}")
+        slot = h % _SLOTS
+        if slot in slots:
+            step, i = _PRIME - h % _PRIME, 1
+            while (slot := ((h + i * step) & 0xFFFFFFFF) % (_SLOTS - 1)) in slots:
+                i += 1
+        slots[slot] = key
     out: dict[tuple[str, str], str] = {}
-    for ns, host in sorted(set(hosts)):
-        slot = _fnv32a(f"{ns}/{host}") % _SLOTS
-        while slot in taken:
-            slot = (slot + 1) % _SLOTS
-        taken.add(slot)
-        out[(ns, host)] = _slot_address(slot)
+    bumps = 0
+    for slot in sorted(slots):
+        x = slot + 1 + bumps
+        if x % 255 == 0:  # never 240.240.k.0
+            bumps += 1
+            x += 1
+        out[slots[slot]] = f"{AUTO_ALLOCATE_RANGE.network_address + 256 * (x // 255) + x % 255}"
     return out
 
 
@@ -99,7 +105,11 @@ def egress_gateway_entry(ip: str, ports: Sequence[ServiceEntryPort], namespace: 
         ports=list(ports),
         location="MESH_INTERNAL",
         resolution="STATIC",
-        endpoints=[Endpoint(address=ip, labels=dict(EGRESS_GATEWAY_LABELS))],
+        endpoints=[
+            Endpoint(
+                address=ip, labels=dict(EGRESS_GATEWAY_LABELS), service_account=f"{EGRESS_GATEWAY_NAME}-service-account"
+            )
+        ],
     )
 
 

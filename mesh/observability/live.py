@@ -3,7 +3,6 @@ weighted routes as the proxies really run them (their admin `config_dump`), prox
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -58,34 +57,12 @@ def routes_from_proxies(admins: Callable[[], Iterable[str]]) -> Callable[[], lis
     return read
 
 
-def reconcile_history(db: Path, limit: int = 15) -> Callable[[], list[dict[str, str]]]:
-    """The GitOps reconciler's attempts (its SQLite state), newest first; empty until it has run."""
-
-    def read() -> list[dict[str, str]]:
-        if not db.exists():
-            return []
-        from mesh.gitops.state import StateStore
-
-        store = StateStore(db)
-        try:
-            attempts = store.attempts(limit=limit)
-        finally:
-            store.close()
-        return [
-            {
-                "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.started)),
-                "env": a.env,
-                "commit": a.sha[:10],
-                "outcome": a.outcome,
-                "reason": a.reason,
-            }
-            for a in attempts
-        ]
-
-    return read
-
-
-def local_sources(state_dir: Path, proxy_status: Callable[[], list[dict[str, str]]] | None = None) -> Sources:
+def local_sources(
+    state_dir: Path,
+    proxy_status: Callable[[], list[dict[str, str]]] | None = None,
+    reconcile_history: Callable[[], list[dict[str, str]]] | None = None,
+) -> Sources:
+    """`proxy_status` and `reconcile_history` come from the layers above (the control API, the reconciler's state)."""
     layout = TelemetryLayout(state_dir)
     endpoints = layout.read_endpoints()
     directory = WorkloadDirectory(layout.workloads)
@@ -99,5 +76,5 @@ def local_sources(state_dir: Path, proxy_status: Callable[[], list[dict[str, str
         traces=TraceStore(layout.traces),
         proxy_status=proxy_status,
         weighted_routes=routes_from_proxies(admins),
-        reconcile_history=reconcile_history(state_dir / "gitops" / "state.db"),
+        reconcile_history=reconcile_history,
     )

@@ -179,8 +179,8 @@ def peers(
         # like Istio: the source reporter cannot see the handshake's outcome, it reports "unknown"
         dest_principal = dest.principal if dest is not None and parsed is not None else UNKNOWN
         return Peers(reporter, me, dest, me.principal if me else UNKNOWN, dest_principal, UNKNOWN, service or UNKNOWN)
-    src = directory.get(_ip(entry.downstream_direct_remote_address))
     uri = _peer_uri(entry.tls_properties)
+    src = directory.get(_ip(entry.downstream_direct_remote_address)) or (directory.by_principal(uri) if uri else None)
     mtls = bool(uri)
     return Peers(
         reporter,

@@ -76,6 +76,14 @@ class WorkloadDirectory:
         with self._lock:
             return self._by_ip.get(ip)
 
+    def by_principal(self, principal: str) -> Workload | None:
+        """The workload that authenticated as `principal`, when that identity is one workload's (its replicas share
+        every label): a peer whose address names nothing, such as a gateway outside the pods reaching them over the
+        bridge under transparent capture. A service account several workloads share names none."""
+        with self._lock:
+            found = [w for w in self._by_ip.values() if w.principal == principal]
+        return found[0] if found and len({(w.namespace, w.name) for w in found}) == 1 else None
+
     def all(self) -> list[Workload]:
         with self._lock:
             return sorted(self._by_ip.values(), key=lambda w: (w.namespace, w.pod))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -218,14 +220,72 @@ class UnixServer(socketserver.ThreadingUnixStreamServer):
             os.umask(old)
 
 
-def main() -> None:
+class EchoHandler(socketserver.StreamRequestHandler):
+    """TCP echo (`--tcp-echo`): each line comes back as `<version> <pod> <line>`, so a client can count which
+    version each connection reached (TCP routes split connections, not requests)."""
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, socket.socket) and self.connection.family != socket.AF_UNIX:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        try:
+            for raw in self.rfile:
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                self.wfile.write(f"{VERSION} {POD} {line}\n".encode())
+                self.wfile.flush()
+        except (OSError, ssl.SSLError):
+            pass  # the client went away (or failed its handshake): nothing to answer
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The app terminates TLS itself (for SNI passthrough at the gateway): its own certificate, not the mesh's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _options(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m mesh.sampleapp", description="The mesh's sample service.")
+    p.add_argument(
+        "--tcp-echo",
+        nargs="?",
+        const=-1,
+        type=int,
+        metavar="PORT",
+        help="serve TCP echo instead of HTTP (on PORT, default $PORT): each line answered with the version name",
+    )
+    p.add_argument("--tls-cert", default=os.environ.get("TLS_CERT", ""), help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=os.environ.get("TLS_KEY", ""), help="... and this private key (PEM)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = _options(sys.argv[1:] if argv is None else argv)
     host = os.environ.get("HOST", "0.0.0.0")
     port = int(os.environ.get("PORT", "9080"))
     server: socketserver.BaseServer
-    if UNIX_SOCKET:
+    if opts.tcp_echo is not None:
+        port = port if opts.tcp_echo < 0 else opts.tcp_echo
+        server, where = EchoServer((host, port), EchoHandler), f"{host}:{port} (TCP echo)"
+    elif UNIX_SOCKET:
         server, where = UnixServer(UNIX_SOCKET, Handler), UNIX_SOCKET
     else:
         server, where = Server((host, port), Handler), f"{host}:{port}"
+    if opts.tls_cert and isinstance(server, socketserver.TCPServer):
+        # the handshake runs in the connection's thread (first read), so a silent client blocks no one else
+        server.socket = _tls_context(opts.tls_cert, opts.tls_key).wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
+        where += " (TLS)"
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"{SERVICE} {VERSION} ({POD}) listening on {where}", file=sys.stderr, flush=True)
     try:

@@ -35,11 +35,10 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "Gateway.servers[].tls.subjectAltNames": "client SAN checks at the local gateway are not implemented yet",
     "Gateway.servers[].bind": "the local gateway binds the host address given to `mesh up`",
     "Gateway.servers[].port.targetPort": "the local gateway maps ports itself",
-    "VirtualService.tcp": "TCP routes are not translated by the local control plane yet",
-    "VirtualService.tls": "TLS (SNI) routes are not translated by the local control plane yet",
+    "VirtualService.tcp[].match[].destinationSubnets": "destination subnets are not matched locally",
+    "VirtualService.tcp[].match[].sourceSubnet": "source subnets are not matched locally",
+    "VirtualService.tls[].match[].destinationSubnets": "destination subnets are not matched locally",
     "VirtualService.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
-    "DestinationRule.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
-    "VirtualService.http[].match[].sourceNamespace": "sourceNamespace matching is not implemented locally",
     "VirtualService.http[].retries.retryRemoteLocalities": "there are no localities on one machine",
     "AuthorizationPolicy.rules[].from[].source.requestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
@@ -130,8 +129,12 @@ for _path, _why in {  # ServiceEntry and WorkloadEntry: translated (serviceentry
     LOCAL_UNSUPPORTED[_path] = _why
 
 LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
-    "Gateway.servers[].port.protocol": _only({"HTTP", "HTTP2", "GRPC", "HTTPS"}, "gateway protocol"),
-    "Gateway.servers[].tls.mode": _only({"SIMPLE", "MUTUAL"}, "gateway TLS mode"),
+    "Gateway.servers[].port.protocol": _only(
+        {"HTTP", "HTTP2", "GRPC", "HTTPS", "TCP", "TLS", "MONGO", "MYSQL", "REDIS"}, "gateway protocol"
+    ),
+    "Gateway.servers[].tls.mode": _only(
+        {"SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "PASSTHROUGH", "AUTO_PASSTHROUGH"}, "gateway TLS mode"
+    ),
     "AuthorizationPolicy.action": _only({"ALLOW", "DENY"}, "action"),
     "AuthorizationPolicy.rules[].when[].key": lambda v: (
         None
@@ -139,7 +142,6 @@ LOCAL_UNSUPPORTED_VALUES: dict[str, Callable[[object], str | None]] = {
         else f"condition key {v!r} is not implemented locally (supported: request.headers[...], source.principal, "
         "source.namespace, source.ip, destination.port)"
     ),
-    "Service.ports[].protocol": _only({"http", "http2", "grpc"}, "port protocol"),
     "ServiceEntry.resolution": _only({"NONE", "STATIC", "DNS", "DNS_ROUND_ROBIN"}, "resolution"),
 }
 for _scope in ("DestinationRule.trafficPolicy", "DestinationRule.subsets[].trafficPolicy"):

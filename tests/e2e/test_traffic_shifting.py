@@ -26,7 +26,7 @@ def reviews_versions(mesh: MeshUnderTest, n: int, headers: dict[str, str] | None
 
 
 def test_reviews_canary_50_50(mesh: MeshUnderTest) -> None:
-    assert_sequential_split(reviews_version(mesh), {"v1": 50, "v3": 50})
+    assert_sequential_split(reviews_version(mesh), {"v1": 50, "v3": 50}, parallel=4)
 
 
 def test_echo_split_90_10_from_inside_the_mesh(mesh: MeshUnderTest) -> None:
@@ -48,7 +48,7 @@ def test_live_reweighting_takes_effect_without_restarts(
             default=helpers.split("reviews", {"v1": 100 - weight, "v3": weight}, name="canary"),
         )
         mesh_policies(replace(base, canary))
-        assert_sequential_split(reviews_version(mesh), {"v1": 100 - weight, "v3": weight})
+        assert_sequential_split(reviews_version(mesh), {"v1": 100 - weight, "v3": weight}, parallel=4)
     assert mesh.restarts() == restarts_before  # config moved, no process did
 
 

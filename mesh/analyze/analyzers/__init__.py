@@ -5,10 +5,12 @@ from mesh.analyze.analyzers import (
     conflicts,
     gateways,
     matches,
+    ratelimits,
     references,
     security,
     sidecars,
     subsets,
+    tcp,
     weights,
 )
 
@@ -17,9 +19,11 @@ __all__ = [
     "conflicts",
     "gateways",
     "matches",
+    "ratelimits",
     "references",
     "security",
     "sidecars",
     "subsets",
+    "tcp",
     "weights",
 ]

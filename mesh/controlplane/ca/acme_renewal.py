@@ -56,7 +56,7 @@ class AcmeRenewal:
             before = cred.certificates.status(cred.name)
             issued = before.issued if before else 0  # read now: `ensure` updates that status in place
             st = cred.certificates.ensure(cred.name, list(cred.hosts), force=force)
-            if st.issued != issued:
+            if st.issued != issued and not self._stop.is_set():  # a mesh that is stopping pushes nothing
                 log.info("ACME: credential %s issued for %s (valid until %s)", cred.name, cred.hosts, st.not_after)
                 self.on_issued(cred.name)
         return self._wait(cred, st)

@@ -18,12 +18,12 @@ from google.protobuf.message import Message
 from mesh.controlplane.ca.authority import SVID
 from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
-from mesh.controlplane.translate import capture
+from mesh.controlplane.translate import capture, tcp
 from mesh.controlplane.translate.cache import PushCache
-from mesh.controlplane.translate.clusters import blackhole, inbound_clusters, service_clusters
+from mesh.controlplane.translate.clusters import blackhole, gateway_service_clusters, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
-from mesh.controlplane.translate.endpoints import service_endpoints
-from mesh.controlplane.translate.gateway import gateway_servers, terminates_tls
+from mesh.controlplane.translate.endpoints import gateway_service_endpoints, service_endpoints
+from mesh.controlplane.translate.gateway import gateway_servers, needs_credential
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
 from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
 from mesh.controlplane.translate.serviceentry import (
@@ -50,7 +50,7 @@ def required_credentials(push: PushContext, proxy: Proxy) -> list[tuple[str, tup
     """(credentialName, the hosts a server presents it for) for every TLS server this gateway terminates."""
     out: dict[str, tuple[str, ...]] = {}
     for gw, server in gateway_servers(push, proxy):
-        if terminates_tls(server):
+        if needs_credential(server):
             out.setdefault(credential_name(gw, server), tuple(server_host_names(server)))
     for name, hosts in origination_credentials(push, proxy.namespace):  # DestinationRule SIMPLE/MUTUAL
         out.setdefault(name, hosts)
@@ -89,12 +89,22 @@ def _outbound_clusters(cache: PushCache, proxy: Proxy) -> Resources:
     entries = cache.once(
         ("cds-entries", proxy.namespace), lambda: Resources.of(entry_clusters(cache.push, proxy.namespace))
     )
+    if proxy.kind == "router":  # not captured: no ORIGINAL_DST clusters for headless services
+        key = _router_key(cache.clusters_key)
+        return _per_service(cache, "cds-router", proxy, key, gateway_service_clusters, [hole, entries])
     return _per_service(cache, "cds", proxy, cache.clusters_key, service_clusters, [hole, entries])
+
+
+def _router_key(key: Callable[[ServiceView, str], Hashable]) -> Callable[[ServiceView, str], Hashable]:
+    return lambda view, ns: ("router", key(view, ns))
 
 
 def _endpoints(cache: PushCache, proxy: Proxy) -> Resources:
     ns = proxy.namespace
     entries = cache.once(("eds-entries", ns), lambda: Resources.of(entry_endpoints_eds(cache.push, ns)))
+    if proxy.kind == "router":
+        key = _router_key(cache.endpoints_key)
+        return _per_service(cache, "eds-router", proxy, key, gateway_service_endpoints, [entries])
     return _per_service(cache, "eds", proxy, cache.endpoints_key, service_endpoints, [entries])
 
 
@@ -141,7 +151,8 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     cache = cache or PushCache(push)
     if proxy.kind == "sidecar" and push.options.interception == "iptables":
         return _captured_snapshot(cache, proxy, secrets)
-    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(inbound_clusters(proxy)))
+    local = [*inbound_clusters(proxy), *tcp.sni_dnat_clusters(push, proxy)]
+    clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local))
     routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
     return Snapshot.build(
         clusters=clusters,

@@ -7,16 +7,20 @@ Denied requests get 403 "RBAC: access denied".
 from __future__ import annotations
 
 from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as rbac_filter
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 
 from mesh.api.security import AuthorizationPolicy, Condition, Operation, Rule, Source
 from mesh.controlplane.translate.protos import packed
+from mesh.istio.protocol import tcp_rule
 
 RBAC_FILTER = "envoy.filters.http.rbac"
+NETWORK_RBAC_FILTER = "envoy.filters.network.rbac"
 
 
 def _glob(value: str, *, spiffe: bool = False) -> string_pb2.StringMatcher:
@@ -159,4 +163,23 @@ def rbac_filters(policies: list[AuthorizationPolicy]) -> list[hcm.HttpFilter]:
         out.append(
             hcm.HttpFilter(name=f"{RBAC_FILTER}.{action.lower()}", typed_config=packed(rbac_filter.RBAC(rules=rbac)))
         )
+    return out
+
+
+def network_rbac_filters(policies: list[AuthorizationPolicy], port: int, stat_prefix: str) -> list[lc.Filter]:
+    """The same policies for a TCP port's inbound chains (`envoy.filters.network.rbac`), each rule as Istio
+    applies it to a connection (`mesh.istio.protocol.tcp_rule`): a denied connection is closed at once."""
+    out = []
+    for action, envoy_action in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
+        chosen = [p for p in policies if p.action == action]
+        if not chosen:
+            continue
+        rbac = rbac_pb2.RBAC(action=envoy_action)
+        for ap in chosen:
+            for i, rule in enumerate(ap.rules):
+                applied = tcp_rule(rule, action)
+                if applied is not None:  # an ALLOW rule with HTTP-only fields matches no connection
+                    rbac.policies[f"ns[{ap.namespace}]-policy[{ap.name}]-rule[{i}]"].CopyFrom(_policy(applied))
+        config = network_rbac.RBAC(rules=rbac, stat_prefix=f"{stat_prefix}.")
+        out.append(lc.Filter(name=f"{NETWORK_RBAC_FILTER}.{action.lower()}", typed_config=packed(config)))
     return out

@@ -25,6 +25,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from mesh.controlplane.translate import tcp
 from mesh.controlplane.translate.clusters import BLACKHOLE, DEFAULT_CONNECT_TIMEOUT
 from mesh.controlplane.translate.context import PushContext, http_ports
 from mesh.controlplane.translate.dns import dns_listener
@@ -73,9 +74,10 @@ def mesh_http_ports(push: PushContext) -> list[int]:
 def capture_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     policy = push.proxy_scope(proxy).outbound_traffic_policy
     http = outbound_port_listeners(push, proxy)
+    services = tcp.outbound_tcp_listeners(push, proxy)  # per VIP: TCP and TLS service ports
     entries = entry_tcp_listeners(push, proxy, set(mesh_http_ports(push)))
     dns = [dns_listener(push, proxy)] if push.options.dns_proxy else []
-    return [virtual_outbound(push, policy), *http, *entries, virtual_inbound(push, proxy), *dns]
+    return [virtual_outbound(push, policy), *http, *services, *entries, virtual_inbound(push, proxy), *dns]
 
 
 def virtual_outbound(push: PushContext, policy: str | None = None) -> listener_pb2.Listener:

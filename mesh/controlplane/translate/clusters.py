@@ -18,10 +18,13 @@ from mesh.controlplane.translate.context import (
     inbound_cluster,
     outbound_cluster,
     outbound_sni,
+    pod_cluster,
     routes_by_original_destination,
+    routes_pods_by_name,
 )
 from mesh.controlplane.translate.protos import MAX_UINT32, ads, duration, packed, u32
-from mesh.controlplane.translate.tls import istio_mutual_upstream
+from mesh.controlplane.translate.tls import istio_mutual_upstream, origination_tls
+from mesh.istio.protocol import is_http2, is_http_port, port_protocol
 from mesh.runtime import Proxy
 
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -52,21 +55,42 @@ def inbound_clusters(proxy: Proxy) -> list[cluster_pb2.Cluster]:
 
 
 def service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
-    dr = push.destination_rule(view.fqdn, ns)
-    out = []
-    for port in http_ports(view.service):
-        out.append(_outbound(push, view, port, "", ns))
-        for subset in dr.subsets if dr else []:
-            out.append(_outbound(push, view, port, subset.name, ns))
+    """A sidecar's clusters for a service (ORIGINAL_DST for a headless one under capture, plus one cluster per pod
+    of a headless one in the HTTP_PROXY mode)."""
+    out = _service_clusters(push, view, ns, routes_by_original_destination(push, view))
+    if routes_pods_by_name(push, view):
+        for port in http_ports(view.service):
+            for pod in view.pods:
+                c = _outbound(push, view, port, "", ns, False)
+                c.name = c.eds_cluster_config.service_name = pod_cluster(port.number, pod, view)
+                out.append(c)
     return out
 
 
-def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str) -> cluster_pb2.Cluster:
+def gateway_service_clusters(push: PushContext, view: ServiceView, ns: str) -> list[cluster_pb2.Cluster]:
+    """A gateway's: never ORIGINAL_DST, since nothing captures a gateway's connections (Istio gives gateways
+    EDS clusters for headless services too)."""
+    return _service_clusters(push, view, ns, False)
+
+
+def _service_clusters(push: PushContext, view: ServiceView, ns: str, original_dst: bool) -> list[cluster_pb2.Cluster]:
+    dr = push.destination_rule(view.fqdn, ns)
+    out = []
+    for port in view.service.ports:  # TCP ports too: tcp_proxy reaches them (tcp.py)
+        out.append(_outbound(push, view, port, "", ns, original_dst))
+        for subset in dr.subsets if dr else []:
+            out.append(_outbound(push, view, port, subset.name, ns, original_dst))
+    return out
+
+
+def _outbound(
+    push: PushContext, view: ServiceView, port: ServicePort, subset: str, ns: str, original_dst: bool
+) -> cluster_pb2.Cluster:
     name = outbound_cluster(port.number, subset, view.fqdn)
     tp = push.traffic_policy(view.fqdn, port.number, subset, ns)
     c = cluster_pb2.Cluster(name=name, connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT))
     _apply_policy(c, tp, port)
-    if routes_by_original_destination(push, view):
+    if original_dst:
         c.type = cluster_pb2.Cluster.ORIGINAL_DST  # Istio: a headless service's pods are reached where dialled
         c.lb_policy = cluster_pb2.Cluster.CLUSTER_PROVIDED
         c.ClearField("ring_hash_lb_config")
@@ -74,10 +98,14 @@ def _outbound(push: PushContext, view: ServiceView, port: ServicePort, subset: s
         c.type = cluster_pb2.Cluster.EDS
         c.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(service_name=name, eds_config=ads()))
     http_opts = protocol_options(tp, port, push.options.h2_upgrade_policy)
-    c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
-    if push.upstream_tls(view, port.number, subset, ns) == "ISTIO_MUTUAL":
+    if is_http_port(port):  # a TCP port's connections are bytes to Envoy: no HTTP protocol options
+        c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(http_opts))
+    mode = push.upstream_tls(view, port.number, subset, ns)
+    if mode in ("SIMPLE", "MUTUAL") and tp.tls is not None:  # origination the DestinationRule asks for
+        c.transport_socket.CopyFrom(origination_tls(tp.tls, view.fqdn))
+    elif mode == "ISTIO_MUTUAL":
         identities = sorted({p.identity for p in view.pods} or {view.service.identity})
-        alpn = ALPN_H2 if speaks_h2(http_opts) else ALPN_HTTP
+        alpn = ALPN_H2 if is_http_port(port) and speaks_h2(http_opts) else ALPN_HTTP  # TCP chains match it (tcp.py)
         c.transport_socket.CopyFrom(
             istio_mutual_upstream(outbound_sni(port.number, subset, view.fqdn), identities, alpn)
         )
@@ -91,7 +119,7 @@ def should_h2_upgrade(tp: TrafficPolicy, port: ServicePort, mesh_policy: str) ->
     override = http.h2_upgrade_policy if http else None
     if override in ("UPGRADE", "DO_NOT_UPGRADE"):
         return override == "UPGRADE"
-    return port.protocol == "http" and mesh_policy == "UPGRADE"
+    return port_protocol(port) == "HTTP" and mesh_policy == "UPGRADE"
 
 
 def protocol_options(tp: TrafficPolicy, port: ServicePort, mesh_h2_upgrade: str) -> hpo.HttpProtocolOptions:
@@ -104,7 +132,7 @@ def protocol_options(tp: TrafficPolicy, port: ServicePort, mesh_h2_upgrade: str)
         downstream = opts.use_downstream_protocol_config
         downstream.http_protocol_options.SetInParent()
         downstream.http2_protocol_options.CopyFrom(_h2_options(http))
-    elif port.protocol in ("http2", "grpc") or should_h2_upgrade(tp, port, mesh_h2_upgrade):
+    elif is_http2(port_protocol(port)) or should_h2_upgrade(tp, port, mesh_h2_upgrade):
         opts.explicit_http_config.http2_protocol_options.CopyFrom(_h2_options(http))
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()
@@ -220,8 +248,10 @@ def _inbound(app_ip: str, port: ServicePort, app_socket: str = "") -> cluster_pb
             ],
         ),
     )
+    if not is_http_port(port):
+        return c
     opts = hpo.HttpProtocolOptions()
-    if port.protocol in ("http2", "grpc"):
+    if is_http2(port_protocol(port)):
         opts.explicit_http_config.http2_protocol_options.SetInParent()
     else:
         opts.explicit_http_config.http_protocol_options.SetInParent()

@@ -27,6 +27,7 @@ from mesh.istio import (
     rule_host,
     served_hosts,
 )
+from mesh.istio.protocol import is_http_port
 from mesh.istio.sidecar import route_destinations
 from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
@@ -360,5 +361,22 @@ def routes_by_original_destination(push: PushContext, view: ServiceView) -> bool
     return view.service.headless and push.options.interception == "iptables"
 
 
+def routes_pods_by_name(push: PushContext, view: ServiceView) -> bool:
+    """A headless service in the HTTP_PROXY mode: the app sends every request to its sidecar, so a pod's own name
+    (`<pod>.<service>...`) is routed by Host to a cluster of that pod alone (`pod_cluster`)."""
+    return view.service.headless and push.options.interception != "iptables"
+
+
+def pod_cluster(port: int, pod: Pod, view: ServiceView) -> str:
+    """`outbound|PORT||<pod>.<service fqdn>`: one pod of a headless service, addressed by its name."""
+    return outbound_cluster(port, "", f"{pod.name}.{view.fqdn}")
+
+
 def http_ports(service: Service) -> list[ServicePort]:
-    return [p for p in service.ports if p.protocol in ("http", "http2", "grpc")]
+    """Ports routed by Host and path (Istio's protocol selection: `mesh.istio.protocol`)."""
+    return [p for p in service.ports if is_http_port(p)]
+
+
+def tcp_ports(service: Service) -> list[ServicePort]:
+    """Ports routed as connections (TCP, TLS, HTTPS, databases): `tcp.py`."""
+    return [p for p in service.ports if not is_http_port(p)]

@@ -10,7 +10,9 @@ from mesh.controlplane.translate.context import (
     ServiceView,
     http_ports,
     outbound_cluster,
+    pod_cluster,
     routes_by_original_destination,
+    routes_pods_by_name,
 )
 from mesh.runtime import Pod
 
@@ -27,12 +29,29 @@ def _lb_endpoint(pod: Pod, port: int) -> endpoint_components_pb2.LbEndpoint:
 
 def service_endpoints(push: PushContext, view: ServiceView, ns: str) -> list[endpoint_pb2.ClusterLoadAssignment]:
     if routes_by_original_destination(push, view):
-        return []  # ORIGINAL_DST clusters take no endpoints
+        return []  # a sidecar's ORIGINAL_DST clusters take no endpoints
+    out = gateway_service_endpoints(push, view, ns)
+    if routes_pods_by_name(push, view):
+        out += [
+            endpoint_pb2.ClusterLoadAssignment(
+                cluster_name=pod_cluster(port.number, pod, view),
+                endpoints=[endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=[_lb_endpoint(pod, port.number)])],
+            )
+            for port in http_ports(view.service)
+            for pod in view.pods
+        ]
+    return out
+
+
+def gateway_service_endpoints(
+    push: PushContext, view: ServiceView, ns: str
+) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """Every service's pods, headless ones too (a gateway's clusters are always EDS)."""
     dr = push.destination_rule(view.fqdn, ns)
     subsets: list[tuple[str, dict[str, str]]] = [("", {})]
     subsets += [(s.name, s.labels) for s in (dr.subsets if dr else [])]
     out = []
-    for port in http_ports(view.service):
+    for port in view.service.ports:
         for subset, labels in subsets:
             lb = [_lb_endpoint(pod, port.number) for pod in push.pods_for(view, labels)]
             out.append(

@@ -19,7 +19,15 @@ def gateway_route_name(port: int) -> str:
 
 
 def terminates_tls(server: Server) -> bool:
-    return server.port.protocol == "HTTPS" and server.tls is not None and server.tls.mode in ("SIMPLE", "MUTUAL")
+    return server.port.protocol == "HTTPS" and server.tls is not None and server.tls.mode in TERMINATED
+
+
+TERMINATED = ("SIMPLE", "MUTUAL", "ISTIO_MUTUAL")  # ISTIO_MUTUAL: the gateway's own SVID, mesh clients only
+
+
+def needs_credential(server: Server) -> bool:
+    """A terminating server with a certificate of its own (ISTIO_MUTUAL presents the gateway's SVID instead)."""
+    return terminates_tls(server) and server.tls is not None and server.tls.mode != "ISTIO_MUTUAL"
 
 
 def server_route_name(gw: Gateway, server: Server) -> str:

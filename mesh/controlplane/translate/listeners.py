@@ -19,6 +19,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 
 from mesh.api.networking import Gateway, Server
+from mesh.controlplane.translate import tcp
 from mesh.controlplane.translate.authz import rbac_filters
 from mesh.controlplane.translate.context import PushContext, inbound_cluster
 from mesh.controlplane.translate.gateway import gateway_servers, server_route_name, terminates_tls
@@ -28,6 +29,7 @@ from mesh.controlplane.translate.route import CORS_FILTER, FAULT_FILTER
 from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG
 from mesh.controlplane.translate.tls import gateway_downstream, istio_mutual_downstream
 from mesh.istio import server_host_names
+from mesh.istio.protocol import is_http_port
 from mesh.observability.envoyconfig import Reporter, instrument
 from mesh.runtime import SIDECAR_OUTBOUND_PORT, Proxy
 
@@ -86,7 +88,7 @@ def _hcm_filter(
 
 def build_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
     if proxy.kind == "router":
-        return gateway_listeners(push, proxy)
+        return tcp.add_gateway_l4(push, proxy, gateway_listeners(push, proxy))
     return [outbound_listener(push, proxy), *inbound_listeners(push, proxy)]
 
 
@@ -114,6 +116,9 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
     out = []
     for port in pod.ports:
         mode = push.mtls_mode(pod, port.number)
+        if not is_http_port(port):  # connections, not requests: tcp.py
+            out.append(_inbound_listener(pod.ip, port.number, tcp.inbound_tcp_chains(push, proxy, port, mode)))
+            continue
         route = route_pb2.RouteConfiguration(
             name=inbound_cluster(port.number),
             virtual_hosts=[
@@ -159,18 +164,18 @@ def inbound_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                     filters=[_hcm_filter(m, push, (proxy, "destination"))],
                 )
             )
-        out.append(
-            listener_pb2.Listener(
-                name=f"{pod.ip}_{port.number}",
-                address=_address(pod.ip, port.number),
-                listener_filters=[
-                    lc.ListenerFilter(name=TLS_INSPECTOR, typed_config=packed(tls_inspector_pb2.TlsInspector()))
-                ],
-                filter_chains=chains,
-                traffic_direction=1,  # INBOUND
-            )
-        )
+        out.append(_inbound_listener(pod.ip, port.number, chains))
     return out
+
+
+def _inbound_listener(ip: str, port: int, chains: list[lc.FilterChain]) -> listener_pb2.Listener:
+    return listener_pb2.Listener(
+        name=f"{ip}_{port}",
+        address=_address(ip, port),
+        listener_filters=[lc.ListenerFilter(name=TLS_INSPECTOR, typed_config=packed(tls_inspector_pb2.TlsInspector()))],
+        filter_chains=chains,
+        traffic_direction=1,  # INBOUND
+    )
 
 
 def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.Listener]:
@@ -202,7 +207,9 @@ def gateway_listeners(push: PushContext, proxy: Proxy) -> list[listener_pb2.List
                     lc.FilterChain(
                         name=server_route_name(gw, server),
                         filter_chain_match=lc.FilterChainMatch(server_names=names, transport_protocol="tls"),
-                        transport_socket=gateway_downstream(
+                        transport_socket=istio_mutual_downstream()  # mesh mTLS (the egress gateway's usual case)
+                        if server.tls.mode == "ISTIO_MUTUAL"
+                        else gateway_downstream(
                             credential_name(gw, server),
                             mutual=server.tls.mode == "MUTUAL",
                             min_version=server.tls.min_protocol_version,

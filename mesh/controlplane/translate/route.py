@@ -76,6 +76,8 @@ def _applies(m: HTTPMatchRequest, scope: RouteScope) -> bool:
         return False
     if m.source_labels and not m.source_labels.items() <= scope.proxy.labels.items():
         return False
+    if m.source_namespace and m.source_namespace != scope.proxy.namespace:  # routes are per namespace already
+        return False
     return not m.gateways or scope.gateway in {gateway_ref(g, scope.vs.namespace) for g in m.gateways}
 
 

@@ -18,7 +18,6 @@ import functools
 import ipaddress
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
@@ -27,17 +26,20 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
-from envoy.type.matcher.v3 import string_pb2
 
 from mesh.api.networking import ClientTLSSettings
 from mesh.api.registry import ServiceEntry, ServiceEntryPort, WorkloadEntry
-from mesh.api.workloads import ServicePort
-from mesh.controlplane.translate.clusters import DEFAULT_CONNECT_TIMEOUT, _apply_policy
+from mesh.api.workloads import ServicePort, spiffe_id
+from mesh.controlplane.translate.clusters import (
+    DEFAULT_CONNECT_TIMEOUT,
+    HTTP_OPTIONS,
+    _apply_policy,
+    protocol_options,
+)
 from mesh.controlplane.translate.context import PushContext, outbound_cluster, outbound_sni
 from mesh.controlplane.translate.protos import ads, duration, packed
 from mesh.controlplane.translate.retry import default_retry_policy
-from mesh.controlplane.translate.tls import TLS_SOCKET, istio_mutual_upstream
+from mesh.controlplane.translate.tls import istio_mutual_upstream, origination_tls
 from mesh.istio import MESH_GATEWAY, destination_port, mesh_virtual_services, resolve_host
 from mesh.istio.serviceentries import (
     EntryEndpoint,
@@ -53,8 +55,6 @@ from mesh.istio.serviceentries import (
 from mesh.runtime import Proxy
 
 TCP_PROXY = "envoy.filters.network.tcp_proxy"
-# where SIMPLE/MUTUAL origination without caCertificates finds its roots: the system bundle (Istio's default)
-SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,9 @@ def _cluster(
         _apply_policy(c, tp, _service_port(port))
         if tp.load_balancer is None and kind != "STATIC":
             c.lb_policy = cluster_pb2.Cluster.ROUND_ROBIN  # Istio's choice for DNS clusters
+    if is_http(port):  # h2 for HTTP2/GRPC ports; entries are never upgraded (Istio upgrades mesh traffic only)
+        options = protocol_options(tp, _service_port(port), "DO_NOT_UPGRADE")
+        c.typed_extension_protocol_options[HTTP_OPTIONS].CopyFrom(packed(options))
     socket = upstream_tls(tp.tls, e, port, subset)
     if socket is not None:
         c.transport_socket.CopyFrom(socket)
@@ -247,51 +250,10 @@ def upstream_tls(
         return None
     if tls.mode == "ISTIO_MUTUAL":
         sans = list(e.entry.subject_alt_names) or sorted(
-            {f"{ep.service_account}" for ep in e.endpoints if ep.service_account}
+            {spiffe_id(e.entry.namespace, ep.service_account) for ep in e.endpoints if ep.service_account}
         )
         return istio_mutual_upstream(tls.sni or outbound_sni(port.number, subset, e.host), sans)
     return origination_tls(tls, e.host)
-
-
-def _sds(name: str) -> secret_pb2.SdsSecretConfig:
-    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads())
-
-
-def origination_tls(tls: ClientTLSSettings, host: str) -> base_pb2.TransportSocket:
-    """SIMPLE (verify the server) or MUTUAL (also present a client certificate), as Istio's cluster_tls.go:
-    certificates from `credentialName` over SDS (`kubernetes://NAME`, CA `kubernetes://NAME-cacert`) or from the
-    files named by clientCertificate/privateKey/caCertificates; the server checked against subjectAltNames; SNI
-    the given `sni`, else the host."""
-    from mesh.controlplane.ca.credentials import credential_ca_secret_name, credential_secret_name
-
-    common = tls_pb2.CommonTlsContext()
-    validation = common_pb2.CertificateValidationContext()
-    for san in tls.subject_alt_names:
-        kind = common_pb2.SubjectAltNameMatcher.URI if "://" in san else common_pb2.SubjectAltNameMatcher.DNS
-        validation.match_typed_subject_alt_names.append(
-            common_pb2.SubjectAltNameMatcher(san_type=kind, matcher=string_pb2.StringMatcher(exact=san))
-        )
-    if tls.credential_name:
-        if tls.mode == "MUTUAL":
-            common.tls_certificate_sds_secret_configs.append(_sds(credential_secret_name(tls.credential_name)))
-        common.combined_validation_context.default_validation_context.CopyFrom(validation)
-        common.combined_validation_context.validation_context_sds_secret_config.CopyFrom(
-            _sds(credential_ca_secret_name(tls.credential_name))
-        )
-    else:
-        if tls.mode == "MUTUAL" and tls.client_certificate and tls.private_key:
-            common.tls_certificates.append(
-                common_pb2.TlsCertificate(
-                    certificate_chain=base_pb2.DataSource(filename=tls.client_certificate),
-                    private_key=base_pb2.DataSource(filename=tls.private_key),
-                )
-            )
-        roots = tls.ca_certificates or (str(SYSTEM_ROOTS) if SYSTEM_ROOTS.exists() else "")
-        if roots:
-            validation.trusted_ca.CopyFrom(base_pb2.DataSource(filename=roots))
-        common.validation_context.CopyFrom(validation)
-    ctx = tls_pb2.UpstreamTlsContext(common_tls_context=common, sni=tls.sni or host.lstrip("*."))
-    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=packed(ctx))
 
 
 def origination_credentials(push: PushContext, ns: str) -> list[tuple[str, tuple[str, ...]]]:

@@ -73,7 +73,7 @@ class Resources:
         return cls(None, version, parts)
 
     def eds_clusters(self) -> frozenset[str]:
-        """Names of the EDS clusters among these resources (computed once)."""
+        """The EDS names these clusters ask for (computed once)."""
         cached = self._eds
         if cached is None:
             if self.parts:
@@ -81,8 +81,8 @@ class Resources:
             else:
                 from envoy.config.cluster.v3 import cluster_pb2
 
-                cached = frozenset(
-                    n
+                cached = frozenset(  # Envoy asks EDS for the service name when one is set (sni-dnat clusters)
+                    c.eds_cluster_config.service_name or n
                     for n, c in self.items.items()
                     if isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
                 )

@@ -54,6 +54,7 @@ _CORE = {
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
     ("v1", "Service"): k8s.core.v1.Service,
     ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
     ("v1", "Secret"): k8s.core.v1.Secret,
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
@@ -95,9 +96,13 @@ def policy_revision(rendered: str, policies: Path) -> str:
     return f"{sha} (manifests sha256:{digest})"
 
 
+POD_TEMPLATES = ("Deployment", "StatefulSet")  # the workloads whose pods run the sample image
+
+
 def _with_image(m: Manifest, old: str, new: str) -> Manifest:
-    """The Deployment with every container that runs `old` running `new` (the digest-tagged build)."""
-    if m["kind"] != "Deployment":
+    """The Deployment (or StatefulSet) with every container that runs `old` running `new` (the digest-tagged
+    build)."""
+    if m["kind"] not in POD_TEMPLATES:
         return m
     pod = m["spec"]["template"]["spec"]
     containers = [{**c, "image": new} if c.get("image") == old else c for c in pod["containers"]]
@@ -255,7 +260,7 @@ def _workloads(
         kind = m["kind"]
         ns = meta.get("namespace", "")
         name = f"{kind.lower()}-{ns + '-' if ns else ''}{meta['name']}"
-        image_deps = cluster.image_deps if kind == "Deployment" else []
+        image_deps = cluster.image_deps if kind in POD_TEMPLATES else []
         deps = ["istiod"] + ([ns_names[ns]] if ns in ns_names else []) + image_deps
         if kind == "Namespace" and meta["name"] in EXISTING_NAMESPACES:
             # label it (server-side apply of our labels only); never create or delete it

@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+from mesh.api.config import MeshConfig
 from mesh.api.workloads import Service
 from mesh.dataplane import netns
 from mesh.dataplane.dns import UpstreamResolver
 from mesh.dataplane.iptables import PROXY_UID, CaptureRules, confinement, install
 from mesh.errors import TargetError
 from mesh.istio import DOMAIN_SUFFIX
+from mesh.istio.protocol import routed_as_connections
 from mesh.runtime import Pod, pod_dns_names
 
 log = logging.getLogger("mesh.local")
@@ -44,6 +46,17 @@ def choose(requested: str) -> tuple[Mode, str]:
     if ok:
         return "iptables", f"auto: {why}"
     return "proxy", f"auto: {why}; apps reach their sidecar through HTTP_PROXY"
+
+
+def check_mode(mode: Mode, config: MeshConfig) -> None:
+    """HTTP_PROXY carries HTTP only: a config that routes connections needs transparent interception."""
+    needs = routed_as_connections(config)
+    if mode == "proxy" and needs:
+        raise TargetError(
+            f"TCP and TLS routing need `--interception iptables` (this mesh runs HTTP_PROXY): {'; '.join(needs)}",
+            hint="run `mesh up --interception iptables` (root, Linux), or give these ports an HTTP protocol "
+            "(a name like `http-...` or appProtocol: http)",
+        )
 
 
 class CapturedPods:
@@ -116,7 +129,8 @@ class CapturedPods:
         ip = self.net.next_pod_ip()
         ns = self.net.add_pod(name, ip, {}, self.resolv_conf(namespace))
         install(ns, confinement(str(self.net.subnet)))
-        netns.run("sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0", netns=ns)  # the proxy user binds :80
+        # the proxy user binds its servers' ports (80, 443) in this namespace only (a per-namespace sysctl)
+        netns.run("sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_unprivileged_port_start", netns=ns)
         return ip
 
     def add_external(self, name: str) -> tuple[str, str]:

@@ -92,7 +92,9 @@ class LocalMesh:
             self.ca,
             credentials=CredentialStore(self.ca, self.options.state_dir / "credentials"),
             options=MeshOptions(
-                access_log=self.options.access_log, outbound_traffic_policy=self.options.outbound_traffic_policy
+                access_log=self.options.access_log,
+                outbound_traffic_policy=self.options.outbound_traffic_policy,
+                h2_upgrade_policy=self.options.h2_upgrade_policy,
             ),
         )
         self.supervisor = Supervisor(on_event=self.progress)
@@ -161,17 +163,12 @@ class LocalMesh:
         mode, why = interception.choose(opts.interception)
         self.interception = mode
         self.progress(f"interception: {mode} ({why})")
+        interception.check_mode(mode, self.config)
         if mode == "iptables":
             self.capture = CapturedPods(opts.state_dir, dns_proxy=opts.dns_proxy)
             for run in self.capture.removed_stale:
                 self.progress(f"removed the pod network mb{run} a killed mesh left behind")
             self.pilot.options = replace(self.pilot.options, interception="iptables")
-        headless = sorted(s.name for s in self.config.services if s.headless)
-        if headless and mode == "proxy":
-            self.progress(
-                f"headless services ({', '.join(headless)}): their names load-balance over their pods; addressing "
-                "one pod by name (<pod>.<service>) needs --interception iptables"
-            )
         next_ips = self.capture.next_pod if self.capture else block.next_pod
         pods = [
             p if self.capture else self._private_app(p)
@@ -195,6 +192,8 @@ class LocalMesh:
         self.gateway = self.gateways[0]
         for gateway in self.gateways:
             self.registry.add_proxy(gateway)
+        for note in edge_local.per_replica_limits(self.config, self.gateways):
+            self.progress(f"note: {note}")
         self.egress = self._egress_gateway()
 
         if opts.observability is not None:  # collector and Prometheus start before any proxy logs to them
@@ -497,6 +496,7 @@ class LocalMesh:
     def apply(self, config: MeshConfig, *, analyze: bool = True, wait: float = 10.0) -> PushResult:
         """Push new policies to the running proxies. Workloads cannot change under a running mesh."""
         self.check_workloads(config)
+        interception.check_mode(cast(interception.Mode, self.interception), config)
         self._acme_credentials(config)  # a bad Issuer reference is refused before anything is pushed
         if analyze:
             analysis.check(config, capabilities("local"))

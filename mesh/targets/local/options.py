@@ -31,6 +31,8 @@ class LocalOptions(BaseModel):
     interception: Literal["auto", "proxy", "iptables"] = "proxy"
     # meshConfig.outboundTrafficPolicy: where a captured connection to an unknown destination goes (iptables mode)
     outbound_traffic_policy: Literal["ALLOW_ANY", "REGISTRY_ONLY"] = "ALLOW_ANY"
+    # meshConfig.h2UpgradePolicy: whether HTTP/1.1 ports travel between sidecars as HTTP/2 (a DestinationRule overrides)
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
     # Istio's DNS proxying (iptables mode): each sidecar answers its pod's DNS (ISTIO_META_DNS_CAPTURE) and
     # ServiceEntries without addresses get one from 240.240.0.0/16 (ISTIO_META_DNS_AUTO_ALLOCATE)
     dns_proxy: bool = False

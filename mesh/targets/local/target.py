@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -50,6 +50,7 @@ class ServeRequest(BaseModel):
     config: WireConfig
     env: str = ""
     policies: str = ""
+    ready_fd: int | None = None  # written once the mesh serves: the starting `mesh up -d` waits on it, not a poll
 
 
 class LocalTarget:
@@ -110,29 +111,38 @@ class LocalTarget:
 
     def _start_detached(self, config: MeshConfig, progress: Progress) -> None:
         log_path = self.options.state_dir / "mesh.log"
-        request = ServeRequest(options=self.options, config=WireConfig.of(config), env=self.env, policies=self.policies)
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as logf:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mesh.targets.local"],
-                stdin=subprocess.PIPE,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        assert proc.stdin is not None
-        proc.stdin.write(request.model_dump_json().encode())
-        proc.stdin.close()
-        progress(f"starting the mesh in the background (pid {proc.pid}, log {log_path}) ...")
-        deadline = time.monotonic() + DETACHED_START_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise TargetError(f"the mesh exited while starting:\n{log_path.read_text(errors='replace')[-3000:]}")
+        ready_r, ready_w = os.pipe()  # the child writes one line once it serves; EOF first means it died
+        request = ServeRequest(
+            options=self.options, config=WireConfig.of(config), env=self.env, policies=self.policies, ready_fd=ready_w
+        )
+        try:
+            with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as logf:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "mesh.targets.local"],
+                    stdin=subprocess.PIPE,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    pass_fds=(ready_w,),
+                )
+        finally:
+            os.close(ready_w)
+        with os.fdopen(ready_r, "rb", buffering=0) as ready:
+            assert proc.stdin is not None
+            proc.stdin.write(request.model_dump_json().encode())
+            proc.stdin.close()
+            progress(f"starting the mesh in the background (pid {proc.pid}, log {log_path}) ...")
+            said = ready.read(64) if select.select([ready], [], [], DETACHED_START_TIMEOUT)[0] else None
+        if said == b"ready\n":
             with contextlib.suppress(MeshNotRunning):
                 if read_state(self.options.state_dir).pid == proc.pid:
                     return
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)  # our own child: its pid cannot have been reused while we hold it
-        raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
+        if said is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # our own child: its pid cannot have been reused while we hold it
+            raise TargetError(f"the mesh did not become ready within {DETACHED_START_TIMEOUT:.0f}s; see {log_path}")
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)  # it closed the pipe without serving: it is exiting
+        raise TargetError(f"the mesh exited while starting:\n{log_path.read_text(errors='replace')[-3000:]}")
 
     def remove_leftovers(self) -> list[str]:
         """The pod networks (bridge `mb<run>` and its namespaces) that killed meshes of this state dir left."""
@@ -277,23 +287,24 @@ class LocalDataPath:
 
 
 def _terminate(pid: int, start: int, grace: float = 15.0) -> None:
-    """SIGTERM the mesh process (it stops everything it started), SIGKILL after `grace` seconds. Each signal goes
-    only to the process that started at `start`: never pid <= 1, never a process that reused the pid."""
-
-    def ours() -> bool:
-        return pid > 1 and start > 0 and process_start(pid) == start
-
-    if not ours():
+    """SIGTERM the mesh process (it stops everything it started), SIGKILL after `grace` seconds; returns as soon as
+    it has exited. Each signal goes only to the process that started at `start`: never pid <= 1, never a process
+    that reused the pid (the pidfd is opened first, then checked: it cannot come to name another process)."""
+    if pid <= 1 or start <= 0:
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not ours():
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        if process_start(pid) != start:
             return
-        time.sleep(0.05)
-    if ours():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not select.select([pidfd], [], [], grace)[0]:  # readable once the process has exited
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    finally:
+        os.close(pidfd)
 
 
 def serve(
@@ -308,6 +319,9 @@ def serve(
     target = LocalTarget(request.options, detach=False, env=request.env, policies=request.policies)
     target.up(request.config.to_config(), progress)
     try:
+        if request.ready_fd is not None:  # the `mesh up -d` that started us returns now
+            os.write(request.ready_fd, b"ready\n")
+            os.close(request.ready_fd)
         on_ready(target)
         stop.wait()
     finally:

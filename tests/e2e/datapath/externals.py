@@ -90,9 +90,11 @@ class Pki:
     server_key: Path
     client_cert: Path
     client_key: Path
+    secure_cert: Path
+    secure_key: Path
 
 
-def make_pki(directory: Path, server_name: str) -> Pki:
+def make_pki(directory: Path, server_name: str, other_server: str = "secure.external.test") -> Pki:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -141,18 +143,29 @@ def make_pki(directory: Path, server_name: str) -> Pki:
     directory.chmod(0o755)
     server = leaf(server_name, ExtendedKeyUsageOID.SERVER_AUTH, [server_name])
     client = leaf("mesh-client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    other = leaf(other_server, ExtendedKeyUsageOID.SERVER_AUTH, [other_server])
     files = {
         "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
         "server.crt": server[0],
         "server.key": server[1],
         "client.crt": client[0],
         "client.key": client[1],
+        "secure.crt": other[0],
+        "secure.key": other[1],
     }
     for f, data in files.items():
         (directory / f).write_bytes(data)
         (directory / f).chmod(0o644)
     d = directory
-    return Pki(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt", d / "client.key")
+    return Pki(
+        d / "ca.crt",
+        d / "server.crt",
+        d / "server.key",
+        d / "client.crt",
+        d / "client.key",
+        d / "secure.crt",
+        d / "secure.key",
+    )
 
 
 if __name__ == "__main__":

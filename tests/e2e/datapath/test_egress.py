@@ -28,6 +28,7 @@ from mesh.api import (
     PortSelector,
     PortTrafficPolicy,
     Server,
+    ServerTLSSettings,
     Service,
     ServiceEntry,
     ServiceEntryPort,
@@ -53,6 +54,7 @@ TLS_HOST = "tls.external.test"  # DNS, port 80 -> 443 with TLS originated by the
 TCP_HOST = "tcp.external.test"  # STATIC over a WorkloadEntry, TCP
 NONE_HOST = "none.external.test"  # resolution NONE: the client's own destination
 UNKNOWN = "unknown.external.test"  # a real test host no ServiceEntry names
+SECURE = "secure.external.test"  # HTTPS only: mTLS to the egress gateway, TLS originated there
 
 
 def _workloads() -> MeshConfig:
@@ -61,7 +63,14 @@ def _workloads() -> MeshConfig:
         name="istio-egressgateway",
         namespace="istio-system",
         selector={"istio": "egressgateway"},
-        servers=[Server(port=Port(number=80, name="http", protocol="HTTP"), hosts=[HTTPBIN])],
+        servers=[
+            Server(port=Port(number=80, name="http", protocol="HTTP"), hosts=[HTTPBIN]),
+            Server(
+                port=Port(number=443, name="https", protocol="HTTPS"),
+                hosts=[SECURE],
+                tls=ServerTLSSettings(mode="ISTIO_MUTUAL"),
+            ),
+        ],
     )
     return MeshConfig().add(sleep, egress)
 
@@ -85,7 +94,54 @@ def _entries(pki: Pki, tcp_ip: str, server_san: str = TLS_HOST) -> list[object]:
     )
     simple = ClientTLSSettings(mode="SIMPLE", ca_certificates=str(pki.ca), subject_alt_names=[server_san])
     mutual = ClientTLSSettings(mode="MUTUAL", credential_name="tls-client", sni=TLS_HOST)
+    # Istio's "egress gateway with TLS origination": the sidecar speaks mTLS to the gateway (SNI the host), the
+    # gateway originates TLS to the host
+    https = ServiceEntryPort(number=443, name="https", protocol="HTTPS")
+    secure = [
+        ServiceEntry(name="secure", hosts=[SECURE], ports=[http, https], resolution="DNS"),
+        DestinationRule(
+            name="egressgateway-for-secure",
+            host=EGRESS_HOST,
+            traffic_policy=TrafficPolicy(
+                port_level_settings=[
+                    PortTrafficPolicy(
+                        port=PortSelector(number=443), tls=ClientTLSSettings(mode="ISTIO_MUTUAL", sni=SECURE)
+                    )
+                ]
+            ),
+        ),
+        VirtualService(
+            name="secure-via-egress",
+            hosts=[SECURE],
+            gateways=["istio-system/istio-egressgateway", "mesh"],
+            http=[
+                HTTPRoute(
+                    match=[HTTPMatchRequest(gateways=["mesh"], port=80)],
+                    route=[
+                        HTTPRouteDestination(destination=Destination(host=EGRESS_HOST, port=PortSelector(number=443)))
+                    ],
+                ),
+                HTTPRoute(
+                    match=[HTTPMatchRequest(gateways=["istio-system/istio-egressgateway"], port=443)],
+                    route=[HTTPRouteDestination(destination=Destination(host=SECURE, port=PortSelector(number=443)))],
+                ),
+            ],
+        ),
+        DestinationRule(
+            name="originate-tls-for-secure",
+            host=SECURE,
+            traffic_policy=TrafficPolicy(
+                port_level_settings=[
+                    PortTrafficPolicy(
+                        port=PortSelector(number=443),
+                        tls=ClientTLSSettings(mode="SIMPLE", ca_certificates=str(pki.ca), sni=SECURE),
+                    )
+                ]
+            ),
+        ),
+    ]
     return [
+        *secure,
         ServiceEntry(name="httpbin", hosts=[HTTPBIN], ports=[http], resolution="DNS", location="MESH_EXTERNAL"),
         via_gateway,
         ServiceEntry(
@@ -171,7 +227,7 @@ def _world(pki: Pki) -> Iterator[World]:
         credential.mkdir(parents=True)
         for src, dst in ((pki.client_cert, "tls.crt"), (pki.client_key, "tls.key"), (pki.ca, "ca.crt")):
             (credential / dst).write_bytes(src.read_bytes())
-        hosts = {h: capture.add_external(h) for h in (HTTPBIN, TLS_HOST, TCP_HOST, NONE_HOST, UNKNOWN)}
+        hosts = {h: capture.add_external(h) for h in (HTTPBIN, TLS_HOST, TCP_HOST, NONE_HOST, UNKNOWN, SECURE)}
         servers = [
             external_server(*hosts[HTTPBIN][::-1], 80),
             external_server(*hosts[UNKNOWN][::-1], 80),
@@ -179,6 +235,7 @@ def _world(pki: Pki) -> Iterator[World]:
             external_server(*hosts[TCP_HOST][::-1], 8000),
             external_server(*hosts[NONE_HOST][::-1], 8080),
             external_server(*hosts[TLS_HOST][::-1], 8443, str(pki.server_cert), str(pki.server_key)),
+            external_server(*hosts[SECURE][::-1], 443, str(pki.secure_cert), str(pki.secure_key)),
             external_server(*hosts[TLS_HOST][::-1], 443, str(pki.server_cert), str(pki.server_key), str(pki.ca)),
         ]
         with contextlib.ExitStack() as stack:
@@ -241,6 +298,25 @@ def test_egress_gateway_carries_the_external_call(world: World) -> None:
     app = PodClient(ns).get(f"http://{ip}:9080/")  # the sample app's own call, resolved by glibc in the pod
     call = app.call(HTTPBIN)
     assert call["status"] == 200 and call["body"]["client"] == world.egress_ip, call
+
+
+def test_egress_gateway_with_mtls_from_the_sidecar_and_tls_originated_at_the_gateway(world: World) -> None:
+    """Istio's egress TLS origination task: the app calls http://secure.external.test; its sidecar opens mTLS to the
+    egress gateway (ISTIO_MUTUAL, SNI the host), which originates TLS to the HTTPS-only host (SIMPLE)."""
+    egress = world.mesh.mesh.egress
+    assert egress is not None
+    handshakes = _gateway_handshakes(world)
+    r = world.client().get(f"http://{SECURE}/")
+    assert r.status == 200, r.text
+    assert r.json["client"] == world.egress_ip and r.json["host"] == SECURE
+    assert _gateway_handshakes(world) > handshakes  # the sidecar-to-gateway hop was TLS (mesh mTLS)
+
+
+def _gateway_handshakes(world: World) -> int:
+    egress = world.mesh.mesh.egress
+    assert egress is not None
+    stats = world.mesh.mesh.admin(egress).stats("ssl.handshake")
+    return sum(v for k, v in stats.items() if k.startswith("listener.") and "_443." in k)
 
 
 def test_registry_only_blocks_hosts_no_service_entry_names(world: World) -> None:

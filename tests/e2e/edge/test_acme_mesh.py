@@ -47,14 +47,13 @@ def acme_http_port() -> int:
     return free_port()  # ... on the ingress port (the edge's plain-HTTP listener)
 
 
-def _policies(pebble: Pebble) -> MeshConfig:
+def _policies(pebble: Pebble, **spec: str) -> MeshConfig:
     """The e2e policies with an HTTPS server for HOST whose credential comes from pebble."""
     base = build_policies("e2e")
-    issuer = Issuer(
-        name="pebble",
-        namespace="default",
-        acme=AcmeIssuerSpec(server=pebble.directory_url, email="ops@bookinfo.local", ca_bundle=str(pebble.ca_bundle)),
+    acme = AcmeIssuerSpec(
+        server=pebble.directory_url, email="ops@bookinfo.local", ca_bundle=str(pebble.ca_bundle), **spec
     )
+    issuer = Issuer(name="pebble", namespace="default", acme=acme)
     out: list[Resource] = [issuer]
     for r in base.resources:
         if isinstance(r, Gateway) and r.name == "bookinfo":
@@ -68,9 +67,8 @@ def _policies(pebble: Pebble) -> MeshConfig:
     return MeshConfig(services=list(base.services), resources=out)
 
 
-@pytest.fixture
-def mesh(tmp_path: Path, block: LoopbackBlock, pebble: Pebble, haproxy: str) -> Iterator[LocalMesh]:
-    opts = LocalOptions(
+def _options(tmp_path: Path, block: LoopbackBlock, pebble: Pebble) -> LocalOptions:
+    return LocalOptions(
         state_dir=tmp_path / "state",
         ingress_host=block.gateway_ip,
         ingress_port=pebble.http_port,
@@ -79,7 +77,11 @@ def mesh(tmp_path: Path, block: LoopbackBlock, pebble: Pebble, haproxy: str) -> 
         edge="haproxy",
         gateway_replicas=2,
     )
-    lm = LocalMesh(_policies(pebble), opts, progress=lambda m: None)
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, block: LoopbackBlock, pebble: Pebble, haproxy: str) -> Iterator[LocalMesh]:
+    lm = LocalMesh(_policies(pebble), _options(tmp_path, block, pebble), progress=lambda m: None)
     try:
         lm.start()
         yield lm
@@ -143,6 +145,15 @@ def test_mesh_up_obtains_serves_renews_and_reports_an_acme_certificate(
     assert reported.error == failed.error and reported.ready and reported.last_success == renewed.last_success
     assert _served(address, root).serial_number == after.serial_number
 
+    # `mesh apply` without the annotation: the renewals stop; the credential's files keep serving as any credential
+    plain = [
+        r.model_copy(update={"annotations": {}}) if isinstance(r, Gateway) and r.name == "bookinfo" else r
+        for r in lm.config.resources
+    ]
+    lm.apply(MeshConfig(services=list(lm.config.services), resources=plain))
+    assert lm.acme is None
+    assert _served(address, root).serial_number == after.serial_number
+
 
 def test_an_issuer_without_the_edge_is_refused_before_anything_starts(tmp_path: Path, pebble: Pebble) -> None:
     lm = LocalMesh(_policies(pebble), LocalOptions(state_dir=tmp_path / "state"), progress=lambda m: None)
@@ -150,3 +161,29 @@ def test_an_issuer_without_the_edge_is_refused_before_anything_starts(tmp_path: 
         lm.start()
     assert "--edge haproxy" in str(e.value)
     assert not lm.supervisor.status()
+
+
+def test_the_mesh_renews_by_itself_once_a_certificate_falls_due(
+    tmp_path: Path, block: LoopbackBlock, pebble: Pebble, haproxy: str
+) -> None:
+    """renewBefore longer than pebble's certificates live: every certificate is due as soon as it is issued, so the
+    background renewal orders a new one every retryInterval and pushes it: the gateway serves a new serial with
+    nobody asking."""
+    lm = LocalMesh(
+        _policies(pebble, renew_before="100000h", retry_interval="1s"),
+        _options(tmp_path, block, pebble),
+        progress=lambda m: None,
+    )
+    try:
+        lm.start()
+        root = tmp_path / "pebble-root.pem"
+        root.write_bytes(pebble.root_pem())
+        assert lm.gateway is not None
+        address = lm.gateway.listen[443]
+        first = _served(address, root)
+        renewed = _until_served(address, root, first.serial_number, timeout=20.0)
+        assert renewed.serial_number != first.serial_number, "no renewal reached the gateway within 20 s"
+        (status,) = lm.describe().acme
+        assert status.error is None and status.ready
+    finally:
+        lm.stop()

@@ -64,7 +64,7 @@ def test_a_pushed_canary_weight_changes_the_measured_split(
     sha = repo.set_dev_weight(20, ENV)
     result = r.reconcile()
     assert (result.action, result.sha) == ("applied", sha), result.reason
-    assert_sequential_split(reviews(mesh), {"v1": 80, "v3": 20})
+    assert_sequential_split(reviews(mesh), {"v1": 80, "v3": 20}, parallel=4)
     assert r.store.env(ENV).last_applied == sha
 
 
@@ -78,7 +78,7 @@ def test_an_analyzer_rejected_push_changes_nothing(mesh: Any, target: Any, repo:
     result = r.reconcile()
     assert result.outcome == "failed analysis" and "IST0101" in result.reason
     assert target.status().revision == before
-    assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50})
+    assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50}, parallel=4)
 
 
 def test_a_verification_failure_rolls_back_to_the_last_good_split(
@@ -106,7 +106,7 @@ def test_a_verification_failure_rolls_back_to_the_last_good_split(
     assert result.outcome == "rolled back", result.reason
     attempt = r.store.latest_attempt(ENV, sha)
     assert attempt is not None and any(not e["ok"] and "status 500" in e["detail"] for e in attempt.evidence)
-    assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50})  # the last good split serves again
+    assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50}, parallel=4)  # the last good split serves again
     assert r.reconcile().action == "skipped"
 
 
@@ -131,7 +131,7 @@ def test_deleted_policy_is_pruned_and_out_of_band_changes_are_healed(
     target.apply(live)
     healed = r.reconcile()
     assert healed.action == "healed" and "VirtualService default/reviews" in healed.reason
-    assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50})
+    assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50}, parallel=4)
 
 
 def test_a_policies_module_that_loops_forever_fails_by_time_limit(
@@ -157,7 +157,9 @@ def test_an_unreachable_remote_backs_off_then_recovers(
         assert r.reconcile().action == "transient"
         state = r.store.env(ENV)
         assert state.transient_since is not None and "cannot reach" in (state.transient_error or "")
-        assert_sequential_split(reviews(mesh), {"v1": 50, "v3": 50})  # the last applied config keeps serving
+        assert_sequential_split(
+            reviews(mesh), {"v1": 50, "v3": 50}, parallel=4
+        )  # the last applied config keeps serving
     finally:
         shutil.move(hidden, repo.origin)
     assert r.reconcile().sha == sha
@@ -211,7 +213,7 @@ def test_a_yaml_directory_source_works(mesh: Any, target: Any, tmp_path: Path) -
     r = reconciler(repo, target, tmp_path, path="istio")
     result = r.reconcile()
     assert result.action == "applied", result.reason
-    assert_sequential_split(reviews(mesh), {"v1": 70, "v3": 30})
+    assert_sequential_split(reviews(mesh), {"v1": 70, "v3": 30}, parallel=4)
 
 
 def test_a_reconciler_killed_mid_apply_converges_on_restart(
@@ -262,7 +264,7 @@ def test_a_reconciler_killed_mid_apply_converges_on_restart(
         outcomes = [(a.sha, a.outcome) for a in store.attempts(ENV)]
         assert (sha, "interrupted") in outcomes and (sha, "applied") in outcomes, outcomes
         assert store.env(ENV).last_applied == sha
-        assert_sequential_split(reviews(mesh), {"v1": 80, "v3": 20})
+        assert_sequential_split(reviews(mesh), {"v1": 80, "v3": 20}, parallel=4)
         store.close()
     finally:
         if proc.poll() is None:

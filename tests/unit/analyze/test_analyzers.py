@@ -17,6 +17,7 @@ APP = [
         ports=[ServicePort(number=9080), ServicePort(number=9090, name="grpc", protocol="grpc")],
         versions=[Version(name="v1", command=["x"])],
     ),
+    Service(name="db", ports=[ServicePort(number=3306, name="mysql")], versions=[Version(name="v1", command=["x"])]),
 ]
 
 DR_REVIEWS = """
@@ -249,6 +250,17 @@ def route_to(host: str, *, hosts: str, extra: str = "") -> str:
 # Parity with istioctl analyze (issue: fidelity): one case per point, named after it.
 CASES += [
     (
+        "http-only-authorization-fields-on-a-tcp-port",
+        doc(
+            "AuthorizationPolicy",
+            "db",
+            "  selector: {matchLabels: {app: db}}\n  rules:\n  - to: [{operation: {methods: [GET]}}]\n"
+            "  - from: [{source: {principals: [cluster.local/ns/default/sa/productpage]}}]",
+            api="security.istio.io/v1",
+        ),
+        [("MSH0008", "spec.rules[0]")],
+    ),
+    (
         "fault-without-percentage-never-fires",
         vs(
             "  - fault: {abort: {httpStatus: 503}, delay: {fixedDelay: 1s}}\n    route:\n    - {destination: {host: reviews}}"
@@ -419,6 +431,47 @@ CASES += [
 ]
 
 
+def _rate_limit(routes: str) -> str:
+    spec = f"  tokenBucket: {{maxTokens: 5}}\n  routes:\n{routes}"
+    return doc("RateLimit", "pages", spec, namespace="istio-system", api="meshops.dev/v1alpha1")
+
+
+def _shop_routes(first_name: str = "") -> str:
+    named = f"  - name: {first_name}\n" if first_name else "  - "
+    prefix = "    " if first_name else ""
+    return (
+        SHOP_GW
+        + "---"
+        + vs(
+            f"{named}{prefix}match: [{{uri: {{prefix: /api}}}}]\n    route:\n    - destination: {{host: productpage}}\n"
+            "  - name: rest\n    route:\n    - destination: {host: productpage}",
+            hosts="[shop.example.com]",
+            extra="  gateways: [shop-gw]\n",
+            name="shop",
+        )
+    )
+
+
+# Route-scoped RateLimits (meshops' kind): a selector that limits nothing, or that Kubernetes cannot apply
+CASES += [
+    (
+        "ratelimit-route-selects-a-named-gateway-route",
+        _shop_routes("api") + "---\n" + _rate_limit("  - {host: shop.example.com, path: /api}"),
+        [],
+    ),
+    (
+        "ratelimit-route-selects-nothing",
+        _shop_routes("api") + "---\n" + _rate_limit("  - {host: shop.example.com, path: /typo}"),
+        [("MSH0007", "spec.routes[0]")],
+    ),
+    (
+        "ratelimit-route-is-unnamed",
+        _shop_routes() + "---\n" + _rate_limit("  - {virtualService: default/shop}"),
+        [("MSH0007", "spec.routes[0]")],
+    ),
+]
+
+
 @pytest.mark.parametrize("yaml_text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_defect_is_reported_with_code_and_path(yaml_text: str, expected: list[tuple[str, str]]) -> None:
     config = load_yaml(yaml_text, "case.yaml")
@@ -528,7 +581,8 @@ def test_every_code_is_documented_where_findings_link() -> None:
         assert f"## {code}" in doc and m.name in doc, f"{code} missing from docs/analysis.md"
 
 
-def test_local_target_reports_gateway_tls_modes_it_does_not_terminate() -> None:
+def test_local_target_reports_gateway_protocols_and_tls_modes_it_does_not_implement() -> None:
+    """TCP, TLS, PASSTHROUGH and AUTO_PASSTHROUGH are translated locally (tcp.py); UDP and OPTIONAL_MUTUAL are not."""
     from mesh.targets import capabilities
 
     gw = """
@@ -538,7 +592,10 @@ metadata: {name: passthrough}
 spec:
   selector: {istio: ingressgateway}
   servers:
-  - port: {number: 443, name: tls, protocol: TLS}
+  - port: {number: 443, name: udp, protocol: UDP}
+    hosts: [db.example.com]
+    tls: {mode: OPTIONAL_MUTUAL}
+  - port: {number: 8443, name: tls, protocol: TLS}
     hosts: [db.example.com]
     tls: {mode: PASSTHROUGH}
 """

@@ -51,6 +51,7 @@ def test_the_tree_keeps_every_contract(tree: Path) -> None:
         ("analyze/context.py", "import mesh.controlplane.translate", "never each"),
         ("errors.py", "import mesh.analyze.findings", "Errors sit below everything"),
         ("envoyjson.py", "import mesh.dataplane.envoy", "Layers: api at the bottom"),
+        ("observability/traces.py", "import mesh.targets.local", "Layers: api at the bottom"),
     ],
 )
 def test_a_forbidden_import_breaks_the_lint(tree: Path, module: str, bad_import: str, contract: str) -> None:

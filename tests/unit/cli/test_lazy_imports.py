@@ -6,8 +6,10 @@ A structural check (which modules a fresh interpreter has imported), not a timin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 from mesh.cli import reconcile
 from mesh.gitops.daemon import DEFAULT_POLL
@@ -47,7 +49,9 @@ sys.stderr.write(json.dumps(sorted(sys.modules)))
 
 
 def _loaded_after(code: str) -> set[str]:
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    with tempfile.TemporaryDirectory() as cache:  # an empty help cache: click renders, every command registers
+        env = {**os.environ, "XDG_CACHE_HOME": cache}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert "Usage: mesh" in r.stdout, r.stderr
     return set(json.loads(r.stderr))
 

@@ -72,7 +72,7 @@ def test_status_of_no_mesh_loads_nothing_heavy_and_hints_once(tmp_path: Path) ->
         f"error: no local mesh is running from {tmp_path}\n  hint: start one with `mesh up` (or pass --state-dir)"
     )
     assert _heavy(loaded) == [], f"`mesh status` would import {_heavy(loaded)}"
-    assert "http.client" not in loaded  # "not running" needs no HTTP
+    assert "http.client" not in loaded and "click" not in loaded  # "not running" needs no HTTP, no option parser
 
 
 def test_status_of_a_running_mesh_loads_nothing_heavy(served: LocalTarget) -> None:
@@ -80,6 +80,45 @@ def test_status_of_a_running_mesh_loads_nothing_heavy(served: LocalTarget) -> No
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ingress:  http://127.0.0.1:8080\nrevision: ")
     assert _heavy(loaded) == [], f"`mesh status` would import {_heavy(loaded)}"
+    assert "click" not in loaded
+
+
+def _same_through_click(state_dir: Path) -> None:
+    """A plain `mesh status` (read before click) and `mesh status --state-dir DIR` (click parses, the command runs)
+    print the same bytes and exit the same way."""
+    plain, plain_modules = _status(state_dir)
+    env = {k: v for k, v in os.environ.items() if k != "MESH_STATE_DIR"}
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, "--state-dir", str(state_dir)], capture_output=True, text=True, env=env
+    )
+    assert "click" not in plain_modules and '"click"' in r.stderr
+    assert (plain.returncode, plain.stdout, plain.stderr) == (
+        r.returncode,
+        r.stdout,
+        r.stderr.rpartition("\nMODULES ")[0],
+    )
+
+
+def test_plain_status_says_what_the_command_says_of_a_running_mesh(served: LocalTarget) -> None:
+    _same_through_click(served.options.state_dir)
+
+
+@pytest.mark.parametrize("content", [None, b"{garbage"], ids=["none", "damaged"])
+def test_plain_status_says_what_the_command_says_of_no_mesh(tmp_path: Path, content: bytes | None) -> None:
+    if content is not None:
+        state_path(tmp_path).write_bytes(content)
+    _same_through_click(tmp_path)
+
+
+def test_anything_but_a_plain_local_status_goes_to_click(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESH_STATE_DIR", str(tmp_path))
+    assert localstatus.plain_status(["status", "-o", "json"]) is None
+    monkeypatch.setenv("MESH_TARGET", "kubernetes")
+    assert localstatus.plain_status(["status"]) is None
+    monkeypatch.delenv("MESH_TARGET")
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("MESH_STATE_DIR", str(tmp_path / "file"))  # click says it is not a directory
+    assert localstatus.plain_status(["status"]) is None
 
 
 def test_the_light_client_reads_what_the_full_client_reads(served: LocalTarget) -> None:

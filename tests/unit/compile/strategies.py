@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -132,17 +133,23 @@ def for_type(tp: Any, name: str, metadata: list[Any]) -> st.SearchStrategy[Any]:
     raise NotImplementedError(f"no strategy for {tp!r} ({name})")
 
 
+@functools.cache
+def _hints(cls: type[BaseModel]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 @st.composite
 def _valid(draw: st.DrawFn, cls: type[BaseModel]) -> BaseModel:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs = {}
     for fname, field in cls.model_fields.items():
         if fname in ("labels", "annotations") and issubclass(cls, Resource):
             continue
-        strategy = for_type(hints[fname], fname, list(field.metadata))
-        if not field.is_required():
-            strategy = st.just(field.get_default(call_default_factory=True)) | strategy
-        kwargs[fname] = draw(strategy)
+        # an optional field is left out half the time, as authors write policies (passing the default explicitly
+        # made validators such as PeerAuthentication's "portLevelMtls is empty" reject most draws: ~80x slower)
+        if not field.is_required() and draw(st.booleans()):
+            continue
+        kwargs[fname] = draw(for_type(hints[fname], fname, list(field.metadata)))
     try:
         return cls(**kwargs)
     except ValidationError:

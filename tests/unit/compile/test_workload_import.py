@@ -122,14 +122,37 @@ def test_service_account_labels_are_not_dropped() -> None:
     assert yaml.safe_load(sa)["metadata"]["name"] == "httpbin"
 
 
-def test_a_headless_service_round_trips_and_a_fixed_cluster_ip_is_an_error() -> None:
+def test_a_headless_service_and_its_stateful_set_round_trip() -> None:
     headless = SERVICE.replace("spec:\n", "spec:\n  clusterIP: None\n", 1)
-    config = load_yaml(headless + "---\n" + DEPLOYMENT)
+    stateful = (
+        DEPLOYMENT.replace("kind: Deployment", "kind: StatefulSet")
+        .replace("metadata: {name: httpbin}", "metadata: {name: httpbin-v1}")
+        .replace("spec:\n  replicas: 1", "spec:\n  serviceName: httpbin\n  replicas: 2", 1)
+    )
+    config = load_yaml(headless + "---\n" + stateful)
     (svc,) = config.services
-    assert svc.headless
-    (rendered,) = [m for m in render_workloads(config) if m["kind"] == "Service"]
-    assert rendered["spec"]["clusterIP"] == "None"
+    assert svc.headless and svc.versions[0].replicas == 2
+    rendered = {m["kind"]: m for m in render_workloads(config)}
+    assert rendered["Service"]["spec"]["clusterIP"] == "None"
+    assert rendered["StatefulSet"]["metadata"]["name"] == "httpbin-v1"  # pods httpbin-v1-0, -1, as the local mesh
+    assert rendered["StatefulSet"]["spec"]["serviceName"] == "httpbin"
+    assert "Deployment" not in rendered
     assert "headless=True" in to_python(config)
-    assert not load_yaml(SERVICE + "---\n" + DEPLOYMENT).services[0].headless
-    with pytest.raises(ImportFailed, match=r"spec\.clusterIP.*not modelled"):
-        load_yaml(SERVICE.replace("spec:\n", "spec:\n  clusterIP: 10.96.0.10\n", 1) + "---\n" + DEPLOYMENT)
+    again = render_workloads(load_yaml(dump_yaml(render_workloads(config))))
+    assert again == render_workloads(config)
+
+
+@pytest.mark.parametrize(
+    "service,workload,message",
+    [
+        ("  clusterIP: 10.96.0.10\n", "", r"spec\.clusterIP.*not modelled"),
+        ("  clusterIP: None\n", "", r"make this a StatefulSet with serviceName: httpbin"),
+        ("", "StatefulSet", r"only for a headless Service"),
+    ],
+)
+def test_workload_kinds_must_match_the_service(service: str, workload: str, message: str) -> None:
+    doc = DEPLOYMENT.replace("kind: Deployment", f"kind: {workload}") if workload else DEPLOYMENT
+    if workload:
+        doc = doc.replace("spec:\n  replicas: 1", "spec:\n  serviceName: httpbin\n  replicas: 1", 1)
+    with pytest.raises(ImportFailed, match=message):
+        load_yaml(SERVICE.replace("spec:\n", "spec:\n" + service, 1) + "---\n" + doc)

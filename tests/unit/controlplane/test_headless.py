@@ -64,12 +64,29 @@ def test_pod_names_reach_the_service_routes_only_under_capture() -> None:
         assert hit is not None and hit.virtual_host == f"{DB}:9080", name
         assert hit.clusters == {f"outbound|9080||{DB}": 100}
 
-    proxy = _world("proxy")
-    (table,) = _of(proxy, rt.ROUTE).values()
+    assert route(routes, "db:9080", "/") is not None
+
+
+def test_without_capture_each_pod_name_routes_to_a_cluster_of_that_pod() -> None:
+    """HTTP_PROXY mode: no original destination exists (the app dials its sidecar), so each pod name is routed by
+    Host to `outbound|PORT||<pod>.<service fqdn>`, whose only endpoint is that pod; the name load-balances."""
+    world = _world("proxy")
+    (table,) = _of(world, rt.ROUTE).values()
     assert isinstance(table, route_pb2.RouteConfiguration)
-    assert route(table, "db-v1-1.db:9080", "/") is None  # no original destination to route by in this mode
-    c = _of(proxy, rt.CLUSTER)[f"outbound|9080||{DB}"]
-    assert isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS  # the name load-balances
+    for pod in ("db-v1-0", "db-v1-1"):
+        for name in (f"{pod}.{DB}", f"{pod}.db.default", f"{pod}.db"):
+            hit = route(table, f"{name}:9080", "/")
+            assert hit is not None and hit.clusters == {f"outbound|9080||{pod}.{DB}": 100}, name
+    hit = route(table, "db:9080", "/")
+    assert hit is not None and hit.clusters == {f"outbound|9080||{DB}": 100}
+    clusters, endpoints = _of(world, rt.CLUSTER), _of(world, rt.ENDPOINT)
+    service = clusters[f"outbound|9080||{DB}"]
+    assert isinstance(service, cluster_pb2.Cluster) and service.type == cluster_pb2.Cluster.EDS
+    one = clusters[f"outbound|9080||db-v1-1.{DB}"]
+    assert isinstance(one, cluster_pb2.Cluster) and one.transport_socket.name == "envoy.transport_sockets.tls"
+    cla = endpoints[f"outbound|9080||db-v1-1.{DB}"]
+    assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
+    assert [e.endpoint.hostname for lb in cla.endpoints for e in lb.lb_endpoints] == ["db-v1-1"]
 
 
 def test_pod_dns_names_are_a_stateful_sets() -> None:
@@ -81,3 +98,16 @@ def test_pod_dns_names_are_a_stateful_sets() -> None:
         "db-v1-0.db",
     ]
     assert pod_dns_names(pod, "other")[-1] == "db-v1-0.db.default"
+
+
+def test_the_gateway_reaches_a_headless_service_through_eds_even_under_capture() -> None:
+    """Nothing captures the gateway's connections: an ORIGINAL_DST cluster there would dial the gateway itself."""
+    world = _world("iptables")
+    snap = world.snapshot(world.gateway)
+    c = snap.resources(rt.CLUSTER).items[f"outbound|9080||{DB}"]
+    assert isinstance(c, cluster_pb2.Cluster) and c.type == cluster_pb2.Cluster.EDS
+    cla = snap.resources(rt.ENDPOINT).items[f"outbound|9080||{DB}"]
+    assert isinstance(cla, endpoint_pb2.ClusterLoadAssignment)
+    assert {e.endpoint.hostname for lb in cla.endpoints for e in lb.lb_endpoints} == {"db-v1-0", "db-v1-1"}
+    sidecar = _of(world, rt.CLUSTER)[f"outbound|9080||{DB}"]  # and the sidecars' stay ORIGINAL_DST
+    assert isinstance(sidecar, cluster_pb2.Cluster) and sidecar.type == cluster_pb2.Cluster.ORIGINAL_DST

@@ -14,13 +14,20 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from mesh.analyze import analyze
 from mesh.api import (
     ClientTLSSettings,
+    Destination,
     DestinationRule,
+    Gateway,
+    HTTPRoute,
+    HTTPRouteDestination,
     MeshConfig,
+    Port,
     PortSelector,
     PortTrafficPolicy,
+    Server,
     ServiceEntry,
     ServiceEntryPort,
     TrafficPolicy,
+    VirtualService,
     WorkloadEntry,
     WorkloadSelector,
 )
@@ -113,6 +120,8 @@ def test_auto_allocation_is_stable_unique_and_in_istios_range() -> None:
     assert all(ipaddress.ip_address(a) in AUTO_ALLOCATE_RANGE and not a.endswith(".0") for a in first.values())
     alone = allocate_addresses(hosts[:1])[hosts[0]]
     assert alone == allocate_addresses(hosts[:1])[hosts[0]]  # stable from push to push
+    # Istio's own expectation for `foo.com` (key "/foo.com", its servicediscovery tests): the same hash and slots
+    assert allocate_addresses([("", "foo.com")]) == {("", "foo.com"): "240.240.227.81"}
 
 
 def test_the_dns_proxy_table_has_service_vips_and_entry_addresses(world: World) -> None:
@@ -187,3 +196,51 @@ def test_local_analysis_accepts_what_is_translated_and_names_what_is_not() -> No
     )
     msh = [f for f in analyze(config, capabilities("local")) if f.code == "MSH0100"]
     assert [f.path for f in msh] == ["spec.locality"]
+
+
+def test_simple_origination_to_a_mesh_service(world: World) -> None:
+    """SIMPLE on a mesh service's DestinationRule replaces auto mTLS with TLS verified against caCertificates."""
+    dr = DestinationRule(
+        name="a-ratings-tls",  # chosen over the e2e policies' own rule for ratings (first by name)
+        host="ratings",
+        traffic_policy=TrafficPolicy(tls=ClientTLSSettings(mode="SIMPLE", ca_certificates="/etc/certs/ca.pem")),
+    )
+    cluster = _of(_world(world, dr), "productpage-v1-0", rt.CLUSTER)["outbound|9080||ratings.default.svc.cluster.local"]
+    assert isinstance(cluster, cluster_pb2.Cluster)
+    ctx = tls_pb2.UpstreamTlsContext()
+    cluster.transport_socket.typed_config.Unpack(ctx)
+    assert ctx.sni == "ratings.default.svc.cluster.local"
+    assert ctx.common_tls_context.validation_context.trusted_ca.filename == "/etc/certs/ca.pem"
+    assert not ctx.common_tls_context.tls_certificate_sds_secret_configs  # no client certificate, no mesh SVID
+
+
+def test_the_local_target_provides_the_egress_gateway_kubernetes_does_not() -> None:
+    """Analysis agrees with the runtime: locally a Gateway selecting `istio: egressgateway` starts it and its
+    Service exists; on Kubernetes nothing here installs one, so the selector and the host are unknown (IST0101)."""
+    gw = Gateway(
+        name="egress",
+        namespace="istio-system",
+        selector={"istio": "egressgateway"},
+        servers=[Server(port=Port(number=80, name="http", protocol="HTTP"), hosts=["api.example.com"])],
+    )
+    vs = VirtualService(
+        name="via-egress",
+        hosts=["api.example.com"],
+        gateways=["mesh", "istio-system/egress"],
+        http=[
+            HTTPRoute(
+                route=[
+                    HTTPRouteDestination(
+                        destination=Destination(host="istio-egressgateway.istio-system.svc.cluster.local")
+                    )
+                ]
+            )
+        ],
+    )
+    se = ServiceEntry(name="api", hosts=["api.example.com"], ports=[HTTP], resolution="DNS")
+    config = MeshConfig().add(gw, vs, se)
+    assert not [f for f in analyze(config, capabilities("local")) if f.code == "IST0101"]
+    assert {f.resource for f in analyze(config, capabilities("kubernetes")) if f.code == "IST0101"} == {
+        "Gateway istio-system/egress",
+        "VirtualService default/via-egress",
+    }

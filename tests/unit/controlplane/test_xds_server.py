@@ -228,7 +228,11 @@ def test_a_new_stream_forgets_what_the_old_one_acked(cache: SnapshotCache) -> No
 OTHER = "sidecar~127.0.0.10~other-0.default~default.svc.cluster.local"
 
 
-@pytest.mark.parametrize("token", ["", "forged", NodeCredentials().token(NODE), "other-node"])
+@pytest.mark.parametrize(
+    "token",
+    ["", "forged", NodeCredentials().token(NODE), "other-node"],
+    ids=["none", "forged", "another-control-plane", "other-node"],  # stable ids: parallel workers must agree
+)
 def test_a_stream_without_its_own_credential_gets_nothing_and_counts_for_nothing(
     cache: SnapshotCache, tmp_path: Path, token: str
 ) -> None:

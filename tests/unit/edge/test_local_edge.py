@@ -81,3 +81,21 @@ def test_gateway_replicas_without_an_edge_are_refused_before_anything_starts(tmp
     LocalOptions(gateway_replicas=1).check()
     with pytest.raises(UsageError, match="nothing would balance"):
         LocalMesh(MeshConfig(), LocalOptions(state_dir=state, gateway_replicas=2)).start()
+
+
+def test_several_replicas_under_a_gateway_rate_limit_are_noted_as_several_buckets() -> None:
+    from mesh.api import RateLimit, TokenBucket, WorkloadSelector
+
+    limit = RateLimit(
+        name="ingress",
+        namespace="istio-system",
+        workload_selector=WorkloadSelector(match_labels={"istio": "ingressgateway"}),
+        token_bucket=TokenBucket(max_tokens=10),
+    )
+    other = RateLimit(name="cart", namespace="shop", token_bucket=TokenBucket(max_tokens=10))  # no gateway here
+    config = MeshConfig(resources=[limit, other])
+    three = [gateway_proxy(local.replica_ip(42, i), {80: ("127.0.0.1", 8080)}, local.replica_name(i)) for i in range(3)]
+    (note,) = local.per_replica_limits(config, three)
+    assert note.startswith("RateLimit istio-system/ingress: each of the 3 gateway replicas has its own bucket")
+    assert "Edge.rate_limits" in note
+    assert local.per_replica_limits(config, three[:1]) == []

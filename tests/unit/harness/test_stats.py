@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import threading
+import time
 
 import pytest
 
-from mesh.harness.stats import assert_fraction, assert_split, binomial_p_value, split_report
+from mesh.harness.stats import (
+    assert_fraction,
+    assert_sequential_split,
+    assert_split,
+    binomial_p_value,
+    in_flight,
+    split_report,
+)
 
 
 def test_binomial_p_value_matches_known_values() -> None:
@@ -42,3 +52,31 @@ def test_assert_fraction() -> None:
     assert_fraction(118, 400, 0.3)
     with pytest.raises(AssertionError, match="observed 10/400"):
         assert_fraction(10, 400, 0.3)
+
+
+def test_draws_in_flight_come_back_in_the_order_they_were_sent() -> None:
+    """Outcomes that finish out of order are still fed in send order, so a sequential test sees one fixed sequence."""
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def draw() -> int:
+        with lock:
+            i = next(counter)
+        time.sleep(0.002 * (i % 3))  # later sends often finish first
+        return i
+
+    with in_flight(draw, 4) as ordered:
+        assert [ordered() for _ in range(40)] == list(range(40))
+
+
+def test_a_parallel_sequential_split_keeps_its_decisions() -> None:
+    rng = random.Random(11)
+    lock = threading.Lock()
+
+    def draw(p: float) -> str:
+        with lock:
+            return "v1" if rng.random() < p else "v2"
+
+    assert_sequential_split(lambda: draw(0.9), {"v1": 90, "v2": 10}, parallel=4)
+    with pytest.raises(AssertionError):
+        assert_sequential_split(lambda: draw(0.8), {"v1": 90, "v2": 10}, parallel=4)

@@ -572,7 +572,7 @@ HEADLESS_POLICIES = (
 
 
 @pulumi_test
-def test_a_headless_service_reaches_the_engine_without_a_cluster_ip_and_grpc_ports_with_their_app_protocol(
+def test_a_headless_service_reaches_the_engine_without_a_cluster_ip_with_a_stateful_set_and_grpc_ports_typed(
     tmp_path: Path,
 ) -> Any:
     MONITOR.seen.clear()
@@ -582,6 +582,10 @@ def test_a_headless_service_reaches_the_engine_without_a_cluster_ip_and_grpc_por
         db = MONITOR.seen["service-default-db"].inputs["spec"]
         greeter = MONITOR.seen["service-default-greeter"].inputs["spec"]
         assert db["clusterIP"] == "None"
+        stateful = MONITOR.seen["statefulset-default-db-v1"]  # pods db-v1-0, db-v1-1: the names the mesh routes
+        assert stateful.typ == "kubernetes:apps/v1:StatefulSet"
+        assert stateful.inputs["spec"]["serviceName"] == "db" and stateful.inputs["spec"]["replicas"] == 2
+        assert "deployment-default-db-v1" not in MONITOR.seen
         assert "clusterIP" not in greeter  # Kubernetes allocates a VIP
         assert greeter["ports"] == [
             {"name": "grpc-echo", "port": 9090, "targetPort": 9090, "protocol": "TCP", "appProtocol": "grpc"}
@@ -712,6 +716,6 @@ def test_the_registered_graph_is_the_recorded_one(stack: str) -> Any:
             GRAPH.write_text(json.dumps({**recorded, stack: _graph()}, indent=1, sort_keys=True) + "\n")
             return
         assert stack in recorded, f"{GRAPH.name} has no {stack!r}: record it (see this test's docstring)"
-        assert _graph() == recorded[stack]
+        assert _graph() == recorded[stack], "the registered graph changed; if intended, record it (docstring)"
 
     return _settled(d, check)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from mesh.observability.metrics import BUCKETS, LABELS, MeshMetrics, response_flags
+from mesh.observability.workloads import Workload, WorkloadDirectory
 from tests.unit.observability.conftest import PRODUCTPAGE, REVIEWS_V1, REVIEWS_V3, directory, http_entry
 
 REVIEWS_V1_CLUSTER = "outbound|9080|v1|reviews.default.svc.cluster.local"
@@ -105,3 +106,20 @@ def test_label_values_are_escaped() -> None:
     m = MeshMetrics(directory())
     m.record_http(http_entry(cluster='outbound|80||we"ird\\host'), "source", PRODUCTPAGE)
     assert 'destination_service="we\\"ird\\\\host"' in m.exposition()
+
+
+def test_a_peer_whose_address_names_nothing_is_found_by_its_mtls_identity_when_that_is_one_workloads() -> None:
+    """A gateway outside the pods reaches them from the host's bridge address (transparent capture): its certificate
+    still names it. A service account two workloads share names neither."""
+    gateway = Workload(
+        ip="127.9.0.2", name="istio-ingressgateway", pod="istio-ingressgateway-0", namespace="istio-system",
+        app="istio-ingressgateway", version="", service_account="istio-ingressgateway-service-account",
+    )  # fmt: skip
+    replica = gateway.model_copy(update={"ip": "127.9.0.3", "pod": "istio-ingressgateway-1"})
+    m = MeshMetrics(WorkloadDirectory(workloads=[PRODUCTPAGE, REVIEWS_V1, REVIEWS_V3, gateway, replica]))
+    m.record_http(http_entry(downstream="10.8.0.1", peer_uri=gateway.principal), "destination", PRODUCTPAGE)
+    m.record_http(http_entry(downstream="10.8.0.1", peer_uri=REVIEWS_V1.principal), "destination", PRODUCTPAGE)
+    rows = {s["source_principal"]: s for s in series(m.exposition(), "istio_requests_total")}
+    assert rows[gateway.principal]["source_workload"] == "istio-ingressgateway"
+    assert rows[gateway.principal]["source_workload_namespace"] == "istio-system"
+    assert rows[REVIEWS_V1.principal]["source_workload"] == "unknown"  # reviews-v1 and reviews-v3 share it
