@@ -5,6 +5,11 @@
 
 Fixtures: `mesh_config` (override it in conftest.py to test your own policies), `mesh` (the mesh under test),
 `mesh_policies` (applies a changed config for one test and restores the original afterwards).
+
+`make test` runs pytest-xdist with `--dist loadscope`: every module runs whole on one worker (its module-scoped
+fixtures start once), and each worker that runs a test using `mesh` brings up one mesh of its own, on a loopback
+block it claims (`mesh.dataplane.addresses.claim`) and a state dir of its own, shared by every test it runs there.
+A test that changes the config goes through `mesh_policies` (or restores it itself), so any test may run after it.
 """
 
 from __future__ import annotations

@@ -67,9 +67,11 @@ def _policies(pebble: Pebble, **spec: str) -> MeshConfig:
     return MeshConfig(services=list(base.services), resources=out)
 
 
-def _options(tmp_path: Path, block: LoopbackBlock, pebble: Pebble) -> LocalOptions:
+def _options(root: pytest.TempPathFactory, block: LoopbackBlock, pebble: Pebble) -> LocalOptions:
+    """The state dir is short: HAProxy refuses socket paths over 97 bytes, and a test's tmp_path under
+    pytest-xdist (`.../popen-gw0/test_<name>/`) is deeper than that allows for the edge's admin socket."""
     return LocalOptions(
-        state_dir=tmp_path / "state",
+        state_dir=root.mktemp("acme") / "state",
         ingress_host=block.gateway_ip,
         ingress_port=pebble.http_port,
         ingress_https_port=free_port(),
@@ -80,8 +82,10 @@ def _options(tmp_path: Path, block: LoopbackBlock, pebble: Pebble) -> LocalOptio
 
 
 @pytest.fixture
-def mesh(tmp_path: Path, block: LoopbackBlock, pebble: Pebble, haproxy: str) -> Iterator[LocalMesh]:
-    lm = LocalMesh(_policies(pebble), _options(tmp_path, block, pebble), progress=lambda m: None)
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, block: LoopbackBlock, pebble: Pebble, haproxy: str
+) -> Iterator[LocalMesh]:
+    lm = LocalMesh(_policies(pebble), _options(tmp_path_factory, block, pebble), progress=lambda m: None)
     try:
         lm.start()
         yield lm
@@ -164,14 +168,14 @@ def test_an_issuer_without_the_edge_is_refused_before_anything_starts(tmp_path: 
 
 
 def test_the_mesh_renews_by_itself_once_a_certificate_falls_due(
-    tmp_path: Path, block: LoopbackBlock, pebble: Pebble, haproxy: str
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, block: LoopbackBlock, pebble: Pebble, haproxy: str
 ) -> None:
     """renewBefore longer than pebble's certificates live: every certificate is due as soon as it is issued, so the
     background renewal orders a new one every retryInterval and pushes it: the gateway serves a new serial with
     nobody asking."""
     lm = LocalMesh(
         _policies(pebble, renew_before="100000h", retry_interval="1s"),
-        _options(tmp_path, block, pebble),
+        _options(tmp_path_factory, block, pebble),
         progress=lambda m: None,
     )
     try:
