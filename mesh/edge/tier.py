@@ -23,14 +23,25 @@ PROCESS_NAME = "edge/haproxy"
 
 class EdgeTier:
     def __init__(
-        self, edge: Edge, replicas: list[config.Replica], run_dir: Path, credentials_dir: Path | None = None
+        self,
+        edge: Edge,
+        replicas: list[config.Replica],
+        run_dir: Path,
+        credentials_dir: Path | None = None,
+        socket_dir: Path | None = None,
     ) -> None:
+        """`socket_dir`: where HAProxy's admin and master sockets go (default `run_dir`). A Unix socket path is at
+        most 107 bytes (HAProxy allows 97), so a mesh puts them in its short owner-only directory, whatever the
+        depth of its state directory."""
         self.edge = edge
         self.replicas = list(replicas)
         self.run_dir = run_dir
         self.credentials_dir = credentials_dir
         self.config_path = run_dir / "haproxy.cfg"
-        self.runtime = haproxy.Runtime(run_dir / "admin.sock", run_dir / "master.sock", run_dir / "haproxy.pid")
+        sockets = socket_dir or run_dir
+        self.runtime = haproxy.Runtime(
+            sockets / "edge-admin.sock", sockets / "edge-master.sock", run_dir / "haproxy.pid"
+        )
         self.acme_map = run_dir / "acme-challenges.map"
         self._supervisor: Supervisor | None = None
         self._lock = threading.Lock()

@@ -365,7 +365,9 @@ class LocalMesh:
         opts = self.options
         policy = edge_local.edge_policy(self.config, opts.ingress_host, opts.ingress_port)
         replicas = edge_local.replicas(self.gateways)
-        self.edge = EdgeTier(policy, replicas, self.run_dir / "edge", opts.state_dir / "credentials")
+        self.edge = EdgeTier(
+            policy, replicas, self.run_dir / "edge", opts.state_dir / "credentials", socket_dir=self.private_dir
+        )
         self.progress(f"edge: HAProxy at {self.edge.url()} in front of {len(replicas)} gateway replicas")
         return self.edge.spec()
 

@@ -68,10 +68,10 @@ def _policies(pebble: Pebble, **spec: str) -> MeshConfig:
 
 
 def _options(root: pytest.TempPathFactory, block: LoopbackBlock, pebble: Pebble) -> LocalOptions:
-    """The state dir is short: HAProxy refuses socket paths over 97 bytes, and a test's tmp_path under
-    pytest-xdist (`.../popen-gw0/test_<name>/`) is deeper than that allows for the edge's admin socket."""
+    """The state dir is deliberately deep (HAProxy refuses socket paths over 97 bytes): the mesh must keep the
+    edge's sockets in its own short directory, whatever the depth of the state directory a user chose."""
     return LocalOptions(
-        state_dir=root.mktemp("acme") / "state",
+        state_dir=root.mktemp("acme") / ("deep" * 20) / "state",
         ingress_host=block.gateway_ip,
         ingress_port=pebble.http_port,
         ingress_https_port=free_port(),
