@@ -35,7 +35,7 @@ from mesh.istio.hosts import host_matches, hosts_overlap, resolve_host
 from mesh.istio.peerauth import effective_peer_authentication, mtls_mode
 from mesh.istio.routing import destination_port, is_wildcard, mesh_virtual_services
 from mesh.istio.sidecar import SidecarIndex, SidecarScope, applicable_sidecar
-from mesh.istio.visibility import export_scope, scopes_overlap
+from mesh.istio.visibility import export_scope, scopes_overlap, virtual_service_visible
 
 __all__ = [
     "DEFAULT_MTLS_MODE",
@@ -76,5 +76,6 @@ __all__ = [
     "server_host",
     "server_host_names",
     "server_hosts",
+    "virtual_service_visible",
     "visible_hosts",
 ]

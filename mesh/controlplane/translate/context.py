@@ -19,6 +19,7 @@ from mesh.istio import (
     SidecarIndex,
     SidecarScope,
     binds_gateway,
+    export_scope,
     gateway_hosts,
     mesh_virtual_services,
     mtls_mode,
@@ -26,6 +27,7 @@ from mesh.istio import (
     resolve_host,
     rule_host,
     served_hosts,
+    virtual_service_visible,
 )
 from mesh.istio.protocol import is_http_port
 from mesh.istio.sidecar import route_destinations
@@ -59,7 +61,8 @@ class ServiceView:
 class ProxyScope:
     """What one sidecar is configured with under its Sidecar resource (`mesh.istio.sidecar`): the services whose
     clusters and endpoints it gets, the service ports it gets a virtual host for, the VirtualService routing each
-    host, and where unknown destinations go. Proxies with equal `key`s share everything here."""
+    host, and where unknown destinations go. Proxies of one namespace with equal `key`s share everything here
+    (the VirtualServices follow their exportTo: the push keeps one unscoped ProxyScope per namespace when it matters)."""
 
     scope: SidecarScope
     services: dict[str, ServiceView]
@@ -120,10 +123,11 @@ class PushContext:
             kinds["DestinationRule"], key=lambda d: (d.namespace, d.name)
         )
         self._sidecars = SidecarIndex(kinds["Sidecar"])
-        self._scopes: dict[tuple[str, str, str] | None, ProxyScope] = {}
+        self._scopes: dict[tuple[tuple[str, str, str] | None, str], ProxyScope] = {}
         self._proxy_scopes: dict[str, ProxyScope] = {}
         self._vs_hosts: dict[int, list[str]] = {}  # by id: the VirtualServices live as long as this context
         self._vs_destinations: dict[int, set[str]] = {}
+        self._mesh_vs_by_namespace: dict[str, dict[str, list[VirtualService]]] = {}
         self.rate_limits: list[RateLimit] = kinds["RateLimit"]  # every proxy asks; scanning the config 50x cost ~15 ms
         by_service: dict[str, list[Pod]] = defaultdict(list)
         for p in pods:
@@ -240,15 +244,37 @@ class PushContext:
     # --- VirtualServices ------------------------------------------------------------------------------
 
     @cached_property
-    def mesh_virtual_services(self) -> dict[str, list[VirtualService]]:
-        """fqdn -> the mesh-bound VirtualServices claiming it, the one that routes it first (exact hosts, then the
-        most specific wildcard: `mesh.istio.mesh_virtual_services`)."""
-        return mesh_virtual_services(self._virtual_services, self.services)
+    def exports_virtual_services(self) -> bool:
+        """Whether some VirtualService's exportTo hides it from some namespace: only then do the VirtualServices a
+        proxy sees depend on its namespace (and do views and scopes get one entry per namespace)."""
+        return any(export_scope(vs.export_to, vs.namespace) is not None for vs in self._virtual_services)
 
-    def gateway_virtual_services(self, gw: Gateway) -> list[tuple[VirtualService, list[str]]]:
-        """VirtualServices bound to `gw`, each with the hosts of it that the gateway serves."""
+    def visibility_namespace(self, namespace: str) -> str:
+        """The part of a proxy's namespace its VirtualServices depend on: the namespace itself while some
+        VirtualService is exported to fewer than all namespaces, else "" (every namespace sees the same)."""
+        return namespace if self.exports_virtual_services else ""
+
+    def virtual_services(self, namespace: str) -> list[VirtualService]:
+        """The VirtualServices exported to `namespace` (`mesh.istio.virtual_service_visible`), by (namespace, name)."""
+        if not self.exports_virtual_services:
+            return self._virtual_services
+        return [vs for vs in self._virtual_services if virtual_service_visible(vs, namespace)]
+
+    def mesh_virtual_services(self, namespace: str) -> dict[str, list[VirtualService]]:
+        """fqdn -> the mesh-bound VirtualServices visible to proxies of `namespace` claiming it, the one that routes
+        it first (exact hosts, then the most specific wildcard: `mesh.istio.mesh_virtual_services`). Filtered
+        before ranking, as Istio does: a VirtualService a namespace cannot see never shadows one it can."""
+        key = self.visibility_namespace(namespace)
+        found = self._mesh_vs_by_namespace.get(key)
+        if found is None:
+            found = self._mesh_vs_by_namespace[key] = mesh_virtual_services(self.virtual_services(key), self.services)
+        return found
+
+    def gateway_virtual_services(self, gw: Gateway, namespace: str) -> list[tuple[VirtualService, list[str]]]:
+        """VirtualServices bound to `gw` and exported to `namespace` (the gateway proxy's: Istio filters by the
+        proxy's namespace, not the Gateway resource's), each with the hosts of it that the gateway serves."""
         out = []
-        for vs in self._virtual_services:
+        for vs in self.virtual_services(namespace):
             if not binds_gateway(vs, gw):
                 continue
             hosts = served_hosts(vs.hosts, gateway_hosts(gw, vs.namespace))
@@ -268,9 +294,11 @@ class PushContext:
             return found
         sidecar = self._sidecars.applicable(proxy.namespace, proxy.labels) if proxy.kind == "sidecar" else None
         scope = SidecarScope.of(sidecar, proxy.namespace)
-        cached = self._scopes.get(scope.key)
+        # the unscoped default's key is shared by every namespace, but its VirtualServices follow their exportTo
+        key = (scope.key, self.visibility_namespace(proxy.namespace))
+        cached = self._scopes.get(key)
         if cached is None:
-            cached = self._scopes[scope.key] = self._proxy_scope(scope)
+            cached = self._scopes[key] = self._proxy_scope(scope)
         self._proxy_scopes[proxy.id] = cached
         return cached
 
@@ -278,7 +306,7 @@ class PushContext:
         policy = scope.outbound_traffic_policy(self.options.outbound_traffic_policy)
         if scope.unscoped:
             every = {f: tuple(p.number for p in http_ports(v.service)) for f, v in self.services.items()}
-            first = {f: vss[0] for f, vss in self.mesh_virtual_services.items() if vss}
+            first = {f: vss[0] for f, vss in self.mesh_virtual_services(scope.namespace).items() if vss}
             return ProxyScope(scope, self.services, every, first, policy)
         vhost_ports: dict[str, tuple[int, ...]] = {}
         for fqdn in sorted(self._candidates(scope)):
@@ -294,7 +322,7 @@ class PushContext:
             f: next(
                 (
                     vs
-                    for vs in self.mesh_virtual_services.get(f, [])
+                    for vs in self.mesh_virtual_services(scope.namespace).get(f, [])
                     if scope.selects_virtual_service(vs, self._hosts(vs))
                 ),
                 None,

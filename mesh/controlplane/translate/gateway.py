@@ -53,7 +53,7 @@ def gateway_routes(push: PushContext, proxy: Proxy) -> list[route_pb2.RouteConfi
         name = server_route_name(gw, server)
         port = server.port.number
         _, hosts_routes, redirect = tables.setdefault(name, (port, {}, set()))
-        for vs, hosts in push.gateway_virtual_services(gw):
+        for vs, hosts in push.gateway_virtual_services(gw, proxy.namespace):
             served = intersect_hosts(server_hosts(server, gw, vs.namespace), hosts)
             if not served:
                 continue

@@ -288,8 +288,7 @@ def entry_vhosts(push: PushContext, proxy: Proxy, port: int) -> list[rc.VirtualH
     entries = [e for e in scoped_entries(push, proxy, port) if any(p.number == port and is_http(p) for p in e.ports)]
     if not entries:
         return []
-    vss = sorted(push.config.virtual_services, key=lambda v: (v.namespace, v.name))
-    claimed = mesh_virtual_services(vss, [e.host for e in entries])
+    claimed = mesh_virtual_services(push.virtual_services(proxy.namespace), [e.host for e in entries])
     out = []
     for e in entries:
         routes: list[rc.Route] = []

@@ -150,7 +150,7 @@ def sidecar_tls_chains(push: PushContext, proxy: Proxy, view: ServiceView, port:
     """One chain per applicable `tls` match of the VirtualServices routing this service, in their order."""
     chains: list[lc.FilterChain] = []
     seen: set[tuple[str, ...]] = set()
-    for vs in push.mesh_virtual_services.get(view.fqdn, []):
+    for vs in push.mesh_virtual_services(proxy.namespace).get(view.fqdn, []):
         for i, rule in enumerate(vs.tls):
             for m in rule.match:
                 names = tuple(sorted(set(m.sni_hosts)))
@@ -170,7 +170,7 @@ def sidecar_tls_chains(push: PushContext, proxy: Proxy, view: ServiceView, port:
 
 def sidecar_tcp_destinations(push: PushContext, proxy: Proxy, view: ServiceView, port: int) -> Destinations:
     """The first applicable `tcp` rule of the VirtualServices routing this service, else the service itself."""
-    for vs in push.mesh_virtual_services.get(view.fqdn, []):
+    for vs in push.mesh_virtual_services(proxy.namespace).get(view.fqdn, []):
         for rule in vs.tcp:
             if not rule.match or any(_sidecar_applies(m, proxy, port) for m in rule.match):
                 return Destinations.of(push, vs, rule.route, port)
@@ -236,8 +236,8 @@ def gateway_l4_chains(push: PushContext, proxy: Proxy, gw: Gateway, server: Serv
     if server.tls is not None and server.tls.mode == "AUTO_PASSTHROUGH":
         return _auto_passthrough_chains(push, port)
     if server.tls is not None and server.tls.mode == "PASSTHROUGH":
-        return _passthrough_chains(push, gw, server)
-    for vs, _ in push.gateway_virtual_services(gw):
+        return _passthrough_chains(push, proxy, gw, server)
+    for vs, _ in push.gateway_virtual_services(gw, proxy.namespace):
         for rule in vs.tcp:
             if not rule.match or any(_gateway_applies(m, gw, vs, port) for m in rule.match):
                 dest = Destinations.of(push, vs, rule.route, port)
@@ -245,12 +245,12 @@ def gateway_l4_chains(push: PushContext, proxy: Proxy, gw: Gateway, server: Serv
     return []
 
 
-def _passthrough_chains(push: PushContext, gw: Gateway, server: Server) -> list[lc.FilterChain]:
+def _passthrough_chains(push: PushContext, proxy: Proxy, gw: Gateway, server: Server) -> list[lc.FilterChain]:
     """A chain per `tls` match whose sniHosts the server serves; the client's TLS goes to the app untouched."""
     port = server.port.number
     hosts = server_host_names(server)
     chains = []
-    for vs, _ in push.gateway_virtual_services(gw):
+    for vs, _ in push.gateway_virtual_services(gw, proxy.namespace):
         for i, rule in enumerate(vs.tls):
             for m in rule.match:
                 names = sorted({h for h in m.sni_hosts if any(host_matches(s, h) for s in hosts)})
