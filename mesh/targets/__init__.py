@@ -38,7 +38,6 @@ LOCAL_UNSUPPORTED: dict[str, str] = {
     "VirtualService.tcp[].match[].destinationSubnets": "destination subnets are not matched locally",
     "VirtualService.tcp[].match[].sourceSubnet": "source subnets are not matched locally",
     "VirtualService.tls[].match[].destinationSubnets": "destination subnets are not matched locally",
-    "VirtualService.exportTo": "visibility (exportTo) is not implemented locally: everything is visible",
     "VirtualService.http[].retries.retryRemoteLocalities": "there are no localities on one machine",
     "AuthorizationPolicy.rules[].from[].source.requestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
     "AuthorizationPolicy.rules[].from[].source.notRequestPrincipals": "JWT (RequestAuthentication) is not implemented locally",
