@@ -186,3 +186,24 @@ def test_source_namespace_limits_http_rules_to_callers_in_it(world: World) -> No
     )
     hit = simulate(config, "productpage", "http://echo:9080/", {}).hit
     assert hit is not None and list(hit.clusters) == ["outbound|9080|v1|echo.default.svc.cluster.local"]
+
+
+def test_tcp_and_tls_routes_follow_the_virtual_services_export_to(world: World) -> None:
+    """A `tcp`/`tls` VirtualService not exported to the caller's namespace leaves its listener on the service's
+    own cluster, as for HTTP routes."""
+    sni = VirtualService(
+        name="tcp-echo-sni",
+        hosts=["tcp-echo"],
+        tls=[TLSRoute(match=[TLSMatchAttributes(sni_hosts=["v2.example"])], route=[_to("tcp-echo", "v2")])],
+        export_to=["other"],
+    )
+    w = _world(world, sni)
+    hidden = [
+        r.model_copy(update={"export_to": ["other"]}) if r.kind == "VirtualService" and r.name == "tcp-echo" else r
+        for r in w.config.resources
+    ]
+    w.config = MeshConfig(services=w.config.services, resources=hidden)
+    w.push = PushContext(w.config, w.pods, w.push.options)
+    listener = _listeners(w, w.sidecar("productpage-v1-0"))[f"{_vip(w)}_9000"]
+    assert not listener.filter_chains  # no SNI chain from the hidden `tls` route
+    assert _tcp_proxy(listener.default_filter_chain).cluster == f"outbound|9000||{ECHO}"  # no 80/20 split
