@@ -181,6 +181,15 @@ _CATALOG = [
         "TCP ports (so it matches nothing: connections are refused) and applies a DENY rule without them.",
     ),
     Message(
+        "MSH0009",
+        "VirtualServiceNotExportedToGateway",
+        "Warning",
+        "Gateway {gateway} runs in namespace {namespaces}, which exportTo [{export_to}] does not include: it will "
+        "not route this VirtualService",
+        "Istio gives a gateway proxy only the VirtualServices exported to the proxy's own namespace (usually "
+        "istio-system), not the Gateway resource's: add that namespace to exportTo, or leave exportTo unset.",
+    ),
+    Message(
         "MSH0100",
         "UnsupportedByTarget",
         "Error",

@@ -1,5 +1,5 @@
-"""IST0132/IST0145/IST0101: gateways serve the hosts bound to them, select a workload, do not collide, and name
-credentials that exist."""
+"""IST0132/IST0145/IST0101/MSH0009: gateways serve the hosts bound to them, select a workload, do not collide, name
+credentials that exist, and see the VirtualServices bound to them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from collections.abc import Iterator, Mapping
 from mesh.analyze.context import Context, analyzer, at
 from mesh.analyze.findings import Finding, finding
 from mesh.api.networking import Gateway, Server
-from mesh.istio import MESH_GATEWAY, gateway_hosts, gateway_key, gateway_ref, is_internal_gateway_ref, served_hosts
+from mesh.istio import (
+    MESH_GATEWAY,
+    export_scope,
+    gateway_hosts,
+    gateway_key,
+    gateway_ref,
+    is_internal_gateway_ref,
+    served_hosts,
+    virtual_service_visible,
+)
 
 
 @analyzer("gateway.hosts", "Each gateway a VirtualService binds serves at least one of its hosts", ("IST0132",))
@@ -30,6 +39,36 @@ def vs_hosts_in_gateway(ctx: Context) -> Iterator[Finding]:
                 served=f"it serves {visible} to namespace {vs.namespace}" if gw else "it does not exist",
                 **at(vs),
             )
+
+
+@analyzer(
+    "gateway.export",
+    "A VirtualService bound to a gateway is exported to the namespace its proxies run in",
+    ("MSH0009",),
+)
+def vs_exported_to_gateway(ctx: Context) -> Iterator[Finding]:
+    """What translation does (`mesh.istio.virtual_service_visible` per gateway proxy): a gateway whose workloads all
+    run in namespaces the VirtualService is not exported to answers 404 for its hosts."""
+    for vs in ctx.config.virtual_services:
+        if export_scope(vs.export_to, vs.namespace) is None:
+            continue
+        for ref in vs.gateways:
+            if ref == MESH_GATEWAY or is_internal_gateway_ref(ref):
+                continue
+            gw = ctx.gateway(ref, vs.namespace)
+            if gw is None or not gw.selector:
+                continue  # missing: IST0101; without a selector it configures no proxy
+            selector = gw.selector.items()
+            namespaces = sorted({w.namespace for w in ctx.workloads if selector <= w.labels.items()})
+            if namespaces and not any(virtual_service_visible(vs, ns) for ns in namespaces):
+                yield finding(
+                    "MSH0009",
+                    path="spec.exportTo",
+                    gateway=gateway_ref(ref, vs.namespace),
+                    namespaces=", ".join(namespaces),
+                    export_to=", ".join(vs.export_to),
+                    **at(vs),
+                )
 
 
 @analyzer("gateway.selector", "A Gateway's selector matches a workload", ("IST0101",))

@@ -472,6 +472,35 @@ CASES += [
 ]
 
 
+# VirtualService exportTo and the gateways it binds: the gateway proxy's namespace (istio-system) must see it
+CASES += [
+    (
+        "gateway-virtualservice-exported-to-its-namespace-only",
+        SHOP_GW
+        + "---"
+        + vs(
+            "  - route:\n    - {destination: {host: productpage}}",
+            hosts="[shop.example.com]",
+            extra='  gateways: [shop-gw]\n  exportTo: ["."]\n',
+            name="shop",
+        ),
+        [("MSH0009", "spec.exportTo")],
+    ),
+    (
+        "gateway-virtualservice-exported-to-the-gateways-namespace",
+        SHOP_GW
+        + "---"
+        + vs(
+            "  - route:\n    - {destination: {host: productpage}}",
+            hosts="[shop.example.com]",
+            extra='  gateways: [shop-gw, mesh]\n  exportTo: [".", istio-system]\n',
+            name="shop",
+        ),
+        [],
+    ),
+]
+
+
 @pytest.mark.parametrize("yaml_text,expected", [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_defect_is_reported_with_code_and_path(yaml_text: str, expected: list[tuple[str, str]]) -> None:
     config = load_yaml(yaml_text, "case.yaml")
