@@ -53,7 +53,7 @@ lint: $(STAMP)  ## ruff (lint + format check), mypy and the layer contracts (imp
 	$(BIN)/ruff check mesh policies tests bench
 	$(BIN)/ruff format --check mesh policies tests bench
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 unit: $(STAMP) $(ACTIONLINT)  ## unit and property tests only (no Envoy)
 	$(PYTEST) tests/unit

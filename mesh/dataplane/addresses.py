@@ -11,6 +11,7 @@ import fcntl
 import os
 import random
 import socket
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,16 +54,42 @@ def _free(ip: str, port: int) -> bool:
 _CLAIMS: dict[str, int] = {}  # claim name -> the locked descriptor, held for this process's life
 
 
+def _claims_dir() -> Path | None:
+    """This user's owner-only directory for claim locks, or None when it cannot be trusted.
+
+    Never a shared name in /tmp: another local user could pre-create it (then our open fails, or is redirected
+    through a symlink) or hold its lock forever. Cross-user collisions stay covered by the bind probe."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime and os.path.isabs(runtime) else Path(tempfile.gettempdir())
+    path = base / f"meshops-claims-{os.getuid()}"
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None  # someone else's, a symlink, or opened up: do without the lock rather than trust it
+    return path
+
+
 def claim(name: str) -> bool:
     """An advisory lock on `name` for the rest of this process (False: another process holds it).
 
-    Probing a block and binding it are seconds apart; two processes (pytest-xdist workers, two users' runs) that
-    picked the same random block would both find it free. The lock closes that window; the kernel drops it when
-    the process exits, so nothing is left to clean up."""
+    Probing a block and binding it are seconds apart; two processes of this user (pytest-xdist workers, two runs)
+    that picked the same random block would both find it free. The lock closes that window; the kernel drops it
+    when the process exits. The lock files (one per block or subnet, so bounded) live in an owner-only directory;
+    when that directory cannot be trusted the claim falls back to the bind probe alone."""
     if name in _CLAIMS:
         return False  # this process took it already (for a mesh of its own that may still be starting)
-    path = Path(tempfile.gettempdir()) / f"meshops-claim-{name}.lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    directory = _claims_dir()
+    if directory is None:
+        return True
+    try:
+        fd = os.open(directory / f"{name}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -70,6 +97,17 @@ def claim(name: str) -> bool:
         return False
     _CLAIMS[name] = fd
     return True
+
+
+def release(name: str) -> None:
+    """Drop a claim early and remove its lock file (tests claim throwaway names; blocks are held for life)."""
+    fd = _CLAIMS.pop(name, None)
+    if fd is None:
+        return
+    directory = _claims_dir()
+    if directory is not None:
+        (directory / f"{name}.lock").unlink(missing_ok=True)
+    os.close(fd)
 
 
 def allocate_block(preferred: int | None = None, rng: random.Random | None = None) -> LoopbackBlock:

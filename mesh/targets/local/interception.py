@@ -35,14 +35,17 @@ def choose(requested: str) -> tuple[Mode, str]:
     """The mode to run and why: `auto` takes iptables where namespaces can be made, else HTTP_PROXY."""
     ok, why = netns.available()
     if requested == "proxy":
-        return "proxy", "requested (--interception proxy)"
+        return (
+            "proxy",
+            "apps reach their sidecar through HTTP_PROXY; `--interception iptables` captures transparently (root)",
+        )
     if requested == "iptables":
         if not ok:
             raise TargetError(
                 f"--interception iptables is not possible here: {why}",
                 hint="run as root on Linux with iproute2 and iptables installed, or use --interception proxy",
             )
-        return "iptables", "requested (--interception iptables)"
+        return "iptables", "--interception iptables: a network namespace per pod, Istio's iptables rules"
     if ok:
         return "iptables", f"auto: {why}"
     return "proxy", f"auto: {why}; apps reach their sidecar through HTTP_PROXY"

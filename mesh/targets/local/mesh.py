@@ -162,7 +162,7 @@ class LocalMesh:
         block = self.block
         mode, why = interception.choose(opts.interception)
         self.interception = mode
-        self.progress(f"interception: {mode} ({why})")
+        self.progress(f"interception: {mode} — {why}")
         interception.check_mode(mode, self.config)
         if mode == "iptables":
             self.capture = CapturedPods(opts.state_dir, dns_proxy=opts.dns_proxy)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
-from mesh.dataplane.addresses import allocate_block, claim
+import pytest
+
+from mesh.dataplane.addresses import allocate_block, claim, release
 
 HOLD = """
 import sys
@@ -27,11 +31,52 @@ def test_a_claim_held_by_another_process_is_refused_and_released_when_it_exits()
         assert not claim(name)
     finally:
         holder.communicate("")
-    assert claim(name)
-    assert not claim(name)  # this process holds it now: a second allocation must pick another
+    try:
+        assert claim(name)
+        assert not claim(name)  # this process holds it now: a second allocation must pick another
+    finally:
+        release(name)
 
 
 def test_two_allocations_with_the_same_random_choices_get_different_blocks() -> None:
     first = allocate_block(rng=random.Random(7))
     second = allocate_block(rng=random.Random(7))
     assert first.b != second.b
+
+
+def test_claim_locks_live_in_an_owner_only_directory_and_are_removed_on_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    name = f"test-{uuid.uuid4().hex}"
+    assert claim(name)
+    directory = tmp_path / f"meshops-claims-{os.getuid()}"
+    assert (directory / f"{name}.lock").exists()
+    assert directory.stat().st_mode & 0o777 == 0o700
+    release(name)
+    assert not (directory / f"{name}.lock").exists()
+
+
+def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    directory = tmp_path / f"meshops-claims-{os.getuid()}"
+    directory.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    name = f"test-{uuid.uuid4().hex}"
+    (directory / f"{name}.lock").symlink_to(victim)
+    assert not claim(name)  # refused, never opened through the link
+    assert victim.read_text() == "keep"
+
+
+def test_an_untrusted_claims_directory_falls_back_to_the_bind_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opened up (or someone else's): its locks could be held or planted by another user, so none are taken."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    directory = tmp_path / f"meshops-claims-{os.getuid()}"
+    directory.mkdir()
+    directory.chmod(0o777)
+    name = f"test-{uuid.uuid4().hex}"
+    assert claim(name)
+    assert not (directory / f"{name}.lock").exists()
