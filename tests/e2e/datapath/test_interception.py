@@ -3,20 +3,16 @@ sends leaves through its own sidecar, with no proxy settings in the app."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import replace as dc_replace
 
 import pytest
 
 from mesh.api import PeerAuthentication, PeerAuthenticationMTLS, WorkloadSelector
-from mesh.dataplane import netns
 from mesh.harness.under_test import LocalMeshUnderTest
 from mesh.targets.local.podclient import PodClient
 
 from ..conftest import replace
+from .conftest import external_server
 
 pytestmark = pytest.mark.e2e
 
@@ -84,35 +80,12 @@ def test_under_permissive_a_direct_plaintext_call_meets_authorization(captured: 
         captured.apply(original)
 
 
-@contextlib.contextmanager
-def _external_server(m: LocalMeshUnderTest) -> Iterator[str]:
-    """An HTTP server in a namespace of its own on the mesh's bridge, outside the mesh (no sidecar, no rules)."""
-    capture = m.mesh.capture
-    assert capture is not None
-    ip = capture.net.next_pod_ip()
-    ns = capture.net.add_pod(f"external-{ip}", ip, {})
-    proc = subprocess.Popen(
-        netns.exec_argv(ns, ["python3", "-m", "http.server", "--bind", ip, "8000"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not netns.tcp_ready_in(ns, ip, 8000):
-            assert proc.poll() is None and time.monotonic() < deadline, "the external test server did not start"
-            time.sleep(0.02)
-        yield ip
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def test_outbound_traffic_policy_allow_any_and_registry_only(captured: LocalMeshUnderTest) -> None:
     """An address the mesh does not know: ALLOW_ANY passes it through (port 8000: virtualOutbound's TCP
     passthrough), REGISTRY_ONLY sends it to the BlackHoleCluster, and an unknown Host on a mesh HTTP port gets 502."""
     pilot = captured.mesh.pilot
     _, ns = _pod(captured, "productpage-v1-0")
-    with _external_server(captured) as ip:
+    with external_server(captured) as ip:
         assert PodClient(ns).get(f"http://{ip}:8000/").status == 200
         pilot.options = dc_replace(pilot.options, outbound_traffic_policy="REGISTRY_ONLY")
         try:

@@ -4,19 +4,14 @@ workload keeps the mesh default (ALLOW_ANY) and the whole mesh."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import time
-from collections.abc import Iterator
-
 import pytest
 
 from mesh.api.sidecar import IstioEgressListener, OutboundTrafficPolicy, Sidecar, SidecarWorkloadSelector
-from mesh.dataplane import netns
 from mesh.harness.under_test import LocalMeshUnderTest
 from mesh.targets.local.podclient import PodClient
 
 from ..conftest import replace
+from .conftest import external_server
 
 pytestmark = pytest.mark.e2e
 
@@ -28,29 +23,6 @@ def _namespace(m: LocalMeshUnderTest, name: str) -> str:
     return m.mesh.capture.namespace(next(p for p in m.mesh.registry.pods if p.name == name).name)
 
 
-@contextlib.contextmanager
-def _external_server(m: LocalMeshUnderTest) -> Iterator[str]:
-    """An HTTP server in a namespace of its own on the mesh's bridge, outside the mesh (no sidecar, no rules)."""
-    capture = m.mesh.capture
-    assert capture is not None
-    ip = capture.net.next_pod_ip()
-    ns = capture.net.add_pod(f"external-{ip}", ip, {})
-    proc = subprocess.Popen(
-        netns.exec_argv(ns, ["python3", "-m", "http.server", "--bind", ip, "8000"]),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not netns.tcp_ready_in(ns, ip, 8000):
-            assert proc.poll() is None and time.monotonic() < deadline, "the external test server did not start"
-            time.sleep(0.02)
-        yield ip
-    finally:
-        proc.kill()
-        proc.wait()
-
-
 def test_a_registry_only_sidecar_blocks_what_its_scope_does_not_list(captured: LocalMeshUnderTest) -> None:
     productpage, reviews = _namespace(captured, "productpage-v1-0"), _namespace(captured, "reviews-v1-0")
     scope = Sidecar(
@@ -60,7 +32,7 @@ def test_a_registry_only_sidecar_blocks_what_its_scope_does_not_list(captured: L
         outbound_traffic_policy=OutboundTrafficPolicy(mode="REGISTRY_ONLY"),
     )
     original = captured.config
-    with _external_server(captured) as ip:
+    with external_server(captured) as ip:
         assert PodClient(productpage).get(f"http://{ip}:8000/").status == 200  # the mesh default: ALLOW_ANY
         assert PodClient(productpage).get("http://echo:9080/").status == 200
         captured.apply(replace(original, scope))  # returns once every proxy ACKed
