@@ -76,28 +76,10 @@ class StatusClient:
         self.state = read_state(state_dir)
 
     def get(self, path: str) -> Any:
-        import http.client  # only once a mesh is running: the answer "not running" needs no HTTP
+        from mesh.dataplane.unixhttp import control_request  # only once a mesh is running
 
-        from mesh.dataplane.unixhttp import UnixHTTPConnection
-
-        api = str(self.state["api"])
-        conn = UnixHTTPConnection(api.removeprefix("unix:"), TIMEOUT)
-        try:
-            conn.request("GET", path, headers={"authorization": f"Bearer {self.state['token']}"})
-            r = conn.getresponse()
-            status, body = r.status, r.read()
-        except TimeoutError:
-            raise MeshNotRunning(
-                f"the mesh (pid {self.state['pid']}) accepted a connection but did not answer within {TIMEOUT:.0f}s",
-                hint="is it stopped (Ctrl-Z, SIGSTOP) or overloaded? `kill -CONT` it, or `mesh down --force`",
-            ) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise MeshNotRunning(
-                f"the mesh's control API at {api} does not answer: {e}",
-                hint="`mesh down --force` cleans up if the mesh is gone; then `mesh up`",
-            ) from None
-        finally:
-            conn.close()
+        state = self.state
+        status, body = control_request(str(state["api"]), str(state["token"]), state["pid"], "GET", path, None, TIMEOUT)
         try:
             reply = json.loads(body)
         except ValueError:

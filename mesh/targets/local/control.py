@@ -9,7 +9,6 @@ JSON reason, never a traceback."""
 from __future__ import annotations
 
 import hmac
-import http.client
 import logging
 import os
 import secrets
@@ -25,7 +24,7 @@ from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.compile.diff import diff_configs
 from mesh.dataplane.procs import is_ours, process_start
-from mesh.dataplane.unixhttp import UnixHTTPConnection
+from mesh.dataplane.unixhttp import control_request
 from mesh.errors import (
     AnalysisFailed,
     MeshError,
@@ -358,24 +357,7 @@ class ControlClient:
         self.url = self.state.api
 
     def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, bytes]:
-        conn = UnixHTTPConnection(self.url.removeprefix("unix:"), timeout)
-        headers = {"authorization": f"Bearer {self.state.token}", "content-type": "application/json"}
-        try:
-            conn.request(method, path, body=body, headers=headers)
-            r = conn.getresponse()
-            return r.status, r.read()
-        except TimeoutError:
-            raise MeshNotRunning(
-                f"the mesh (pid {self.state.pid}) accepted a connection but did not answer within {timeout:.0f}s",
-                hint="is it stopped (Ctrl-Z, SIGSTOP) or overloaded? `kill -CONT` it, or `mesh down --force`",
-            ) from None
-        except (OSError, http.client.HTTPException) as e:
-            raise MeshNotRunning(
-                f"the mesh's control API at {self.url} does not answer: {e}",
-                hint="`mesh down --force` cleans up if the mesh is gone; then `mesh up`",
-            ) from None
-        finally:
-            conn.close()
+        return control_request(self.url, self.state.token, self.state.pid, method, path, body, timeout)
 
     def _get(self, path: str, model: type[M]) -> M:
         return self._reply(*self._request("GET", path, None, 10), model)
