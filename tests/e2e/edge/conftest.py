@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +13,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from mesh.api.ratelimit import RATELIMITED_HEADER
+from mesh.compile import build_policies
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.dataplane.addresses import allocate_block
 from mesh.dataplane.supervisor import ProcessSpec, Supervisor
 from mesh.edge import EdgeUnavailable, haproxy_binary
 from mesh.edge.testing import Gateways, free_port, gateways, tcp_ready
+from mesh.targets.local import LocalMesh, LocalOptions
 
 
 @pytest.fixture(autouse=True)
@@ -161,3 +166,38 @@ def pebble(tmp_path: Path, ca: CertificateAuthority, acme_http_port: int, acme_d
         )
     finally:
         supervisor.stop()
+
+
+@pytest.fixture
+def e2e_mesh(tmp_path: Path) -> Iterator[LocalMesh]:
+    """A local mesh of the e2e environment of its own (rate-limit tests change its policies and its buckets' state)."""
+    block = allocate_block()
+    opts = LocalOptions(state_dir=tmp_path, ingress_host=block.gateway_ip, ingress_port=8080, loopback_block=block.b)
+    lm = LocalMesh(build_policies("e2e"), opts, progress=lambda m: None)
+    try:
+        lm.start()
+        yield lm
+    finally:
+        lm.stop()
+
+
+def burst(url: str, n: int, **headers: str) -> tuple[list[requests.Response], float]:
+    """`n` requests one after another to bookinfo.local at `url`: the answers and the seconds they took."""
+    session = requests.Session()
+    session.trust_env = False
+    t0 = time.monotonic()
+    out = [session.get(url, headers={"Host": "bookinfo.local", **headers}, timeout=10) for _ in range(n)]
+    return out, time.monotonic() - t0
+
+
+def check_limited(answers: list[requests.Response], took: float, bucket: int, interval: float) -> int:
+    """The bucket starts full (its first `bucket` requests pass); refills during the burst add at most `bucket` per
+    started interval (+1 for a continuous refill's rounding): a deterministic bound, no statistics. Every answer
+    beyond is a 429 with `x-envoy-ratelimited`. Returns the 429s."""
+    passed = sum(r.status_code == 200 for r in answers)
+    limited = [r for r in answers if r.status_code == 429]
+    assert bucket <= passed <= bucket + bucket * math.ceil(took / interval) + 1, (passed, took)
+    assert passed + len(limited) == len(answers), [r.status_code for r in answers]
+    assert all(r.status_code == 200 for r in answers[:bucket])
+    assert all(r.headers.get(RATELIMITED_HEADER) == "true" for r in limited)
+    return len(limited)
