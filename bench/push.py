@@ -135,6 +135,21 @@ def _push(pilot: Pilot, config: MeshConfig) -> tuple[float, float, int]:
     return total, res.translate_ms, len(res.changed)
 
 
+def _full_then_one_route(
+    pilot: Pilot, config: MeshConfig
+) -> tuple[tuple[float, float, int], list[tuple[float, float, int]], MeshConfig]:
+    """A full change to `config`, then ONE_ROUTE_PUSHES one-route changes (service 3's canary weight): their
+    `_push` figures and the config last pushed."""
+    from bench.scale import touch
+
+    full = _push(pilot, config)
+    one = []
+    for k in range(ONE_ROUTE_PUSHES):
+        config = touch(config, 3, 30 + k)
+        one.append(_push(pilot, config))
+    return full, one, config
+
+
 def scoped_on_real_envoys(baseline_ms: float) -> None:
     from bench.scale import build, touch, with_sidecars
 
@@ -157,12 +172,7 @@ def scoped_on_real_envoys(baseline_ms: float) -> None:
             snap = pilot.cache.get_snapshot(nodes[0])
             assert snap is not None
             clusters = len(snap.resources(rt.CLUSTER).items)
-            config = with_sidecars(build(20))
-            full_ms, full_translate, full_pushed = _push(pilot, config)
-            one = []
-            for k in range(ONE_ROUTE_PUSHES):
-                config = touch(config, 3, 30 + k)
-                one.append(_push(pilot, config))
+            (full_ms, full_translate, full_pushed), one, config = _full_then_one_route(pilot, with_sidecars(build(20)))
             idle = _push(pilot, touch(config, 700, 30))  # a service no proxy here calls
     finally:
         server.stop(0)
@@ -182,18 +192,13 @@ def scoped_on_real_envoys(baseline_ms: float) -> None:
 
 def unscoped_on_simulated_clients() -> float:
     """Returns the baseline: serializing one unscoped proxy's complete config."""
-    from bench.scale import build, simulated_mesh, touch
+    from bench.scale import build, simulated_mesh
 
     with simulated_mesh(build(10), PROXIES) as mesh:
         pilot = mesh.pilot
         synced = pilot.cache.wait_synced(mesh.nodes, timeout=120)
         assert all(r.state == "SYNCED" for r in synced.values())
-        config = build(20)
-        full_ms, full_translate, _ = _push(pilot, config)
-        one = []
-        for k in range(ONE_ROUTE_PUSHES):
-            config = touch(config, 3, 30 + k)
-            one.append(_push(pilot, config))
+        (full_ms, full_translate, _), one, _ = _full_then_one_route(pilot, build(20))
         snap = mesh.snapshot
     baseline = serialize_ms(snap)
     size = sum(len(m.SerializeToString()) for t in rt.ORDER for m in snap.resources(t).items.values())
