@@ -6,6 +6,8 @@ Denied requests get 403 "RBAC: access denied".
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.rbac.v3 import rbac_pb2
@@ -149,9 +151,11 @@ def _policy(rule: Rule) -> rbac_pb2.Policy:
     return rbac_pb2.Policy(permissions=[_any_perm(permissions)], principals=[_any_of(principals)])
 
 
-def rbac_filters(policies: list[AuthorizationPolicy]) -> list[hcm.HttpFilter]:
-    """Zero, one or two RBAC filters for the inbound HTTP chain: DENY first, then ALLOW."""
-    out = []
+def _rbac_by_action(
+    policies: list[AuthorizationPolicy], applied: Callable[[Rule, str], Rule | None]
+) -> Iterator[tuple[str, rbac_pb2.RBAC]]:
+    """DENY first, then ALLOW: one RBAC per action some policy has, each rule named as Istio names it; `applied`
+    gives the rule as this chain applies it (None: it matches nothing here and is left out)."""
     for action, envoy_action in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
         chosen = [p for p in policies if p.action == action]
         if not chosen:
@@ -159,27 +163,28 @@ def rbac_filters(policies: list[AuthorizationPolicy]) -> list[hcm.HttpFilter]:
         rbac = rbac_pb2.RBAC(action=envoy_action)
         for ap in chosen:
             for i, rule in enumerate(ap.rules):
-                rbac.policies[f"ns[{ap.namespace}]-policy[{ap.name}]-rule[{i}]"].CopyFrom(_policy(rule))
-        out.append(
-            hcm.HttpFilter(name=f"{RBAC_FILTER}.{action.lower()}", typed_config=packed(rbac_filter.RBAC(rules=rbac)))
-        )
-    return out
+                rule_here = applied(rule, action)
+                if rule_here is not None:
+                    rbac.policies[f"ns[{ap.namespace}]-policy[{ap.name}]-rule[{i}]"].CopyFrom(_policy(rule_here))
+        yield action, rbac
+
+
+def rbac_filters(policies: list[AuthorizationPolicy]) -> list[hcm.HttpFilter]:
+    """Zero, one or two RBAC filters for the inbound HTTP chain: DENY first, then ALLOW."""
+    return [
+        hcm.HttpFilter(name=f"{RBAC_FILTER}.{action.lower()}", typed_config=packed(rbac_filter.RBAC(rules=rbac)))
+        for action, rbac in _rbac_by_action(policies, lambda rule, _action: rule)
+    ]
 
 
 def network_rbac_filters(policies: list[AuthorizationPolicy], port: int, stat_prefix: str) -> list[lc.Filter]:
     """The same policies for a TCP port's inbound chains (`envoy.filters.network.rbac`), each rule as Istio
-    applies it to a connection (`mesh.istio.protocol.tcp_rule`): a denied connection is closed at once."""
-    out = []
-    for action, envoy_action in (("DENY", rbac_pb2.RBAC.DENY), ("ALLOW", rbac_pb2.RBAC.ALLOW)):
-        chosen = [p for p in policies if p.action == action]
-        if not chosen:
-            continue
-        rbac = rbac_pb2.RBAC(action=envoy_action)
-        for ap in chosen:
-            for i, rule in enumerate(ap.rules):
-                applied = tcp_rule(rule, action)
-                if applied is not None:  # an ALLOW rule with HTTP-only fields matches no connection
-                    rbac.policies[f"ns[{ap.namespace}]-policy[{ap.name}]-rule[{i}]"].CopyFrom(_policy(applied))
-        config = network_rbac.RBAC(rules=rbac, stat_prefix=f"{stat_prefix}.")
-        out.append(lc.Filter(name=f"{NETWORK_RBAC_FILTER}.{action.lower()}", typed_config=packed(config)))
-    return out
+    applies it to a connection (`mesh.istio.protocol.tcp_rule`: an ALLOW rule with HTTP-only fields matches no
+    connection): a denied connection is closed at once."""
+    return [
+        lc.Filter(
+            name=f"{NETWORK_RBAC_FILTER}.{action.lower()}",
+            typed_config=packed(network_rbac.RBAC(rules=rbac, stat_prefix=f"{stat_prefix}.")),
+        )
+        for action, rbac in _rbac_by_action(policies, tcp_rule)
+    ]
