@@ -10,19 +10,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from mesh.cli import cli, localstatus, meshcmds  # noqa: F401  (meshcmds registers `status`)
-from mesh.compile import build_policies
 from mesh.errors import MeshNotRunning, StateCorrupt
-from mesh.runtime import gateway_proxy
-from mesh.targets.local import LocalMesh, LocalOptions, LocalTarget
+from mesh.targets.local import LocalTarget
 from mesh.targets.local.api import MeshDescription, StateFile
-from mesh.targets.local.control import ControlServer, read_state, state_path, write_state
+from mesh.targets.local.control import read_state, state_path
 from tests.unit.cli.test_lazy_imports import HEAVY
 
 # `mesh status` as the entry point runs it, then the modules it loaded (on stderr, after the command's own output)
@@ -49,20 +46,6 @@ def _status(state_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
 
 def _heavy(loaded: set[str]) -> list[str]:
     return sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[LocalTarget]:
-    """A control server over an unstarted LocalMesh (no Envoy), recorded in a state file as `mesh up` records it."""
-    mesh = LocalMesh(build_policies("dev"), LocalOptions(state_dir=tmp_path), progress=lambda m: None)
-    mesh.gateway = gateway_proxy("127.0.0.1", {80: ("127.0.0.1", 8080), 443: ("127.0.0.1", 8443)})
-    server = ControlServer(mesh).start()
-    write_state(tmp_path, server.state("dev", "policies"))
-    try:
-        yield LocalTarget(LocalOptions(state_dir=tmp_path))
-    finally:
-        server.stop()
-        mesh.stop()
 
 
 def test_status_of_no_mesh_loads_nothing_heavy_and_hints_once(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +21,10 @@ from mesh.api import MeshConfig, VirtualService, helpers
 from mesh.compile import build_policies, render_istio
 from mesh.dataplane.procs import process_start
 from mesh.errors import AnalysisFailed, MeshError, MeshNotRunning, StaleRevision, WorkloadChange
-from mesh.runtime import gateway_proxy
 from mesh.targets.base import Target
 from mesh.targets.local import LocalMesh, LocalOptions, LocalTarget
 from mesh.targets.local.api import ApplyRequest, MeshDescription, StateFile, WireConfig
-from mesh.targets.local.control import ControlServer, read_state, write_state
+from mesh.targets.local.control import read_state, write_state
 from mesh.targets.registry import TargetSettings, create
 
 HERE = os.path.relpath(__file__)
@@ -39,20 +37,6 @@ def lopsided(config: MeshConfig) -> MeshConfig:
 
 
 LOPSIDED_LINE = lopsided.__code__.co_firstlineno + 2
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[LocalTarget]:
-    """A control server over an unstarted LocalMesh, recorded in a state file as `mesh up` records it."""
-    mesh = LocalMesh(build_policies("dev"), LocalOptions(state_dir=tmp_path), progress=lambda m: None)
-    mesh.gateway = gateway_proxy("127.0.0.1", {80: ("127.0.0.1", 8080), 443: ("127.0.0.1", 8443)})
-    server = ControlServer(mesh).start()
-    write_state(tmp_path, server.state("dev", "policies"))
-    try:
-        yield LocalTarget(LocalOptions(state_dir=tmp_path))
-    finally:
-        server.stop()
-        mesh.stop()
 
 
 def test_a_mesh_leaves_no_private_directory_behind(tmp_path: Path) -> None:
