@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from mesh.api import DestinationRule, MeshConfig, Service, Subset, Version
 from mesh.api import helpers as h
 from mesh.controlplane.ca import CertificateAuthority
-from mesh.controlplane.pilot import Pilot
+from mesh.controlplane.pilot import Pilot, _no_cycle_collection
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.cache import NodeStatus, SnapshotCache
 from mesh.controlplane.xds.snapshot import Snapshot
@@ -153,3 +155,26 @@ def test_a_push_a_proxy_never_answers_is_rolled_back_like_a_nack(world: tuple[Pi
     assert pilot.config is good and pilot.revision == 1
     for node in proxies:
         assert cache.get_snapshot(node) is applied[node], node
+
+
+class _Node:
+    link: object = None
+
+
+def test_cyclic_garbage_made_during_a_push_is_collected_not_frozen() -> None:
+    """The collector is off for the whole process during a push: a cycle another thread drops meanwhile must be
+    collected before the survivors are frozen (a frozen object is never collected)."""
+    with _no_cycle_collection():
+        node = _Node()
+        node.link = node
+        dropped = weakref.ref(node)
+        del node
+    assert dropped() is None
+    assert gc.isenabled()
+
+
+def test_a_push_that_raises_freezes_nothing() -> None:
+    frozen = gc.get_freeze_count()
+    with pytest.raises(ValueError), _no_cycle_collection():
+        raise ValueError("translation failed")
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
