@@ -174,7 +174,9 @@ def test_cyclic_garbage_made_during_a_push_is_collected_not_frozen() -> None:
 
 
 def test_a_push_that_raises_freezes_nothing() -> None:
+    """A freeze moves every tracked object into the permanent generation (the count jumps); frozen objects freed by
+    reference counting meanwhile may lower it."""
     frozen = gc.get_freeze_count()
     with pytest.raises(ValueError), _no_cycle_collection():
         raise ValueError("translation failed")
-    assert gc.isenabled() and gc.get_freeze_count() == frozen
+    assert gc.isenabled() and gc.get_freeze_count() <= frozen
