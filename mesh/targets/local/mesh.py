@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.api.issuer import Issuer, issued_credentials
 from mesh.api.workloads import Service
 from mesh.controlplane.ca import acme_status
-from mesh.controlplane.ca.acme_renewal import AcmeRenewal
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.ca.rotation import Rotation
@@ -31,13 +30,11 @@ from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.edge import local as edge_local
-from mesh.edge.tier import EdgeTier
 from mesh.errors import MeshError, TargetError, WorkloadChange
 from mesh.istio import EGRESS_GATEWAY_LABELS, EGRESS_GATEWAY_NAME
 from mesh.istio.serviceentries import egress_gateway_entry, egress_gateway_servers
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
-from mesh.observability.stack import ObservabilityOptions, TelemetryStack
 from mesh.runtime import (
     GATEWAY_NAMESPACE,
     SIDECAR_OUTBOUND_PORT,
@@ -54,6 +51,12 @@ from mesh.targets.local import interception
 from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
 from mesh.targets.local.interception import CapturedPods
 from mesh.targets.local.options import LocalOptions
+
+if TYPE_CHECKING:  # loaded when a mesh uses them, not before its first request is served
+    from mesh.controlplane.ca.acme_renewal import AcmeRenewal
+    from mesh.edge.tier import EdgeTier
+    from mesh.observability.options import ObservabilityOptions
+    from mesh.observability.stack import TelemetryStack
 
 log = logging.getLogger("mesh.local")
 
@@ -309,7 +312,7 @@ class LocalMesh:
         if not plan:
             return
         from mesh.controlplane.ca.acme import AcmeCertificates, AcmeIssuer
-        from mesh.controlplane.ca.acme_renewal import AcmeCredential
+        from mesh.controlplane.ca.acme_renewal import AcmeCredential, AcmeRenewal
         from mesh.edge.tier import EdgeChallenges
 
         assert self.edge is not None
@@ -362,6 +365,8 @@ class LocalMesh:
         self._start_acme()
 
     def _edge_spec(self) -> ProcessSpec:
+        from mesh.edge.tier import EdgeTier
+
         opts = self.options
         policy = edge_local.edge_policy(self.config, opts.ingress_host, opts.ingress_port)
         replicas = edge_local.replicas(self.gateways)
@@ -388,6 +393,8 @@ class LocalMesh:
         return f"unix:{self.private_dir / f'admin-{proxy.name}.sock'}"
 
     def _start_telemetry(self, options: ObservabilityOptions, ip: str) -> None:
+        from mesh.observability.stack import TelemetryStack
+
         self.telemetry = TelemetryStack(TelemetryLayout(self.options.state_dir), ip, options)
         self.telemetry.prepare(self.registry.proxies)
         self.pilot.options = replace(self.pilot.options, telemetry=self.telemetry.telemetry())
