@@ -29,6 +29,7 @@ from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
+from mesh.dataplane.zygote import Forked, Zygote, forkable
 from mesh.edge import local as edge_local
 from mesh.errors import MeshError, TargetError, WorkloadChange
 from mesh.istio import EGRESS_GATEWAY_LABELS, EGRESS_GATEWAY_NAME
@@ -117,6 +118,7 @@ class LocalMesh:
         self.capture: CapturedPods | None = None  # the pod network under --interception iptables
         self.egress: Proxy | None = None  # the egress gateway, when a Gateway selects one (iptables mode)
         self.interception = "proxy"
+        self.zygote: Zygote | None = None  # forks the sample-app workloads (one interpreter start for all of them)
 
     @property
     def private_dir(self) -> Path:
@@ -140,6 +142,7 @@ class LocalMesh:
         t0 = time.perf_counter()
         opts = self.options
         opts.check()
+        self._start_zygote()  # first: its imports overlap everything below
         self._acme_credentials(self.config)  # a bad Issuer reference fails here, before anything starts
         findings = analysis.check(self.config, capabilities("local"))
         for f in findings:
@@ -243,6 +246,16 @@ class LocalMesh:
         self.started_at = time.time()
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
+
+    def _start_zygote(self) -> None:
+        """The sample app's zygote, when some workload runs the sample app."""
+        commands = (
+            [sys.executable if a == "{python}" else a for a in v.command]
+            for s in self.config.services
+            for v in s.versions
+        )
+        if any(forkable(argv) is not None for argv in commands):
+            self.zygote = Zygote(self.run_dir / "zygote.log").start()
 
     def _certificate_authority(self) -> CertificateAuthority:
         """The mesh CA: a plug-in one from Istio's `cacerts` files (`--ca-dir`), else a self-made root."""
@@ -445,6 +458,8 @@ class LocalMesh:
         if pod.app_socket:
             env["UNIX_SOCKET"] = pod.app_socket
         target = (pod.app_ip, port.target_port or port.number)
+        netns: str | None = None
+        plain = argv  # what the zygote forks (it enters the pod's namespaces itself)
 
         def ready() -> bool:  # a socket in our 0700 dir can only be our own app's
             return _unix_ready(pod.app_socket) if pod.app_socket else _tcp_ready(*target)
@@ -453,19 +468,23 @@ class LocalMesh:
             for k in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
                 env.pop(k)
             env["XFCC_TRUSTED"] = "1"  # only its sidecar can reach it
+            netns = self.capture.namespace(pod.name)
             argv = self.capture.app_argv(pod, argv)
             capture, port_number = self.capture, target[1]
 
             def ready() -> bool:  # probed from inside the pod: its own traffic to itself is not captured
                 return capture.app_ready(pod, port_number)
 
+        log_path = self.run_dir / f"app-{pod.name}.log"
+        fork = None
+        if self.zygote is not None:
+            zygote = self.zygote
+
+            def fork(env: dict[str, str]) -> Forked | None:  # in its pod's namespaces, under iptables
+                return zygote.spawn(plain, env, log_path, netns)
+
         return ProcessSpec(
-            name=f"app/{pod.name}",
-            argv=argv,
-            env=env,
-            log_path=self.run_dir / f"app-{pod.name}.log",
-            ready=ready,
-            kind="app",
+            name=f"app/{pod.name}", argv=argv, env=env, log_path=log_path, ready=ready, kind="app", fork=fork
         )
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
@@ -635,6 +654,9 @@ class LocalMesh:
             self.rotation.stop()
             self.rotation = None
         self.supervisor.stop()
+        if self.zygote is not None:  # after its children: the supervisor stopped them one by one
+            self.zygote.stop()
+            self.zygote = None
         if self.xds is not None:
             self.xds.stop()
             self.xds = None
