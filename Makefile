@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 ENV    ?= dev
 # pytest-xdist workers: 2 suits the 2-core CI machine. Each module runs on one worker (--dist loadscope), so its
-# module-scoped fixtures start once; each worker that runs mesh tests brings up one shared mesh of its own.
+# module-scoped fixtures start once; each worker that runs mesh tests brings up one shared mesh of its own. Modules
+# are handed out in collection order, which tests/conftest.py makes longest first (--no-loadscope-reorder keeps it).
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
-.PHONY: install actionlint system-deps up test lint unit e2e bench clean help
+.PHONY: install actionlint system-deps up test lint lint-fast unit e2e bench clean help
 
 help:  ## list targets
 	@grep -E '^[A-Za-z0-9_-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
