@@ -57,7 +57,7 @@ class PushCache:
     def __init__(self, push: PushContext, previous: Memo | None = None) -> None:
         self.push = push
         self._memo: Memo = previous if previous is not None else {}  # extended in place; `kept()` prunes it
-        self._used: set[Hashable] = {FINGERPRINTS, WORLD}
+        self._used: set[Hashable] = {FINGERPRINTS}
         self._once: dict[Hashable, Any] = {}
         self._fingerprints = self._memo[FINGERPRINTS] = Fingerprints(self._memo.get(FINGERPRINTS))
 
