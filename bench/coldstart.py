@@ -57,20 +57,31 @@ def _cpu_ms(pid: int) -> float:
 
 
 def tree_cpu(pid: int) -> dict[str, float]:
-    """CPU used so far by `mesh up` itself and by its children, grouped (Envoys, apps): the load-independent view of
-    a start whose wall clock a busy machine stretches."""
-    out = {"mesh up": _cpu_ms(pid), "envoys": 0.0, "apps": 0.0}
+    """CPU used so far by `mesh up` itself and by its descendants, grouped (Envoys, apps: the sample-app zygote and
+    the workloads it forked are grandchildren): the load-independent view of a start whose wall clock a busy machine
+    stretches. Processes that already exited are not counted (none does on a healthy start)."""
+    parent: dict[int, int] = {}
+    comm: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            if int(stat[stat.rfind(")") + 2 :].split()[1]) != pid:
-                continue
-            kind = "envoys" if (entry / "comm").read_text().strip() == "envoy" else "apps"
-            out[kind] += _cpu_ms(int(entry.name))
+            parent[int(entry.name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+            comm[int(entry.name)] = (entry / "comm").read_text().strip()
         except (OSError, ValueError):
             continue  # exited meanwhile
+    out = {"mesh up": _cpu_ms(pid), "envoys": 0.0, "apps": 0.0}
+    frontier = [pid]
+    while frontier:
+        children = [c for c, p in parent.items() if p in frontier]
+        for c in children:
+            try:
+                out["envoys" if comm[c] == "envoy" else "apps"] += _cpu_ms(c)
+            except OSError:
+                continue
+        frontier = children
+    out["total"] = sum(out.values())
     return out
 
 

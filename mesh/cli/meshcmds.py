@@ -228,7 +228,7 @@ def _seconds(duration: str) -> float:
 def _observability(enabled: bool, sampling: float) -> Any:
     if not enabled:
         return None
-    from mesh.observability.stack import ObservabilityOptions
+    from mesh.observability.options import ObservabilityOptions
 
     return ObservabilityOptions(sampling=sampling)
 

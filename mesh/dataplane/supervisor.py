@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from mesh.dataplane.zygote import Forked
+
 log = logging.getLogger("mesh.supervisor")
 
 
@@ -32,12 +34,27 @@ class ProcessSpec:
     ready: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
     kind: str = "app"  # app | envoy
+    # forks it from a pre-imported parent (`mesh.dataplane.zygote`) with this environment; None: it could not, and
+    # the supervisor starts `argv` itself
+    fork: Callable[[dict[str, str]], Forked | None] | None = None
+
+
+Child = subprocess.Popen[bytes] | Forked
+
+
+def _signal_group(proc: Child, sig: int) -> None:
+    """The process and whatever it started: each runs in a session (and so a process group) of its own."""
+    with contextlib.suppress(ProcessLookupError):
+        if isinstance(proc, Forked):
+            proc.signal_group(sig)
+        else:
+            os.killpg(proc.pid, sig)
 
 
 @dataclass
 class Managed:
     spec: ProcessSpec
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Child | None = None
     restarts: int = 0  # over the supervisor's lifetime (what `mesh status` shows)
     streak: int = 0  # crashes since the process was last healthy for a while: what the backoff grows with
     ready: bool = False
@@ -107,11 +124,15 @@ class Supervisor:
             argv = [self._setpriv, "--pdeathsig", "KILL", "--", *argv]
         env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false", **spec.env}
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        m.ready = False
+        if spec.fork is not None:
+            m.proc = spec.fork(env)
+            if m.proc is not None:
+                return
         with open(spec.log_path, "ab") as logf:
             m.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        m.ready = False
 
     def start(
         self, specs: list[ProcessSpec], timeout: float = 30.0, progress: Callable[[int, int], None] | None = None
@@ -201,15 +222,13 @@ class Supervisor:
             procs = [m.proc for m in self._procs.values() if m.proc is not None]
         for p in procs:
             if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
+                _signal_group(p, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for p in procs:
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
+                _signal_group(p, signal.SIGKILL)
                 p.wait()
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(timeout=1.0)

@@ -10,26 +10,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import requests
-from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.dataplane.supervisor import ProcessSpec
 from mesh.observability import prometheus as prom
 from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.observability.layout import Endpoints, TelemetryLayout
+from mesh.observability.options import ObservabilityOptions as ObservabilityOptions  # its home before
 from mesh.observability.workloads import Workload, workload_name, write_directory
 from mesh.runtime import SIDECAR_ADMIN_PORT, Proxy
 
 COLLECTOR_GRPC_PORT = 4317  # OTLP's port; ALS shares it
 COLLECTOR_HTTP_PORT = 15020  # Istio's merged-metrics port
 PROMETHEUS_PORT = 9090
-
-
-class ObservabilityOptions(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    sampling: float = Field(default=100.0, ge=0.0, le=100.0)
-    scrape_interval: float = Field(default=5.0, gt=0.0)  # seconds
-    prometheus: bool = True
 
 
 def workload_of(proxy: Proxy, admin_port: int = SIDECAR_ADMIN_PORT) -> Workload:

@@ -35,18 +35,20 @@ PROPAGATE = (
     "x-chaos",
 )
 
-SERVICE = os.environ.get("SERVICE_NAME", "app")
-VERSION = os.environ.get("SERVICE_VERSION", "v1")
-POD = os.environ.get("POD_NAME", socket.gethostname())
-UPSTREAMS_SPEC = os.environ.get("UPSTREAMS", "")
+# Who this instance is and what it calls: read from the environment by `configure` when `main` starts (in a child
+# the zygote forked, that is its workload's environment: `mesh.sampleapp.zygote`).
+SERVICE = "app"
+VERSION = "v1"
+POD = ""
+UPSTREAMS_SPEC = ""
 _attempts: Counter[str] = Counter()
 _lock = threading.Lock()
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # honours HTTP_PROXY: the sidecar
+_opener = urllib.request.build_opener()
 # XFCC is believed only on the Unix socket: there the only possible caller is our own sidecar, which sets it; on TCP
 # anyone on the machine could forge it
-UNIX_SOCKET = os.environ.get("UNIX_SOCKET", "")
+UNIX_SOCKET = ""
 # ... or on TCP under transparent interception, where the pod's rules let nothing reach the app but its sidecar
-XFCC_TRUSTED = bool(UNIX_SOCKET) or os.environ.get("XFCC_TRUSTED") == "1"
+XFCC_TRUSTED = False
 
 
 def _peer(xfcc: str | None) -> str | None:
@@ -75,7 +77,7 @@ class Upstream:
         return cls(url, float(fields.get("timeout", 10.0)), int(fields.get("attempts", 1)))
 
 
-UPSTREAMS = [Upstream.parse(u) for u in UPSTREAMS_SPEC.split(",") if u.strip()]
+UPSTREAMS: list[Upstream] = []
 
 
 def _call(upstream: Upstream, headers: dict[str, str]) -> dict[str, Any]:
@@ -138,8 +140,8 @@ def _misbehave(status: int, path: str) -> int:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = f"meshops-sampleapp/{SERVICE}-{VERSION}"
-    disable_nagle_algorithm = not UNIX_SOCKET  # TCP_NODELAY does not apply to Unix sockets
+    server_version = "meshops-sampleapp"  # and the service and version: `configure`
+    disable_nagle_algorithm = True  # TCP_NODELAY does not apply to Unix sockets: `configure`
 
     def address_string(self) -> str:
         return "sidecar" if UNIX_SOCKET else super().address_string()
@@ -197,6 +199,24 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("x-served-by", POD)
         self.end_headers()
         self.wfile.write(data)
+
+
+def configure() -> None:
+    """Take this instance's identity, upstreams and trust from its environment (a child of the zygote has its
+    workload's environment by now, not the one the module was imported with)."""
+    global SERVICE, VERSION, POD, UPSTREAMS_SPEC, UPSTREAMS, UNIX_SOCKET, XFCC_TRUSTED, _opener
+    environ = os.environ
+    SERVICE = environ.get("SERVICE_NAME", "app")
+    VERSION = environ.get("SERVICE_VERSION", "v1")
+    POD = environ.get("POD_NAME", socket.gethostname())
+    UPSTREAMS_SPEC = environ.get("UPSTREAMS", "")
+    UPSTREAMS = [Upstream.parse(u) for u in UPSTREAMS_SPEC.split(",") if u.strip()]
+    UNIX_SOCKET = environ.get("UNIX_SOCKET", "")
+    XFCC_TRUSTED = bool(UNIX_SOCKET) or environ.get("XFCC_TRUSTED") == "1"
+    _opener = urllib.request.build_opener(urllib.request.ProxyHandler())  # honours HTTP_PROXY: the sidecar
+    Handler.server_version = f"meshops-sampleapp/{SERVICE}-{VERSION}"
+    Handler.disable_nagle_algorithm = not UNIX_SOCKET
+    _attempts.clear()
 
 
 class Server(ThreadingHTTPServer):
@@ -270,6 +290,7 @@ def _options(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     opts = _options(sys.argv[1:] if argv is None else argv)
+    configure()
     host = os.environ.get("HOST", "0.0.0.0")
     port = int(os.environ.get("PORT", "9080"))
     server: socketserver.BaseServer

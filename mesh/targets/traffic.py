@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
+if TYPE_CHECKING:  # imported by the first client made: `mesh up` serves its first request before needing one
+    import requests
 
 
 @dataclass
@@ -38,7 +39,7 @@ class HttpClient:
     host: str | None = None
     proxy: str | None = None
     timeout: float = 15.0
-    session: requests.Session = field(default_factory=requests.Session)
+    session: requests.Session = field(default_factory=lambda: _session())
 
     def __post_init__(self) -> None:
         self.session.trust_env = False
@@ -62,3 +63,9 @@ class HttpClient:
         except ValueError:
             body = None
         return Reply(r.status_code, dict(r.headers), body, r.text, elapsed)
+
+
+def _session() -> requests.Session:
+    import requests
+
+    return requests.Session()

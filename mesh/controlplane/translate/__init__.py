@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from mesh.controlplane.ca.authority import SVID
 from mesh.controlplane.ca.credentials import Credential, credential_secrets
 from mesh.controlplane.ca.secrets import workload_secrets
-from mesh.controlplane.translate import capture, tcp
+from mesh.controlplane.translate import capture, tcp, vhds
 from mesh.controlplane.translate.cache import PushCache
 from mesh.controlplane.translate.clusters import blackhole, gateway_service_clusters, inbound_clusters, service_clusters
 from mesh.controlplane.translate.context import MeshOptions, PushContext, ServiceView
@@ -153,14 +153,30 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
         return _captured_snapshot(cache, proxy, secrets)
     local = [*inbound_clusters(proxy), *tcp.sni_dnat_clusters(push, proxy)]
     clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local))
-    routes = _sidecar_routes(cache, proxy) if proxy.kind == "sidecar" else Resources.of(build_routes(push, proxy))
+    if proxy.kind != "sidecar":
+        routes = Resources.of(build_routes(push, proxy))
+        return Snapshot.build(
+            clusters=clusters,
+            endpoints=_endpoints(cache, proxy),
+            listeners=build_listeners(push, proxy),
+            routes=routes,
+            secrets=_secrets(cache, proxy, secrets),
+        )
     return Snapshot.build(
         clusters=clusters,
         endpoints=_endpoints(cache, proxy),
         listeners=build_listeners(push, proxy),
-        routes=routes,
+        **_deliver(cache, _sidecar_routes(cache, proxy)),
         secrets=_secrets(cache, proxy, secrets),
     )
+
+
+def _deliver(cache: PushCache, routes: Resources) -> dict[str, Resources]:
+    """A sidecar's route tables, whole over RDS, or their virtual hosts over VHDS (`vhds.py`) when that pays."""
+    if not vhds.wanted(cache.push.options, routes.items.values()):
+        return {"routes": routes}
+    tables, hosts = cache.cached(("vhds-split", routes.version), partial(vhds.split, cache, routes))
+    return {"routes": tables, "virtual_hosts": hosts}
 
 
 def _entries_key(cache: PushCache, proxy: Proxy) -> tuple[Hashable, ...]:
@@ -190,7 +206,7 @@ def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) ->
         clusters=Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local)),
         endpoints=_endpoints(cache, proxy),
         listeners=capture.capture_listeners(push, proxy),
-        routes=routes,
+        **_deliver(cache, routes),
         secrets=_secrets(cache, proxy, secrets),
     )
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, TypeVar
 
@@ -79,6 +80,17 @@ class ProxyScope:
         return self.scope.key
 
 
+def _vhds_default() -> Literal["auto", "on", "off"]:
+    value = os.environ.get("MESH_VHDS", "off")
+    if value not in ("auto", "on", "off"):
+        from mesh.errors import UsageError
+
+        raise UsageError(
+            f"MESH_VHDS={value!r} is not a VHDS mode", hint="set MESH_VHDS to auto, on or off, or unset it"
+        )
+    return value  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class MeshOptions:
     """Mesh-wide settings (Istio keeps these in meshConfig)."""
@@ -96,6 +108,9 @@ class MeshOptions:
     dns_upstream: str = ""  # `ip:port` where the DNS proxy sends names it does not know; "": answer NXDOMAIN
     # meshConfig.h2UpgradePolicy: UPGRADE sends every HTTP/1.1 port's sidecar-to-sidecar traffic over HTTP/2
     h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
+    # sidecar route tables' virtual hosts over VHDS (`vhds.py`): `auto` for tables of many hosts; MESH_VHDS sets the
+    # default, like Istio's PILOT_* switches
+    vhds: Literal["auto", "on", "off"] = field(default_factory=lambda: _vhds_default())
 
 
 class PushContext:

@@ -23,6 +23,7 @@ class TypeStatus:
     error: str = ""  # Envoy's error_detail for the NACK
     sent_at: float = 0.0
     acked_at: float = 0.0
+    sent_resources: int = -1  # resources in the last response (delta types count only changed ones; -1: all)
 
 
 @dataclass

@@ -117,19 +117,11 @@ class _Stream:
                 self.cache.record(self.node_id, closed)
 
     def _read(self, requests: Any) -> None:
-        try:
-            for req in requests:
-                self.events.put(_Event("request", req))
-        except grpc.RpcError:
-            pass
-        except Exception:  # pragma: no cover - a broken stream must not kill the server
-            log.exception("ADS reader failed")
-        finally:
-            self.events.put(_Event("closed"))
+        _read(requests, self.events)
 
     def _on_request(self, req: discovery_pb2.DiscoveryRequest) -> Any:
         t = req.type_url
-        if t not in rt.SHORT:
+        if t not in rt.SHORT or t in rt.DELTA_ONLY:
             return
         st = self.state(t)
         if req.response_nonce and req.response_nonce != st.nonce:
@@ -174,7 +166,7 @@ class _Stream:
             return
         for t in rt.ORDER:
             st = self.types.get(t)
-            if st and st.subscribed and snap.version(t) != st.version:
+            if st and st.subscribed and t not in rt.DELTA_ONLY and snap.version(t) != st.version:
                 yield self._respond(t)
 
     def _respond(self, t: str) -> bytes:
@@ -201,6 +193,175 @@ class _Stream:
         return bytes(head) + body
 
 
+def _read(requests: Any, events: queue.Queue[_Event]) -> None:
+    """A stream's requests, as events on its queue, then "closed" (on any end, clean or not)."""
+    try:
+        for req in requests:
+            events.put(_Event("request", req))
+    except grpc.RpcError:
+        pass
+    except Exception:  # pragma: no cover - a broken stream must not kill the server
+        log.exception("xDS reader failed")
+    finally:
+        events.put(_Event("closed"))
+
+
+@dataclass
+class _InFlight:
+    nonce: str
+    version: str  # the snapshot's version of the type this response brings the proxy to
+    changes: dict[str, str | None]  # resource -> version sent, None when removed
+
+
+@dataclass
+class _DeltaStream:
+    """Incremental xDS for one type (VHDS): Envoy holds resources one by one, so a response carries only the ones
+    whose version changed since what Envoy holds, and the names it must drop.
+
+    What the proxy holds (`known`) moves only on an ACK; a NACK leaves it as it was, because Envoy applied nothing
+    of that response. One response is in flight at a time and the next is computed from the answer to it, so a
+    rollback after a NACK sends nothing at all when the proxy still holds the previous config."""
+
+    cache: SnapshotCache
+    type_url: str
+    credentials: NodeCredentials | None = None
+    events: queue.Queue[_Event] = field(default_factory=queue.Queue)
+    node_id: str = ""
+    subscribed: set[str] = field(default_factory=set)  # resource names, or namespaces (a route config's name)
+    known: dict[str, str] = field(default_factory=dict)  # resource -> version the proxy holds
+    in_flight: _InFlight | None = None
+    nacked: str = ""  # a snapshot version the proxy rejected: not resent until the snapshot moves on
+    owes_answer: bool = False  # the subscription changed: Envoy waits for a response, even an empty one
+
+    def run(self, requests: Any) -> Any:
+        reader = threading.Thread(target=_read, args=(requests, self.events), daemon=True, name="xds-delta-reader")
+        reader.start()
+        cancel = None
+        try:
+            while True:
+                ev = self.events.get()
+                if ev.kind == "closed":
+                    return
+                if ev.kind == "request":
+                    req: discovery_pb2.DeltaDiscoveryRequest = ev.request
+                    if not self.node_id:
+                        if not self._authenticated(req.node):
+                            return
+                        self.cache.record(self.node_id, _type_reset(self.type_url))
+                        cancel = self.cache.watch(self.node_id, lambda: self.events.put(_Event("snapshot")))
+                    self._on_request(req)
+                yield from self._respond()
+        finally:
+            if cancel:
+                cancel()
+
+    def _authenticated(self, node: base_pb2.Node) -> bool:
+        if not node.id:
+            log.warning("delta xDS stream without node id; closing")
+            return False
+        if self.credentials is not None and not self.credentials.check(node):
+            log.warning("delta xDS stream for %s without its credential; closing unserved", node.id)
+            return False
+        self.node_id = node.id
+        return True
+
+    def _on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
+        if req.type_url != self.type_url:
+            return
+        fl = self.in_flight
+        if req.response_nonce and fl is not None and req.response_nonce == fl.nonce:  # else stale: answers nothing
+            self.in_flight = None
+            if req.HasField("error_detail"):
+                self.nacked = fl.version
+                self.cache.record(self.node_id, _nack(self.type_url, fl.version, req.error_detail.message))
+                log.warning("%s NACKed %s %s: %s", self.node_id, rt.SHORT[self.type_url], fl.version, req.error_detail)
+            else:
+                for name, version in fl.changes.items():
+                    if version is None:
+                        self.known.pop(name, None)
+                    else:
+                        self.known[name] = version
+                self.cache.record(self.node_id, _ack(self.type_url, fl.version, time.time()))
+        self.known.update(req.initial_resource_versions)  # a reconnecting Envoy says what it still holds
+        if req.resource_names_subscribe or (not self.subscribed and not req.response_nonce):
+            # an empty first request is a wildcard subscription
+            self.subscribed.update(req.resource_names_subscribe or ["*"])
+            self.owes_answer = True
+        for name in req.resource_names_unsubscribe:
+            self.subscribed.discard(name)
+            for held in [n for n in self.known if n == name or _namespace(n) == name]:
+                del self.known[held]
+
+    def _wanted(self, name: str) -> bool:
+        return "*" in self.subscribed or name in self.subscribed or _namespace(name) in self.subscribed
+
+    def _respond(self) -> Any:
+        if self.in_flight is not None or not self.node_id:
+            return
+        snap = self.cache.get_snapshot(self.node_id)
+        if snap is None:
+            return
+        res = snap.resources(self.type_url)
+        if res.version == self.nacked and not self.owes_answer:
+            return
+        versions = res.versions()
+        changed = sorted(n for n, v in versions.items() if self.known.get(n) != v and self._wanted(n))
+        removed = sorted(n for n in self.known if n not in versions)
+        if not changed and not removed and not self.owes_answer:
+            # the proxy already holds exactly this (a rollback to what it kept after a NACK, or a change elsewhere)
+            self.nacked = ""
+            self.cache.record(self.node_id, _ack(self.type_url, res.version, time.time(), only_if_new=True))
+            return
+        nonce = str(next(_nonces))
+        self.in_flight = _InFlight(nonce, res.version, {**dict.fromkeys(removed), **{n: versions[n] for n in changed}})
+        self.owes_answer, self.nacked = False, ""
+        head = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=res.version, type_url=self.type_url, nonce=nonce, removed_resources=removed
+        ).SerializeToString()
+        self.cache.record(self.node_id, _sent(self.type_url, res.version, time.time(), len(changed) + len(removed)))
+        yield bytes(head) + b"".join(res.delta_resource(n) for n in changed)
+
+
+def _namespace(name: str) -> str:
+    """Envoy's namespace of a resource name: everything before the last '/' (a VHDS host's route config)."""
+    return name.rpartition("/")[0]
+
+
+def _type_reset(type_url: str) -> Callable[[NodeStatus], None]:
+    def update(st: NodeStatus) -> None:
+        st.types.pop(type_url, None)
+
+    return update
+
+
+def _sent(type_url: str, version: str, at: float, count: int) -> Callable[[NodeStatus], None]:
+    def update(ns: NodeStatus) -> None:
+        ts = ns.type(type_url)
+        ts.sent, ts.sent_at, ts.sent_resources = version, at, count
+
+    return update
+
+
+def _ack(type_url: str, version: str, at: float, *, only_if_new: bool = False) -> Callable[[NodeStatus], None]:
+    def update(ns: NodeStatus) -> None:
+        ts = ns.type(type_url)
+        if only_if_new and ts.acked == version and not ts.nacked:
+            return
+        ts.acked, ts.acked_at = version, at
+        if ts.nacked == version or only_if_new:
+            ts.nacked, ts.error = "", ""
+
+    return update
+
+
+def _nack(type_url: str, version: str, error: str) -> Callable[[NodeStatus], None]:
+    def update(ns: NodeStatus) -> None:
+        ts = ns.type(type_url)
+        ts.nacked, ts.error = version, error
+
+    return update
+
+
 def _opened(at: float) -> Callable[[NodeStatus], None]:
     """A new stream starts from nothing: what an earlier stream had ACKed says nothing about this Envoy."""
 
@@ -223,11 +384,21 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
         yield from stream.run(request_iterator)
 
     def DeltaAggregatedResources(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED, "meshops serves state-of-the-world ADS only")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "meshops serves state-of-the-world ADS, and VHDS on its own delta stream"
+        )
+
+    def DeltaVirtualHosts(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
+        """VHDS (`VirtualHostDiscoveryService`): Envoy opens it for a route table whose `vhds` names a DELTA_GRPC
+        source; it cannot ride our state-of-the-world ADS stream (Envoy wants the ADS stream itself in delta mode)."""
+        stream = _DeltaStream(self.cache, rt.VIRTUAL_HOST, self.credentials)
+        context.add_callback(lambda: stream.events.put(_Event("closed")))
+        yield from stream.run(request_iterator)
 
 
 class XdsServer:
-    """The gRPC server. Threads: two per connected proxy (stream + reader), so size the pool for the mesh.
+    """The gRPC server. Threads: two per stream (stream + reader) and up to two streams per proxy (ADS, VHDS), so
+    size the pool for the mesh.
 
     `unix_socket` serves on a Unix socket instead of TCP: put it in an owner-only directory and only this user's
     processes can connect at all; `credentials` then tells this user's proxies apart."""
@@ -243,7 +414,7 @@ class XdsServer:
         credentials: NodeCredentials | None = None,
     ) -> None:
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_proxies + 8, thread_name_prefix="xds"),
+            futures.ThreadPoolExecutor(max_workers=2 * max_proxies + 8, thread_name_prefix="xds"),
             options=[("grpc.max_send_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
         )
         service = AggregatedDiscoveryService(cache, credentials)
@@ -259,8 +430,18 @@ class XdsServer:
                 response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
             ),
         }
+        vhds = {
+            "DeltaVirtualHosts": grpc.stream_stream_rpc_method_handler(
+                service.DeltaVirtualHosts,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=bytes,
+            )
+        }
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", handlers),)
+            (
+                grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", handlers),
+                grpc.method_handlers_generic_handler("envoy.service.route.v3.VirtualHostDiscoveryService", vhds),
+            )
         )
         self.unix_socket = unix_socket
         if unix_socket is not None:

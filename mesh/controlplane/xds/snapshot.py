@@ -42,6 +42,9 @@ class Resources:
     _packed: dict[str, any_pb2.Any] = field(default_factory=dict, repr=False)
     _eds: frozenset[str] | None = field(default=None, init=False, repr=False)
     _serialized: dict[frozenset[str] | None, bytes] = field(default_factory=dict, init=False, repr=False)
+    _versions: dict[str, str] | None = field(default=None, init=False, repr=False)
+    _delta: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _leaves: dict[str, Resources] | None = field(default=None, init=False, repr=False)
 
     @property
     def items(self) -> Mapping[str, Message]:
@@ -105,6 +108,44 @@ class Resources:
                 ).SerializeToString()
         return cache[names]
 
+    def versions(self) -> Mapping[str, str]:
+        """Each resource's own version (a digest of its bytes), for delta xDS: a one-host change is one changed entry.
+        Combined parts merge their parts' maps, so a part shared by every proxy is hashed once."""
+        cached = self._versions
+        if cached is None:
+            cached = {}
+            if self.parts:
+                for p in self.parts:
+                    cached.update(p.versions())
+            else:
+                for name, packed in self.packed().items():
+                    cached[name] = hashlib.blake2b(packed.value, digest_size=8).hexdigest()
+            self._versions = cached
+        return cached
+
+    def delta_resource(self, name: str) -> bytes:
+        """One `resources` entry of a DeltaDiscoveryResponse (name, version, the Any), encoded once and shared by
+        every stream that sends it: repeated fields concatenate on the wire."""
+        if self.parts:
+            return self._leaf(name).delta_resource(name)
+        wire = self._delta.get(name)
+        if wire is None:
+            resource = discovery_pb2.Resource(name=name, version=self.versions()[name], resource=self.packed()[name])
+            wire = self._delta[name] = discovery_pb2.DeltaDiscoveryResponse(resources=[resource]).SerializeToString()
+        return wire
+
+    def _leaf(self, name: str) -> Resources:
+        """The part holding `name` (later parts win, as in `items`), indexed once."""
+        if self._leaves is None:
+            leaves: dict[str, Resources] = {}
+            for p in self.parts:
+                if p.parts:
+                    leaves.update({n: p._leaf(n) for n in p.versions()})
+                else:
+                    leaves.update(dict.fromkeys(p.versions(), p))
+            self._leaves = leaves
+        return self._leaves[name]
+
     def packed(self) -> Mapping[str, any_pb2.Any]:
         """Each resource as an Any: `of` packs while hashing; combined parts merge their parts' on first use."""
         if self.parts and not self._packed:
@@ -119,12 +160,13 @@ class Snapshot:
 
     @classmethod
     def build(cls, **kinds: Iterable[Message] | Resources) -> Snapshot:
-        """`Snapshot.build(clusters=..., endpoints=..., listeners=..., routes=..., secrets=...)`."""
+        """`Snapshot.build(clusters=..., endpoints=..., listeners=..., routes=..., virtual_hosts=..., secrets=...)`."""
         urls = {
             "clusters": rt.CLUSTER,
             "endpoints": rt.ENDPOINT,
             "listeners": rt.LISTENER,
             "routes": rt.ROUTE,
+            "virtual_hosts": rt.VIRTUAL_HOST,
             "secrets": rt.SECRET,
         }
         return cls(

@@ -12,14 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from mesh import analyze as analysis
 from mesh.api.config import MeshConfig
 from mesh.api.issuer import Issuer, issued_credentials
 from mesh.api.workloads import Service
 from mesh.controlplane.ca import acme_status
-from mesh.controlplane.ca.acme_renewal import AcmeRenewal
 from mesh.controlplane.ca.authority import CertificateAuthority
 from mesh.controlplane.ca.credentials import CredentialStore
 from mesh.controlplane.ca.rotation import Rotation
@@ -30,14 +29,13 @@ from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
+from mesh.dataplane.zygote import Forked, Zygote, forkable
 from mesh.edge import local as edge_local
-from mesh.edge.tier import EdgeTier
 from mesh.errors import MeshError, TargetError, WorkloadChange
 from mesh.istio import EGRESS_GATEWAY_LABELS, EGRESS_GATEWAY_NAME
 from mesh.istio.serviceentries import egress_gateway_entry, egress_gateway_servers
 from mesh.observability.envoyconfig import add_to_bootstrap
 from mesh.observability.layout import TelemetryLayout
-from mesh.observability.stack import ObservabilityOptions, TelemetryStack
 from mesh.runtime import (
     GATEWAY_NAMESPACE,
     SIDECAR_OUTBOUND_PORT,
@@ -54,6 +52,12 @@ from mesh.targets.local import interception
 from mesh.targets.local.api import MeshDescription, PodInfo, ProxyInfo
 from mesh.targets.local.interception import CapturedPods
 from mesh.targets.local.options import LocalOptions
+
+if TYPE_CHECKING:  # loaded when a mesh uses them, not before its first request is served
+    from mesh.controlplane.ca.acme_renewal import AcmeRenewal
+    from mesh.edge.tier import EdgeTier
+    from mesh.observability.options import ObservabilityOptions
+    from mesh.observability.stack import TelemetryStack
 
 log = logging.getLogger("mesh.local")
 
@@ -114,6 +118,7 @@ class LocalMesh:
         self.capture: CapturedPods | None = None  # the pod network under --interception iptables
         self.egress: Proxy | None = None  # the egress gateway, when a Gateway selects one (iptables mode)
         self.interception = "proxy"
+        self.zygote: Zygote | None = None  # forks the sample-app workloads (one interpreter start for all of them)
 
     @property
     def private_dir(self) -> Path:
@@ -137,6 +142,7 @@ class LocalMesh:
         t0 = time.perf_counter()
         opts = self.options
         opts.check()
+        self._start_zygote()  # first: its imports overlap everything below
         self._acme_credentials(self.config)  # a bad Issuer reference fails here, before anything starts
         findings = analysis.check(self.config, capabilities("local"))
         for f in findings:
@@ -241,6 +247,16 @@ class LocalMesh:
         self.progress(f"mesh ready in {time.perf_counter() - t0:.2f}s")
         return self
 
+    def _start_zygote(self) -> None:
+        """The sample app's zygote, when some workload runs the sample app."""
+        commands = (
+            [sys.executable if a == "{python}" else a for a in v.command]
+            for s in self.config.services
+            for v in s.versions
+        )
+        if any(forkable(argv) is not None for argv in commands):
+            self.zygote = Zygote(self.run_dir / "zygote.log").start()
+
     def _certificate_authority(self) -> CertificateAuthority:
         """The mesh CA: a plug-in one from Istio's `cacerts` files (`--ca-dir`), else a self-made root."""
         ttl = dt.timedelta(seconds=self.options.workload_cert_ttl)
@@ -309,7 +325,7 @@ class LocalMesh:
         if not plan:
             return
         from mesh.controlplane.ca.acme import AcmeCertificates, AcmeIssuer
-        from mesh.controlplane.ca.acme_renewal import AcmeCredential
+        from mesh.controlplane.ca.acme_renewal import AcmeCredential, AcmeRenewal
         from mesh.edge.tier import EdgeChallenges
 
         assert self.edge is not None
@@ -362,6 +378,8 @@ class LocalMesh:
         self._start_acme()
 
     def _edge_spec(self) -> ProcessSpec:
+        from mesh.edge.tier import EdgeTier
+
         opts = self.options
         policy = edge_local.edge_policy(self.config, opts.ingress_host, opts.ingress_port)
         replicas = edge_local.replicas(self.gateways)
@@ -388,6 +406,8 @@ class LocalMesh:
         return f"unix:{self.private_dir / f'admin-{proxy.name}.sock'}"
 
     def _start_telemetry(self, options: ObservabilityOptions, ip: str) -> None:
+        from mesh.observability.stack import TelemetryStack
+
         self.telemetry = TelemetryStack(TelemetryLayout(self.options.state_dir), ip, options)
         self.telemetry.prepare(self.registry.proxies)
         self.pilot.options = replace(self.pilot.options, telemetry=self.telemetry.telemetry())
@@ -438,6 +458,8 @@ class LocalMesh:
         if pod.app_socket:
             env["UNIX_SOCKET"] = pod.app_socket
         target = (pod.app_ip, port.target_port or port.number)
+        netns: str | None = None
+        plain = argv  # what the zygote forks (it enters the pod's namespaces itself)
 
         def ready() -> bool:  # a socket in our 0700 dir can only be our own app's
             return _unix_ready(pod.app_socket) if pod.app_socket else _tcp_ready(*target)
@@ -446,19 +468,23 @@ class LocalMesh:
             for k in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
                 env.pop(k)
             env["XFCC_TRUSTED"] = "1"  # only its sidecar can reach it
+            netns = self.capture.namespace(pod.name)
             argv = self.capture.app_argv(pod, argv)
             capture, port_number = self.capture, target[1]
 
             def ready() -> bool:  # probed from inside the pod: its own traffic to itself is not captured
                 return capture.app_ready(pod, port_number)
 
+        log_path = self.run_dir / f"app-{pod.name}.log"
+        fork = None
+        if self.zygote is not None:
+            zygote = self.zygote
+
+            def fork(env: dict[str, str]) -> Forked | None:  # in its pod's namespaces, under iptables
+                return zygote.spawn(plain, env, log_path, netns)
+
         return ProcessSpec(
-            name=f"app/{pod.name}",
-            argv=argv,
-            env=env,
-            log_path=self.run_dir / f"app-{pod.name}.log",
-            ready=ready,
-            kind="app",
+            name=f"app/{pod.name}", argv=argv, env=env, log_path=log_path, ready=ready, kind="app", fork=fork
         )
 
     def _envoy_spec(self, proxy: Proxy) -> ProcessSpec:
@@ -628,6 +654,9 @@ class LocalMesh:
             self.rotation.stop()
             self.rotation = None
         self.supervisor.stop()
+        if self.zygote is not None:  # after its children: the supervisor stopped them one by one
+            self.zygote.stop()
+            self.zygote = None
         if self.xds is not None:
             self.xds.stop()
             self.xds = None

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from mesh.errors import UsageError
-from mesh.observability.stack import ObservabilityOptions
+from mesh.observability.options import ObservabilityOptions
 
 
 class LocalOptions(BaseModel):
