@@ -44,7 +44,8 @@ def mesh_cold_start() -> float:
 # `mesh up`'s own progress lines that close each phase on the user's clock (stderr, in order)
 PHASES = (
     ("imports + policies", "meshops: "),
-    ("control plane", "  starting "),
+    ("processes spawned", "  starting "),
+    ("config pushed", "  control plane: "),
     ("processes ready", "  mesh ready in "),
 )
 
