@@ -28,6 +28,7 @@ from mesh.controlplane.translate import (
     build_snapshot,
     required_credentials,
 )
+from mesh.controlplane.translate.changes import EVERYTHING, ConfigChanges, Inputs, config_changes
 from mesh.controlplane.xds.cache import SnapshotCache, SyncResult
 from mesh.controlplane.xds.snapshot import Snapshot
 from mesh.errors import PushRejected, PushTimedOut
@@ -49,11 +50,14 @@ class PushResult:
         return all(r.state == "SYNCED" for r in self.results.values())
 
 
-def resolve_secrets(ca: CertificateAuthority, store: CredentialStore, push: PushContext, proxy: Proxy) -> ProxySecrets:
+def resolve_secrets(
+    ca: CertificateAuthority, store: CredentialStore, push: PushContext, proxy: Proxy, root_pem: bytes | None = None
+) -> ProxySecrets:
     """The certificates a proxy's snapshot serves: its SVID issued (or renewed) by the CA, gateway credentials from
-    the store. Translation takes these as input; only the Pilot touches the CA and the credential files."""
+    the store. Translation takes these as input; only the Pilot touches the CA and the credential files.
+    `root_pem`: the CA's trust bundle, when the caller read it once for many proxies."""
     credentials = {name: store.get(name, hosts) for name, hosts in required_credentials(push, proxy)}
-    return ProxySecrets(ca.svid(proxy.identity), ca.root_pem, credentials)
+    return ProxySecrets(ca.svid(proxy.identity), root_pem or ca.root_pem, credentials)
 
 
 @contextlib.contextmanager
@@ -82,6 +86,23 @@ def _no_cycle_collection() -> Iterator[None]:
     gc.enable()
 
 
+@dataclass(frozen=True)
+class Translation:
+    """One push's output with what it was translated from: the next push starts from the last one that took effect
+    (an accepted push, or a republish), never from a rejected one."""
+
+    inputs: Inputs
+    push: PushContext
+    snapshots: dict[str, Snapshot]
+    secrets: dict[str, ProxySecrets]
+    changes: ConfigChanges = EVERYTHING
+    translated: int = 0  # proxies translated (the others kept their snapshot)
+    since_full: int = 0  # pushes since every proxy was last translated
+
+
+FULL_EVERY = 32  # translate every proxy at least this often, so the memo forgets pieces no proxy uses any more
+
+
 class Pilot:
     def __init__(
         self,
@@ -100,18 +121,62 @@ class Pilot:
         self.revision = 0
         self._lock = threading.RLock()
         self._memo: dict[Hashable, Any] = {}  # translation pieces reused while their inputs are unchanged
+        self._applied: Translation | None = None  # the last translation that took effect
+        self.last: Translation | None = None  # the last translation made (applied or not)
         registry.on_change(self._on_registry_change)
 
     def snapshots(self, config: MeshConfig) -> tuple[dict[str, Snapshot], float]:
         t0 = time.perf_counter()
+        self.last = self.translate(config)
+        return self.last.snapshots, (time.perf_counter() - t0) * 1000
+
+    @property
+    def applied(self) -> Translation | None:
+        """The last translation that took effect: the next push starts from it."""
+        return self._applied
+
+    def translate(self, config: MeshConfig) -> Translation:
+        """Every proxy's snapshot for `config`. Starting from the last applied translation, only the indexes of
+        changed kinds are rebuilt and only the proxies a change reaches are translated: the others keep their
+        snapshot object (Istio's ProxyNeedsPush). Nothing is applied here."""
         entries = self.registry.entries  # services the runtime provides (the egress gateway's)
         world = MeshConfig(config.services, [*config.resources, *entries]) if entries else config
+        inputs = Inputs(world, self.registry.pods, self.registry.proxies, self.options)
+        before = self._applied
         with _no_cycle_collection():
-            push = PushContext(world, self.registry.pods, options=self.options)
+            changes = config_changes(before.inputs if before else None, inputs)
+            if before is not None and before.since_full >= FULL_EVERY:
+                changes = EVERYTHING
+            push = before.push.updated(world, changes) if before and not changes.everything else None
+            if push is None or before is None or push.features != before.push.features:
+                changes, push = EVERYTHING, PushContext(world, inputs.pods, options=self.options)
             cache = PushCache(push, self._memo)
-            snaps = {p.id: build_snapshot(push, p, self.secrets(push, p), cache) for p in self.registry.proxies}
-            self._memo = cache.kept()  # forget what this push no longer needs
-        return snaps, (time.perf_counter() - t0) * 1000
+            old = before if before is not None and not changes.everything else None
+            snaps, secrets, translated, root = {}, {}, 0, self.ca.root_pem
+            for p in inputs.proxies:
+                secrets[p.id] = resolve_secrets(self.ca, self.credentials, push, p, root)
+                kept = old.snapshots.get(p.id) if old else None
+                if (
+                    old is None
+                    or kept is None
+                    or secrets[p.id] != old.secrets.get(p.id)
+                    or self._reaches(changes, push, p)
+                ):
+                    kept = build_snapshot(push, p, secrets[p.id], cache)
+                    translated += 1
+                snaps[p.id] = kept
+            whole = translated == len(inputs.proxies)
+            self._memo = cache.kept(prune=whole)  # a kept snapshot's pieces stay until every proxy is translated
+        since = 0 if whole or before is None else before.since_full + 1
+        return Translation(inputs, push, snaps, secrets, changes, translated, since)
+
+    @staticmethod
+    def _reaches(changes: ConfigChanges, push: PushContext, proxy: Proxy) -> bool:
+        """Whether a change reaches the proxy's config: gateways always (their routes read every VirtualService
+        bound to them), sidecars when a change claims a service their scope holds (Istio's DependsOnConfig)."""
+        if changes.none:
+            return False
+        return proxy.kind != "sidecar" or changes.reaches(push.proxy_scope(proxy).services)
 
     def secrets(self, push: PushContext, proxy: Proxy) -> ProxySecrets:
         return resolve_secrets(self.ca, self.credentials, push, proxy)
@@ -120,6 +185,8 @@ class Pilot:
         """Translate, publish, and wait for every proxy to ACK or NACK. Raises PushRejected after rolling back."""
         with self._lock:
             snaps, translate_ms = self.snapshots(config)
+            assert self.last is not None
+            translation = self.last
             previous = {n: s for n in snaps if (s := self.cache.get_snapshot(n)) is not None}
             changed = self._publish(snaps)
             t0 = time.perf_counter()
@@ -135,6 +202,7 @@ class Pilot:
                     self.cache.set_snapshot(node, previous[node])
                 self.cache.wait_synced(restored, timeout=wait)
                 raise PushRejected(rejected) if rejected else PushTimedOut(silent, wait)
+            self._applied = translation
             self.config = config
             self.revision += 1
             return PushResult(self.revision, results, translate_ms, sync_ms, changed)
@@ -155,4 +223,6 @@ class Pilot:
 
     def _republish(self) -> None:
         with self._lock:
-            self._publish(self.snapshots(self.config)[0])
+            translation = self.translate(self.config)
+            self._publish(translation.snapshots)
+            self._applied = translation

@@ -26,6 +26,7 @@ from mesh.runtime import Proxy
 T = TypeVar("T")
 Memo = dict[Hashable, Any]
 FINGERPRINTS = ("fingerprints",)  # the memo's entry for the digests carried across pushes
+WORLD = ("world",)  # the memo's entry for the last world digest and the objects it hashed
 
 
 class Fingerprints:
@@ -73,8 +74,11 @@ class PushCache:
             self._once[key] = make()
         return self._once[key]  # type: ignore[no-any-return]
 
-    def kept(self) -> Memo:
-        """The memo for the next push: what this push used, nothing it no longer needs."""
+    def kept(self, prune: bool = True) -> Memo:
+        """The memo for the next push: what this push used, nothing it no longer needs (`prune`), or everything
+        (a push that kept some proxies' snapshots did not use their pieces, yet they may be needed again)."""
+        if not prune:
+            return self._memo
         return {k: self._memo[k] for k in self._used}
 
     # --- keys ----------------------------------------------------------------------------------------
@@ -88,10 +92,19 @@ class PushCache:
     @cached_property
     def world_digest(self) -> str:
         """Everything a route may read besides its own VirtualService: services and DestinationRules."""
-        h = hashlib.blake2b(digest_size=8)
         entries = [r for r in self.push.config.resources if r.kind in ("ServiceEntry", "WorkloadEntry")]
-        for obj in [*self.push.config.services, *self.push.destination_rules, *entries]:
+        objects = [*self.push.config.services, *self.push.destination_rules, *entries]
+        last = self._memo.get(WORLD)
+        if (
+            last is not None
+            and len(last[0]) == len(objects)
+            and all(a is b for a, b in zip(last[0], objects, strict=True))
+        ):
+            return str(last[1])  # the same objects as last push (a VirtualService change): not hashed again
+        h = hashlib.blake2b(digest_size=8)
+        for obj in objects:
             h.update(self.digest(obj).encode())
+        self._memo[WORLD] = (objects, h.hexdigest())
         return h.hexdigest()
 
     def clusters_key(self, view: ServiceView, ns: str) -> Hashable:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule, Gateway, Subset, TrafficPolicy, VirtualService
 from mesh.api.ratelimit import RateLimit
 from mesh.api.security import AuthorizationPolicy, PeerAuthentication
 from mesh.api.workloads import Service, ServicePort
+from mesh.controlplane.translate.changes import ConfigChanges, Pair
 from mesh.istio import (
     DEFAULT_MTLS_MODE,
     ROOT_NAMESPACE,
@@ -22,7 +24,6 @@ from mesh.istio import (
     binds_gateway,
     export_scope,
     gateway_hosts,
-    mesh_virtual_services,
     mtls_mode,
     pick_destination_rule,
     resolve_host,
@@ -31,9 +32,12 @@ from mesh.istio import (
     virtual_service_visible,
 )
 from mesh.istio.protocol import is_http_port
+from mesh.istio.routing import MeshRoutes
 from mesh.istio.sidecar import route_destinations
 from mesh.observability.envoyconfig import TelemetryOptions
 from mesh.runtime import Pod, Proxy
+
+Named = TypeVar("Named", VirtualService, DestinationRule)
 
 
 def outbound_cluster(port: int, subset: str, fqdn: str) -> str:
@@ -77,7 +81,7 @@ class ProxyScope:
 
 
 def _vhds_default() -> Literal["auto", "on", "off"]:
-    value = os.environ.get("MESH_VHDS", "off")
+    value = os.environ.get("MESH_VHDS", "auto")
     if value not in ("auto", "on", "off"):
         from mesh.errors import UsageError
 
@@ -140,9 +144,11 @@ class PushContext:
         self._sidecars = SidecarIndex(kinds["Sidecar"])
         self._scopes: dict[tuple[tuple[str, str, str] | None, str], ProxyScope] = {}
         self._proxy_scopes: dict[str, ProxyScope] = {}
-        self._vs_hosts: dict[int, list[str]] = {}  # by id: the VirtualServices live as long as this context
-        self._vs_destinations: dict[int, set[str]] = {}
-        self._mesh_vs_by_namespace: dict[str, dict[str, list[VirtualService]]] = {}
+        # by id, holding the object (carried to the next push, an id may be reused once the object is gone)
+        self._vs_hosts: dict[int, tuple[VirtualService, list[str]]] = {}
+        self._vs_destinations: dict[int, tuple[VirtualService, set[str]]] = {}
+        self._mesh_routes: dict[str, MeshRoutes] = {}  # by visibility namespace
+        self._vs_features = Counter(f for vs in self._virtual_services for f in _features(vs))
         self.rate_limits: list[RateLimit] = kinds["RateLimit"]  # every proxy asks; scanning the config 50x cost ~15 ms
         by_service: dict[str, list[Pod]] = defaultdict(list)
         for p in pods:
@@ -154,20 +160,76 @@ class PushContext:
             for s in sorted(config.services, key=lambda s: s.fqdn)
         }
 
-    @cached_property
+    @property
     def uses_cors(self) -> bool:
         """Whether any rule has a CORS policy: only then do HTTP chains carry the CORS filter (it costs ~3% per hop)."""
-        return any(rule.cors_policy is not None for vs in self._virtual_services for rule in vs.http)
+        return self._vs_features["cors"] > 0
 
-    @cached_property
+    @property
     def uses_source_labels(self) -> bool:
         """Whether any rule matches the caller's labels: only then do sidecars of one namespace get different routes."""
-        return any(m.source_labels for vs in self._virtual_services for r in vs.http for m in r.match)
+        return self._vs_features["source_labels"] > 0
+
+    @property
+    def features(self) -> tuple[bool, bool, bool]:
+        """The mesh-wide switches VirtualServices set (CORS filter, per-caller routes, per-namespace visibility):
+        when one flips, every proxy's config changes."""
+        return (self.uses_cors, self.uses_source_labels, self.exports_virtual_services)
 
     @property
     def destination_rules(self) -> list[DestinationRule]:
         """Every DestinationRule, by (namespace, name)."""
         return self._destination_rules
+
+    # --- the next push ---------------------------------------------------------------------------------
+
+    def updated(self, config: MeshConfig, changes: ConfigChanges) -> PushContext:
+        """The context for `config`, which differs from this one's by `changes` alone (VirtualServices and
+        DestinationRules): the indexes of unchanged kinds are carried over, the changed kinds' patched, and every
+        Sidecar scope no change reaches is kept (Istio rebuilds only the changed kinds' indexes: push_context.go's
+        initVirtualServices, initDestinationRules). `self` is not modified: a rejected push leaves it as it was."""
+        new = copy.copy(self)
+        new.config = config
+        for name in ("_modes", "_scopes", "_proxy_scopes", "_vs_hosts", "_vs_destinations", "_policies"):
+            setattr(new, name, dict(getattr(self, name)))  # filled lazily: each context its own
+        if changes.virtual_services:
+            new._update_virtual_services(changes.virtual_services)
+            new._forget_scopes(changes)
+        if changes.destination_rules:
+            new._update_destination_rules(changes)
+        return new
+
+    def _update_virtual_services(self, pairs: Sequence[Pair]) -> None:
+        before = [b for b, _ in pairs if b is not None]
+        after = [a for _, a in pairs if a is not None]
+        self._virtual_services = _replaced(self._virtual_services, pairs)
+        self._vs_features = (self._vs_features - Counter(f for vs in before for f in _features(vs))) + Counter(
+            f for vs in after for f in _features(vs)
+        )
+        self._mesh_routes = {
+            ns: routes.replaced(_visible(before, ns), _visible(after, ns)) for ns, routes in self._mesh_routes.items()
+        }
+        gone = {id(vs) for vs in before}
+        self._vs_hosts = {k: v for k, v in self._vs_hosts.items() if k not in gone}
+        self._vs_destinations = {k: v for k, v in self._vs_destinations.items() if k not in gone}
+
+    def _update_destination_rules(self, changes: ConfigChanges) -> None:
+        pairs = changes.destination_rules
+        self._destination_rules = _replaced(self._destination_rules, pairs)
+        hosts = {rule_host(dr) for pair in pairs for dr in pair if dr is not None}
+        if "_rules_by_host" in self.__dict__:  # computed by the previous push: patch the changed hosts' lists
+            index = dict(self._rules_by_host)
+            for host in hosts:
+                index[host] = [dr for dr in self._destination_rules if rule_host(dr) == host]
+            self.__dict__["_rules_by_host"] = defaultdict(list, {h: v for h, v in index.items() if v})
+        self._policies = {k: v for k, v in self._policies.items() if k[0] not in hosts}
+
+    def _forget_scopes(self, changes: ConfigChanges) -> None:
+        """Forget the Sidecar scopes a VirtualService change reaches (the VirtualServices routing their hosts or
+        the services their routes add may differ); the others stay the previous push's objects."""
+        self._scopes = {k: s for k, s in self._scopes.items() if not changes.reaches(s.services)}
+        kept = {id(s) for s in self._scopes.values()}
+        self._proxy_scopes = {p: s for p, s in self._proxy_scopes.items() if id(s) in kept}
 
     # --- lookups ------------------------------------------------------------------------------------
 
@@ -258,11 +320,11 @@ class PushContext:
 
     # --- VirtualServices ------------------------------------------------------------------------------
 
-    @cached_property
+    @property
     def exports_virtual_services(self) -> bool:
         """Whether some VirtualService's exportTo hides it from some namespace: only then do the VirtualServices a
         proxy sees depend on its namespace (and do views and scopes get one entry per namespace)."""
-        return any(export_scope(vs.export_to, vs.namespace) is not None for vs in self._virtual_services)
+        return self._vs_features["export"] > 0
 
     def visibility_namespace(self, namespace: str) -> str:
         """The part of a proxy's namespace its VirtualServices depend on: the namespace itself while some
@@ -280,10 +342,10 @@ class PushContext:
         it first (exact hosts, then the most specific wildcard: `mesh.istio.mesh_virtual_services`). Filtered
         before ranking, as Istio does: a VirtualService a namespace cannot see never shadows one it can."""
         key = self.visibility_namespace(namespace)
-        found = self._mesh_vs_by_namespace.get(key)
+        found = self._mesh_routes.get(key)
         if found is None:
-            found = self._mesh_vs_by_namespace[key] = mesh_virtual_services(self.virtual_services(key), self.services)
-        return found
+            found = self._mesh_routes[key] = MeshRoutes(self.virtual_services(key), self.services)
+        return found.ranked
 
     def gateway_virtual_services(self, gw: Gateway, namespace: str) -> list[tuple[VirtualService, list[str]]]:
         """VirtualServices bound to `gw` and exported to `namespace` (the gateway proxy's: Istio filters by the
@@ -352,15 +414,15 @@ class PushContext:
     def _hosts(self, vs: VirtualService) -> list[str]:
         """A VirtualService's hosts resolved in its namespace (once per push: every Sidecar scope asks)."""
         found = self._vs_hosts.get(id(vs))
-        if found is None:
-            found = self._vs_hosts[id(vs)] = [resolve_host(h, vs.namespace) for h in vs.hosts]
-        return found
+        if found is None or found[0] is not vs:
+            found = self._vs_hosts[id(vs)] = (vs, [resolve_host(h, vs.namespace) for h in vs.hosts])
+        return found[1]
 
     def _destinations(self, vs: VirtualService) -> set[str]:
         found = self._vs_destinations.get(id(vs))
-        if found is None:
-            found = self._vs_destinations[id(vs)] = route_destinations(vs)
-        return found
+        if found is None or found[0] is not vs:
+            found = self._vs_destinations[id(vs)] = (vs, route_destinations(vs))
+        return found[1]
 
     def _candidates(self, scope: SidecarScope) -> set[str]:
         """Services an egress host may select, looked up by name or namespace instead of testing every service
@@ -395,6 +457,33 @@ class PushContext:
             ):
                 out.append(ap)
         return out
+
+
+def _features(vs: VirtualService) -> set[str]:
+    out = set()
+    if any(rule.cors_policy is not None for rule in vs.http):
+        out.add("cors")
+    if any(m.source_labels for r in vs.http for m in r.match):
+        out.add("source_labels")
+    if export_scope(vs.export_to, vs.namespace) is not None:
+        out.add("export")
+    return out
+
+
+def _visible(vss: Iterable[VirtualService], namespace: str) -> list[VirtualService]:
+    """The VirtualServices a visibility namespace's index holds ("": all of them)."""
+    return [vs for vs in vss if not namespace or virtual_service_visible(vs, namespace)]
+
+
+def _replaced(objects: list[Named], pairs: Sequence[Pair]) -> list[Named]:
+    """A sorted list of config objects with the changed ones swapped (an edit keeps its place), added or removed."""
+    if all(b is not None and a is not None for b, a in pairs):
+        swap = {id(b): a for b, a in pairs}
+        return [swap.get(id(o), o) for o in objects]
+    gone = {id(b) for b, _ in pairs if b is not None}
+    kept: list[Named] = [o for o in objects if id(o) not in gone]
+    kept += [a for _, a in pairs if a is not None]
+    return sorted(kept, key=lambda o: (o.namespace, o.name))
 
 
 def routes_by_original_destination(push: PushContext, view: ServiceView) -> bool:
