@@ -1,5 +1,7 @@
 """Simulated proxies for the scale benchmarks: N ADS streams that subscribe like Envoy, decode every resource they
-receive into its Envoy message (as Envoy must before it can ACK) and ACK.
+receive into its Envoy message (as Envoy must before it can ACK) and ACK. A route table that names a VHDS source
+gets its own delta stream, as Envoy 1.40 opens it (a wildcard subscription, keeping the hosts under `<table>/`),
+whose virtual hosts are decoded and ACKed the same way.
 
 Run as a separate process so their CPU does not share the control plane's GIL:
     python -m bench.adsclients PORT NODES_FILE
@@ -19,15 +21,17 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.route.v3 import rds_pb2_grpc
 
 CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
 RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 SDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+VHDS = "type.googleapis.com/envoy.config.route.v3.VirtualHost"
 MESSAGES = {
     CDS: cluster_pb2.Cluster,
     EDS: endpoint_pb2.ClusterLoadAssignment,
@@ -45,10 +49,17 @@ def stream(channel: grpc.Channel, node: str, eds: list[str], rds: list[str]) -> 
     names = {EDS: eds, RDS: rds, SDS: ["default", "ROOTCA"]}
     subscribed = set()
     stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+    vhds: set[str] = set()
     for resp in stub.StreamAggregatedResources(iter(q.get, None)):
         message = MESSAGES[resp.type_url]
         for resource in resp.resources:
-            message.FromString(resource.value)
+            decoded = message.FromString(resource.value)
+            table = (
+                decoded.name if isinstance(decoded, route_pb2.RouteConfiguration) and decoded.HasField("vhds") else ""
+            )
+            if table and table not in vhds:
+                vhds.add(table)
+                threading.Thread(target=virtual_hosts, args=(channel, n, table), daemon=True).start()
         q.put(
             discovery_pb2.DiscoveryRequest(
                 node=n,
@@ -63,6 +74,21 @@ def stream(channel: grpc.Channel, node: str, eds: list[str], rds: list[str]) -> 
             if t not in subscribed:
                 subscribed.add(t)
                 q.put(discovery_pb2.DiscoveryRequest(node=n, type_url=t, resource_names=names[t]))
+
+
+def virtual_hosts(channel: grpc.Channel, node: base_pb2.Node, table: str) -> None:
+    """One route table's VHDS stream: what Envoy holds is kept (hosts under `<table>/`), removals dropped."""
+    q: queue.Queue[discovery_pb2.DeltaDiscoveryRequest] = queue.Queue()
+    q.put(discovery_pb2.DeltaDiscoveryRequest(node=node, type_url=VHDS))
+    held: dict[str, route_components_pb2.VirtualHost] = {}
+    stub = rds_pb2_grpc.VirtualHostDiscoveryServiceStub(channel)
+    for resp in stub.DeltaVirtualHosts(iter(q.get, None)):
+        for resource in resp.resources:
+            if resource.name.rpartition("/")[0] == table:
+                held[resource.name] = route_components_pb2.VirtualHost.FromString(resource.resource.value)
+        for name in resp.removed_resources:
+            held.pop(name, None)
+        q.put(discovery_pb2.DeltaDiscoveryRequest(type_url=VHDS, response_nonce=resp.nonce))
 
 
 def main() -> None:

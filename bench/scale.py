@@ -30,6 +30,7 @@ from mesh.api import helpers as h
 from mesh.api.sidecar import IstioEgressListener, Sidecar, SidecarWorkloadSelector
 from mesh.controlplane.ca import CertificateAuthority
 from mesh.controlplane.pilot import Pilot, PushResult
+from mesh.controlplane.translate import MeshOptions
 from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.server import XdsServer
 from mesh.controlplane.xds.snapshot import Snapshot
@@ -127,12 +128,16 @@ class SimulatedMesh:
     nodes: list[str]
     snapshot: Snapshot  # the first proxy's, from the first push
     first: PushResult
+    port: int = 0  # the xDS server's (for real Envoys serving the nodes past `simulated`)
 
 
 @contextlib.contextmanager
-def simulated_mesh(base: MeshConfig, proxies: int) -> Iterator[SimulatedMesh]:
+def simulated_mesh(
+    base: MeshConfig, proxies: int, options: MeshOptions | None = None, simulated: int | None = None
+) -> Iterator[SimulatedMesh]:
     """A Pilot serving `base` over a real ADS server to `proxies` simulated clients in another process
-    (`bench.adsclients`, which decode every resource and ACK); yields once the clients are connected."""
+    (`bench.adsclients`, which decode every resource and ACK); yields once the clients are connected. With
+    `simulated`, only the first that many nodes get a client (the caller serves the rest, e.g. by real Envoys)."""
     registry = Registry()
     counter = iter(range(1, 100_000))
 
@@ -143,13 +148,13 @@ def simulated_mesh(base: MeshConfig, proxies: int) -> Iterator[SimulatedMesh]:
     for svc in base.services:
         for pod in pods_for(svc, ips):
             registry.add_pod(pod)
-    pilot = Pilot(registry, CertificateAuthority())
+    pilot = Pilot(registry, CertificateAuthority(), options=options)
     server = XdsServer(pilot.cache, port=0, max_proxies=proxies + 8).start()
     nodes = [p.id for p in registry.proxies]
     first = pilot.push(base, wait=0)
     snap = pilot.cache.get_snapshot(nodes[0])
     assert snap is not None
-    spec = {"nodes": nodes, **_subscriptions(pilot, nodes)}
+    spec = {"nodes": nodes[:simulated], **_subscriptions(pilot, nodes)}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(spec, f)
     env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"}
@@ -162,7 +167,7 @@ def simulated_mesh(base: MeshConfig, proxies: int) -> Iterator[SimulatedMesh]:
     )
     try:
         assert clients.stdout is not None and clients.stdout.readline().strip() == "ready"
-        yield SimulatedMesh(pilot, nodes, snap, first)
+        yield SimulatedMesh(pilot, nodes, snap, first, server.port)
     finally:
         if clients.stdin:
             clients.stdin.close()

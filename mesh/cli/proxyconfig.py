@@ -47,6 +47,11 @@ def _chain(chain: dict[str, Any], fallback: str = "default") -> str:
     return str(name)
 
 
+def _host(table: str, name: str, vhds: bool) -> str:
+    """A virtual host as translated: over VHDS Envoy holds it as `<table>/<host>` (the name is its resource name)."""
+    return name.removeprefix(f"{table}/") if vhds else name
+
+
 def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
     sec = _section(dump, kind)
     if kind == "listeners":
@@ -70,6 +75,7 @@ def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
         rows = []
         for rc in sec.get("dynamic_route_configs", []):
             cfg = rc.get("route_config", {})
+            name, vhds = cfg.get("name", ""), "vhds" in cfg
             for vh in cfg.get("virtual_hosts", []):
                 for r in vh.get("routes", []):
                     m = r.get("match", {})
@@ -85,7 +91,9 @@ def render(kind: str, dump: dict[str, Any], admin: Admin) -> str:
                         )
                         or ("redirect" if "redirect" in r else "")
                     )
-                    rows.append([cfg.get("name", ""), vh.get("name", ""), match, dest])
+                    rows.append(
+                        [f"{name} (VHDS)" if vhds else name, _host(name, vh.get("name", ""), vhds), match, dest]
+                    )
         return table(["NAME", "VIRTUAL HOST", "MATCH", "DESTINATION"], rows)
     if kind == "clusters":
         rows = []

@@ -135,18 +135,25 @@ class Supervisor:
             )
 
     def start(
-        self, specs: list[ProcessSpec], timeout: float = 30.0, progress: Callable[[int, int], None] | None = None
+        self,
+        specs: list[ProcessSpec],
+        timeout: float = 30.0,
+        progress: Callable[[int, int], None] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> None:
-        """Start all in parallel; return once all are ready. On failure everything started is stopped."""
-        with self._lock:
-            for s in specs:
-                m = Managed(s)
-                self._procs[s.name] = m
-                self._spawn(m)
+        """Start all in parallel; return once all are ready. `meanwhile` runs once they are spawned, before the
+        wait (work they need to become ready, done while they start up). On failure everything started is stopped."""
         deadline = time.monotonic() + timeout
         pending = {s.name for s in specs}
         total = len(specs)
         try:
+            with self._lock:
+                for s in specs:
+                    m = Managed(s)
+                    self._procs[s.name] = m
+                    self._spawn(m)
+            if meanwhile is not None:
+                meanwhile()
             while pending:
                 for name in sorted(pending):
                     m = self._procs[name]

@@ -15,11 +15,14 @@ A test that changes the config goes through `mesh_policies` (or restores it itse
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from mesh.api.config import MeshConfig
-from mesh.harness.under_test import MeshUnderTest
+if TYPE_CHECKING:  # pytest loads this plugin in every process it starts (xdist's controller too), most of which
+    # never bring a mesh up: the target and its control plane (gRPC, Envoy's protos: ~2 s) load in the fixture
+    from mesh.api.config import MeshConfig
+    from mesh.harness.under_test import MeshUnderTest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,6 +78,8 @@ def mesh_config(pytestconfig: pytest.Config) -> MeshConfig:
 
 @pytest.fixture(scope="session")
 def mesh(pytestconfig: pytest.Config, mesh_config: MeshConfig) -> Iterator[MeshUnderTest]:
+    from mesh.harness.under_test import MeshUnderTest
+
     target = pytestconfig.getoption("--mesh")
     m: MeshUnderTest
     if target == "local":

@@ -81,7 +81,7 @@ class ProxyScope:
 
 
 def _vhds_default() -> Literal["auto", "on", "off"]:
-    value = os.environ.get("MESH_VHDS", "off")
+    value = os.environ.get("MESH_VHDS", "auto")
     if value not in ("auto", "on", "off"):
         from mesh.errors import UsageError
 

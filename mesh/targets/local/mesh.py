@@ -209,15 +209,12 @@ class LocalMesh:
         self.xds = self.serve_xds()
         if self.capture:  # Envoy runs as the proxy user inside the pods: let it reach xDS and place its admin socket
             self.capture.share(self.private_dir, self.private_dir / "xds.sock")
-        self.pilot.push(self.config, wait=0)
-        where = str(self.capture.net.subnet) if self.capture else f"127.{block.b}.0.0/16"
-        self.progress(f"control plane: xDS on {self.xds.address}, {len(pods)} pods on {where}")
-
-        specs = [self._app_spec(p) for p in pods]
-        specs += [self._envoy_spec(sidecar_for(p)) for p in pods]
+        # the Envoys first: the apps may wait a moment for the zygote's imports
+        specs = [self._envoy_spec(sidecar_for(p)) for p in pods]
         specs += [self._envoy_spec(g) for g in self.gateways]
         if self.egress is not None:
             specs.append(self._envoy_spec(self.egress))
+        specs += [self._app_spec(p) for p in pods]
         if opts.edge is not None:
             try:
                 specs.append(self._edge_spec())
@@ -229,9 +226,15 @@ class LocalMesh:
             if done == total or done % max(1, total // 4) == 0:
                 self.progress(f"  {done}/{total} processes ready")
 
+        def push() -> None:  # while the processes start: an Envoy waits on its ADS stream for the first push
+            assert self.xds is not None
+            self.pilot.push(self.config, wait=0)
+            where = str(self.capture.net.subnet) if self.capture else f"127.{block.b}.0.0/16"
+            self.progress(f"control plane: xDS on {self.xds.address}, {len(pods)} pods on {where}")
+
         self.progress(f"starting {len(pods)} apps, {len(pods)} sidecars and the ingress gateway")
         try:
-            self.supervisor.start(specs, timeout=opts.start_timeout, progress=step)
+            self.supervisor.start(specs, timeout=opts.start_timeout, progress=step, meanwhile=push)
         except StartupFailed as e:
             raise TargetError(
                 str(e), hint="the log named above says why; `mesh up --log-level debug` for more"

@@ -16,6 +16,23 @@ from tests.e2e.local.cli import ROOT, mesh
 from tests.e2e.local.cli import alive as _alive
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` now (the sample-app zygote and the workloads it forked are grandchildren)."""
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat:
+            parent[int(entry.name)] = int(stat[stat.rfind(")") + 2 :].split()[1])
+    out, frontier = [], [pid]
+    while frontier:
+        frontier = [c for c, p in parent.items() if p in frontier]
+        out += frontier
+    return out
+
+
 def _all_gone(pids: list[int], timeout: float) -> list[int]:
     deadline = time.monotonic() + timeout
     while (left := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
@@ -31,9 +48,11 @@ def test_a_killed_mesh_takes_everything_with_it_and_up_starts_cleanly_in_place(t
     assert first.returncode == 0, first.stdout + first.stderr
     status = json.loads(mesh(tmp_path, "status", "-o", "json").stdout)
     pids = [p["pid"] for p in status["processes"]]
+    below = descendants(status["pid"])
+    assert set(pids) <= set(below) and len(below) > len(pids)  # the zygote too, and nothing listed is unrelated
     os.kill(status["pid"], signal.SIGKILL)  # the supervisor itself dies
     try:
-        assert _all_gone([status["pid"], *pids], timeout=20) == []
+        assert _all_gone([status["pid"], *below], timeout=20) == []
         dead = mesh(tmp_path, "status")
         assert dead.returncode == 69 and "no longer running" in dead.stderr
         second = mesh(tmp_path, *args)
@@ -68,9 +87,12 @@ def test_the_foreground_mesh_serves_until_ctrl_c(tmp_path: Path) -> None:
         assert proc.poll() is None  # still serving
         status = mesh(tmp_path, "status")
         assert status.returncode == 0, status.stderr
+        below = descendants(proc.pid)
+        assert len(below) >= 16  # 7 apps, 8 Envoys, the zygote
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "stopped; no process left behind" in rest, rest
+        assert _all_gone(below, timeout=5) == []
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -240,7 +240,8 @@ class Edits:
         return config
 
     def options(self, config: MeshConfig, pilot: Pilot) -> MeshConfig:
-        pilot.options = MeshOptions(access_log=self.rng.random() < 0.5)
+        vhds = self.rng.choice(["off", "on"])  # the sidecar route table whole, or its hosts over VHDS
+        pilot.options = MeshOptions(access_log=self.rng.random() < 0.5, vhds=vhds)  # type: ignore[arg-type]
         return config
 
     def renew(self, config: MeshConfig, pilot: Pilot) -> MeshConfig:

@@ -26,6 +26,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from envoy.service.route.v3 import rds_pb2_grpc
 from google.rpc import status_pb2
 
+from mesh.cli import proxyconfig
 from mesh.controlplane.ca import CertificateAuthority
 from mesh.controlplane.pilot import Pilot
 from mesh.controlplane.translate import MeshOptions, vhds
@@ -76,6 +77,7 @@ class DeltaClient:
     def __init__(self, port: int, *, token: str = "", node: str = NODE) -> None:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.token, self.node = token, node
+        self.closed = threading.Event()
         self.requests: queue.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = queue.Queue()
         self.responses: queue.Queue[discovery_pb2.DeltaDiscoveryResponse] = queue.Queue()
         stub = rds_pb2_grpc.VirtualHostDiscoveryServiceStub(self.channel)
@@ -107,8 +109,11 @@ class DeltaClient:
         """From now on ACK every response, or NACK with `reject`'s text when it returns one (as Envoy would)."""
 
         def loop() -> None:
-            while True:
-                r = self.recv(timeout=30)
+            while not self.closed.is_set():
+                try:
+                    r = self.recv(timeout=0.1)
+                except queue.Empty:
+                    continue
                 self.send(nonce=r.nonce, error=reject(r))
 
         threading.Thread(target=loop, daemon=True).start()
@@ -121,6 +126,7 @@ class DeltaClient:
         return False
 
     def close(self) -> None:
+        self.closed.set()
         self.requests.put(None)
         self.channel.close()
 
@@ -212,6 +218,31 @@ def test_a_nack_is_recorded_not_resent_and_a_rollback_sends_nothing(cache: Snaps
 
     cache.set_snapshot(NODE, snap(host("a", "a2"), host("b", "b1")))  # and pushes go on from there
     assert names(client.recv()) == ["http_proxy/a"]
+
+
+def test_a_node_with_a_stream_per_table_is_synced_only_when_every_stream_acked(
+    cache: SnapshotCache, server: XdsServer
+) -> None:
+    """Envoy opens one VHDS stream per route table, each validating the hosts on its own."""
+    cache.set_snapshot(NODE, snap(host("a", "a1")))
+    first, second = DeltaClient(server.port), DeltaClient(server.port)
+    try:
+        first.send()
+        first.send(nonce=first.recv().nonce)
+        second.send()
+        r = second.recv()
+        assert cache.sync_state(NODE).state == "STALE"  # the second table has not taken the hosts yet
+        second.send(nonce=r.nonce)
+        assert cache.wait_synced([NODE], 2)[NODE].state == "SYNCED"
+
+        cache.set_snapshot(NODE, snap(host("a", "a2")))
+        first.send(nonce=first.recv().nonce)
+        second.send(nonce=second.recv().nonce, error="rejected by the second table")
+        result = cache.wait_synced([NODE], 2)[NODE]
+        assert result.state == "NACK" and result.errors == {"VHDS": "rejected by the second table"}
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_stale_nonce_acknowledges_nothing(cache: SnapshotCache, client: DeltaClient) -> None:
@@ -370,6 +401,10 @@ def test_envoy_routes_by_hosts_from_vhds_and_keeps_the_last_good_ones(real_envoy
     hosts = config["route_config"]["virtual_hosts"]
     assert [h["name"] for h in hosts] == ["http_proxy/a"]  # merged into the table, named as delivered
     assert config["route_config"]["vhds"]["config_source"]["api_config_source"]["api_type"] == "DELTA_GRPC"
+    # `mesh proxy-config routes` shows the host as translated, and that its table came over VHDS
+    text = proxyconfig.render("routes", e.admin.config_dump(), admin=e.admin)
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("http_proxy")]
+    assert line.split()[:3] == ["http_proxy", "(VHDS)", "a"], text
 
 
 # --- the Pilot's all-or-nothing push ---------------------------------------------------------------------------
