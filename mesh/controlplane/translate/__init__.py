@@ -25,7 +25,7 @@ from mesh.controlplane.translate.context import MeshOptions, PushContext, Servic
 from mesh.controlplane.translate.endpoints import gateway_service_endpoints, service_endpoints
 from mesh.controlplane.translate.gateway import gateway_servers, needs_credential
 from mesh.controlplane.translate.listeners import build_listeners, credential_name
-from mesh.controlplane.translate.routes import build_routes, service_vhost, sidecar_routes
+from mesh.controlplane.translate.routes import SIDECAR_ROUTE_CONFIG, build_routes, service_vhost, sidecar_routes
 from mesh.controlplane.translate.serviceentry import (
     entry_clusters,
     entry_endpoints_eds,
@@ -166,9 +166,30 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
         clusters=clusters,
         endpoints=_endpoints(cache, proxy),
         listeners=build_listeners(push, proxy),
-        **_deliver(cache, _sidecar_routes(cache, proxy)),
+        **_sidecar_tables(cache, proxy),
         secrets=_secrets(cache, proxy, secrets),
     )
+
+
+def _sidecar_tables(cache: PushCache, proxy: Proxy) -> dict[str, Resources]:
+    """HTTP_PROXY mode's one route table: whole over RDS, or its virtual hosts over VHDS when that pays, each built
+    from the memo's per-service host (keyed like it), never the whole table."""
+    keyed = cache.once(("vhost-keys", cache.sidecar_routes_key(proxy)), partial(cache.vhost_keys, proxy))
+    if not vhds.pays(cache.push.options, len(keyed)):
+        return {"routes": _sidecar_routes(cache, proxy)}
+    push = cache.push
+
+    def one(key: Hashable, view: ServiceView, port: int) -> Resources:
+        vh = cache.cached(key, partial(service_vhost, push, proxy, view, port))
+        return vhds.host(SIDECAR_ROUTE_CONFIG, vh)
+
+    def hosts() -> Resources:
+        parts = [cache.cached(("vhds", k), partial(one, k, view, port)) for k, view, port in keyed]
+        return Resources.combine(*parts)
+
+    table = cache.cached(("vhds-table",), lambda: Resources.of([vhds.bare(sidecar_routes(push, proxy, []))]))
+    all_hosts = cache.cached(("vhds-all", tuple(k for k, _, _ in keyed)), hosts)
+    return {"routes": table, "virtual_hosts": all_hosts}
 
 
 def _deliver(cache: PushCache, routes: Resources) -> dict[str, Resources]:

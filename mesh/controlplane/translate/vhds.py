@@ -51,10 +51,23 @@ def wanted(options: MeshOptions, tables: Iterable[Message]) -> bool:
     return any(_split_table(options, t) for t in tables)
 
 
+def pays(options: MeshOptions, hosts: int) -> bool:
+    """Whether a table of `hosts` virtual hosts goes over VHDS."""
+    return options.vhds == "on" or (options.vhds == "auto" and hosts >= AUTO_MIN_HOSTS)
+
+
 def _split_table(options: MeshOptions, table: Message) -> bool:
-    mode = options.vhds
     assert isinstance(table, route_pb2.RouteConfiguration)
-    return mode == "on" or (mode == "auto" and len(table.virtual_hosts) >= AUTO_MIN_HOSTS)
+    return pays(options, len(table.virtual_hosts))
+
+
+def bare(table: route_pb2.RouteConfiguration) -> route_pb2.RouteConfiguration:
+    """`table` (without hosts) naming the VHDS source."""
+    out = route_pb2.RouteConfiguration()
+    out.CopyFrom(table)
+    out.ClearField("virtual_hosts")
+    out.vhds.config_source.CopyFrom(source())
+    return out
 
 
 def host_name(table: str, name: str) -> str:
@@ -64,8 +77,9 @@ def host_name(table: str, name: str) -> str:
 
 
 def split(cache: PushCache, routes: Resources) -> tuple[Resources, Resources]:
-    """(the route tables, the hosts of those that go over VHDS as `<table>/<host>` resources). Each host is
-    renamed, encoded and hashed once per content and reused across tables, proxies and pushes.
+    """(the route tables, the hosts of those that go over VHDS as `<table>/<host>` resources), for tables cut
+    from built ones (iptables mode's per-port tables). Each host is renamed, encoded and hashed once per content and
+    reused across tables, proxies and pushes; HTTP_PROXY mode's table skips all this (`__init__._sidecar_hosts`).
 
     Envoy opens one VHDS stream per table and subscribes each as a wildcard (measured with Envoy 1.40: the first
     request names nothing), keeping only the hosts under its table's name: every stream is sent every table's
@@ -77,21 +91,33 @@ def split(cache: PushCache, routes: Resources) -> tuple[Resources, Resources]:
         if not _split_table(cache.push.options, table):
             tables.append(table)
             continue
-        bare = route_pb2.RouteConfiguration()
-        bare.CopyFrom(table)
-        bare.ClearField("virtual_hosts")
-        bare.vhds.config_source.CopyFrom(source())
-        tables.append(bare)
+        tables.append(bare(_without_hosts(table)))
         for vh in table.virtual_hosts:
-            hosts.append(cache.cached(_host_key(name, vh), partial(_host, name, vh)))
+            hosts.append(cache.cached(_host_key(name, vh), partial(host, name, vh)))
     return Resources.of(tables), Resources.combine(*hosts)
+
+
+def _without_hosts(table: route_pb2.RouteConfiguration) -> route_pb2.RouteConfiguration:
+    """Every field but the hosts, without copying the hosts first (a large table's are ~1 MB)."""
+    out = route_pb2.RouteConfiguration()
+    for fd, value in table.ListFields():
+        if fd.name == "virtual_hosts":
+            continue
+        if fd.is_repeated:
+            getattr(out, fd.name).extend(value)
+        elif fd.message_type is not None:
+            getattr(out, fd.name).CopyFrom(value)
+        else:
+            setattr(out, fd.name, value)
+    return out
 
 
 def _host_key(table: str, vh: rc.VirtualHost) -> Hashable:
     return ("vhds", table, vh.SerializeToString(deterministic=True))
 
 
-def _host(table: str, vh: rc.VirtualHost) -> Resources:
+def host(table: str, vh: rc.VirtualHost) -> Resources:
+    """One host as its own resource, named `<table>/<host>` (Envoy keys it by that name)."""
     out = rc.VirtualHost()
     out.CopyFrom(vh)
     out.name = f"{table}/{vh.name}"

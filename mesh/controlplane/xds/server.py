@@ -29,7 +29,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from mesh.controlplane.xds import resources as rt
-from mesh.controlplane.xds.cache import NodeStatus, SnapshotCache
+from mesh.controlplane.xds.cache import NodeStatus, SnapshotCache, TypeStatus
 
 log = logging.getLogger("mesh.xds")
 
@@ -213,7 +213,29 @@ class _InFlight:
     changes: dict[str, str | None]  # resource -> version sent, None when removed
 
 
-@dataclass
+class _Siblings:
+    """Each node's delta streams of a type. Envoy opens one VHDS stream per route table, so the node's status of the
+    type is theirs together: ACKed once every one holds the version, NACKed when any rejected it (each stream's
+    table validates the hosts on its own). Recorded under this lock so two streams' answers cannot cross."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._streams: dict[str, list[_DeltaStream]] = {}
+
+    def join(self, stream: _DeltaStream) -> None:
+        with self.lock:
+            self._streams.setdefault(stream.node_id, []).append(stream)
+
+    def leave(self, stream: _DeltaStream) -> None:
+        with self.lock:
+            self._streams[stream.node_id].remove(stream)
+        stream.publish()
+
+    def of(self, node_id: str) -> list[_DeltaStream]:
+        return list(self._streams.get(node_id, ()))
+
+
+@dataclass(eq=False)
 class _DeltaStream:
     """Incremental xDS for one type (VHDS): Envoy holds resources one by one, so a response carries only the ones
     whose version changed since what Envoy holds, and the names it must drop.
@@ -224,6 +246,7 @@ class _DeltaStream:
 
     cache: SnapshotCache
     type_url: str
+    siblings: _Siblings
     credentials: NodeCredentials | None = None
     events: queue.Queue[_Event] = field(default_factory=queue.Queue)
     node_id: str = ""
@@ -232,6 +255,7 @@ class _DeltaStream:
     in_flight: _InFlight | None = None
     nacked: str = ""  # a snapshot version the proxy rejected: not resent until the snapshot moves on
     owes_answer: bool = False  # the subscription changed: Envoy waits for a response, even an empty one
+    status: TypeStatus = field(default_factory=TypeStatus)  # this stream's share of the node's status
 
     def run(self, requests: Any) -> Any:
         reader = threading.Thread(target=_read, args=(requests, self.events), daemon=True, name="xds-delta-reader")
@@ -247,13 +271,16 @@ class _DeltaStream:
                     if not self.node_id:
                         if not self._authenticated(req.node):
                             return
-                        self.cache.record(self.node_id, _type_reset(self.type_url))
+                        self.siblings.join(self)
+                        self.publish()  # a new stream holds nothing yet: the node is not synced until it does
                         cancel = self.cache.watch(self.node_id, lambda: self.events.put(_Event("snapshot")))
                     self._on_request(req)
                 yield from self._respond()
         finally:
             if cancel:
                 cancel()
+            if self.node_id:
+                self.siblings.leave(self)
 
     def _authenticated(self, node: base_pb2.Node) -> bool:
         if not node.id:
@@ -265,23 +292,32 @@ class _DeltaStream:
         self.node_id = node.id
         return True
 
+    def publish(self) -> None:
+        with self.siblings.lock:
+            merged = _merged([s.status for s in self.siblings.of(self.node_id)])
+            self.cache.record(self.node_id, _set_type(self.type_url, merged))
+
     def _on_request(self, req: discovery_pb2.DeltaDiscoveryRequest) -> None:
         if req.type_url != self.type_url:
             return
         fl = self.in_flight
         if req.response_nonce and fl is not None and req.response_nonce == fl.nonce:  # else stale: answers nothing
             self.in_flight = None
+            st = self.status
             if req.HasField("error_detail"):
-                self.nacked = fl.version
-                self.cache.record(self.node_id, _nack(self.type_url, fl.version, req.error_detail.message))
-                log.warning("%s NACKed %s %s: %s", self.node_id, rt.SHORT[self.type_url], fl.version, req.error_detail)
+                self.nacked = st.nacked = fl.version
+                st.error = req.error_detail.message
+                log.warning("%s NACKed %s %s: %s", self.node_id, rt.SHORT[self.type_url], fl.version, st.error)
             else:
                 for name, version in fl.changes.items():
                     if version is None:
                         self.known.pop(name, None)
                     else:
                         self.known[name] = version
-                self.cache.record(self.node_id, _ack(self.type_url, fl.version, time.time()))
+                st.acked, st.acked_at = fl.version, time.time()
+                if st.nacked == fl.version:
+                    st.nacked, st.error = "", ""
+            self.publish()
         self.known.update(req.initial_resource_versions)  # a reconnecting Envoy says what it still holds
         if req.resource_names_subscribe or (not self.subscribed and not req.response_nonce):
             # an empty first request is a wildcard subscription
@@ -307,10 +343,13 @@ class _DeltaStream:
         versions = res.versions()
         changed = sorted(n for n, v in versions.items() if self.known.get(n) != v and self._wanted(n))
         removed = sorted(n for n in self.known if n not in versions)
+        st = self.status
         if not changed and not removed and not self.owes_answer:
             # the proxy already holds exactly this (a rollback to what it kept after a NACK, or a change elsewhere)
             self.nacked = ""
-            self.cache.record(self.node_id, _ack(self.type_url, res.version, time.time(), only_if_new=True))
+            if st.acked != res.version or st.nacked:
+                st.acked, st.acked_at, st.nacked, st.error = res.version, time.time(), "", ""
+                self.publish()
             return
         nonce = str(next(_nonces))
         self.in_flight = _InFlight(nonce, res.version, {**dict.fromkeys(removed), **{n: versions[n] for n in changed}})
@@ -318,8 +357,9 @@ class _DeltaStream:
         head = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=res.version, type_url=self.type_url, nonce=nonce, removed_resources=removed
         ).SerializeToString()
-        self.cache.record(self.node_id, _sent(self.type_url, res.version, time.time(), len(changed) + len(removed)))
-        yield bytes(head) + b"".join(res.delta_resource(n) for n in changed)
+        st.sent, st.sent_at, st.sent_resources = res.version, time.time(), len(changed) + len(removed)
+        self.publish()
+        yield bytes(head) + res.delta_resources(tuple(changed))
 
 
 def _namespace(name: str) -> str:
@@ -327,37 +367,31 @@ def _namespace(name: str) -> str:
     return name.rpartition("/")[0]
 
 
-def _type_reset(type_url: str) -> Callable[[NodeStatus], None]:
-    def update(st: NodeStatus) -> None:
-        st.types.pop(type_url, None)
+def _merged(statuses: list[TypeStatus]) -> TypeStatus | None:
+    """One node's status of a type from its streams': the latest send, a version ACKed only when all hold it, the
+    first NACK. None when no stream is left."""
+    if not statuses:
+        return None
+    last = max(statuses, key=lambda s: s.sent_at)
+    acked = {s.acked for s in statuses}
+    nack = next((s for s in statuses if s.nacked), None)
+    return TypeStatus(
+        sent=last.sent,
+        acked=acked.pop() if len(acked) == 1 else "",
+        nacked=nack.nacked if nack else "",
+        error=nack.error if nack else "",
+        sent_at=last.sent_at,
+        acked_at=max(s.acked_at for s in statuses),
+        sent_resources=last.sent_resources,
+    )
 
-    return update
 
-
-def _sent(type_url: str, version: str, at: float, count: int) -> Callable[[NodeStatus], None]:
+def _set_type(type_url: str, status: TypeStatus | None) -> Callable[[NodeStatus], None]:
     def update(ns: NodeStatus) -> None:
-        ts = ns.type(type_url)
-        ts.sent, ts.sent_at, ts.sent_resources = version, at, count
-
-    return update
-
-
-def _ack(type_url: str, version: str, at: float, *, only_if_new: bool = False) -> Callable[[NodeStatus], None]:
-    def update(ns: NodeStatus) -> None:
-        ts = ns.type(type_url)
-        if only_if_new and ts.acked == version and not ts.nacked:
-            return
-        ts.acked, ts.acked_at = version, at
-        if ts.nacked == version or only_if_new:
-            ts.nacked, ts.error = "", ""
-
-    return update
-
-
-def _nack(type_url: str, version: str, error: str) -> Callable[[NodeStatus], None]:
-    def update(ns: NodeStatus) -> None:
-        ts = ns.type(type_url)
-        ts.nacked, ts.error = version, error
+        if status is None:
+            ns.types.pop(type_url, None)
+        else:
+            ns.types[type_url] = status
 
     return update
 
@@ -377,6 +411,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     def __init__(self, cache: SnapshotCache, credentials: NodeCredentials | None = None) -> None:
         self.cache = cache
         self.credentials = credentials
+        self.vhds_streams = _Siblings()
 
     def StreamAggregatedResources(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         stream = _Stream(self.cache, self.credentials)
@@ -391,7 +426,7 @@ class AggregatedDiscoveryService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer
     def DeltaVirtualHosts(self, request_iterator: Any, context: grpc.ServicerContext) -> Any:
         """VHDS (`VirtualHostDiscoveryService`): Envoy opens it for a route table whose `vhds` names a DELTA_GRPC
         source; it cannot ride our state-of-the-world ADS stream (Envoy wants the ADS stream itself in delta mode)."""
-        stream = _DeltaStream(self.cache, rt.VIRTUAL_HOST, self.credentials)
+        stream = _DeltaStream(self.cache, rt.VIRTUAL_HOST, self.vhds_streams, self.credentials)
         context.add_callback(lambda: stream.events.put(_Event("closed")))
         yield from stream.run(request_iterator)
 

@@ -45,6 +45,7 @@ class Resources:
     _versions: dict[str, str] | None = field(default=None, init=False, repr=False)
     _delta: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _leaves: dict[str, Resources] | None = field(default=None, init=False, repr=False)
+    _delta_joined: dict[tuple[str, ...], bytes] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def items(self) -> Mapping[str, Message]:
@@ -133,6 +134,16 @@ class Resources:
             resource = discovery_pb2.Resource(name=name, version=self.versions()[name], resource=self.packed()[name])
             wire = self._delta[name] = discovery_pb2.DeltaDiscoveryResponse(resources=[resource]).SerializeToString()
         return wire
+
+    def delta_resources(self, names: tuple[str, ...]) -> bytes:
+        """The `resources` of a DeltaDiscoveryResponse carrying `names`. Streams that were in step are sent the same
+        set (every host after a full change, the one changed host after a one-route change): joined once per set."""
+        joined = self._delta_joined.get(names)
+        if joined is None:
+            joined = b"".join(self.delta_resource(n) for n in names)
+            if len(self._delta_joined) < 8:  # a few sets recur; a stream far behind gets its own, not kept
+                self._delta_joined[names] = joined
+        return joined
 
     def _leaf(self, name: str) -> Resources:
         """The part holding `name` (later parts win, as in `items`), indexed once."""

@@ -220,6 +220,31 @@ def test_a_nack_is_recorded_not_resent_and_a_rollback_sends_nothing(cache: Snaps
     assert names(client.recv()) == ["http_proxy/a"]
 
 
+def test_a_node_with_a_stream_per_table_is_synced_only_when_every_stream_acked(
+    cache: SnapshotCache, server: XdsServer
+) -> None:
+    """Envoy opens one VHDS stream per route table, each validating the hosts on its own."""
+    cache.set_snapshot(NODE, snap(host("a", "a1")))
+    first, second = DeltaClient(server.port), DeltaClient(server.port)
+    try:
+        first.send()
+        first.send(nonce=first.recv().nonce)
+        second.send()
+        r = second.recv()
+        assert cache.sync_state(NODE).state == "STALE"  # the second table has not taken the hosts yet
+        second.send(nonce=r.nonce)
+        assert cache.wait_synced([NODE], 2)[NODE].state == "SYNCED"
+
+        cache.set_snapshot(NODE, snap(host("a", "a2")))
+        first.send(nonce=first.recv().nonce)
+        second.send(nonce=second.recv().nonce, error="rejected by the second table")
+        result = cache.wait_synced([NODE], 2)[NODE]
+        assert result.state == "NACK" and result.errors == {"VHDS": "rejected by the second table"}
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_stale_nonce_acknowledges_nothing(cache: SnapshotCache, client: DeltaClient) -> None:
     cache.set_snapshot(NODE, snap(host("a", "a1")))
     client.send()
