@@ -152,7 +152,6 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     "--workload-cert-ttl",
     default="24h",
     show_default=True,
-    callback=lambda _ctx, _param, value: _seconds(value),
     help="Lifetime of workload certificates (a Go duration); each is renewed at half its life.",
 )
 @click.option(
@@ -174,9 +173,21 @@ def up_cmd(env: str, policies: str, target_name: str, state_dir: Path, **local: 
       mesh up --env prod -d        # in the background; `mesh status`, `mesh down`
       curl -H 'Host: bookinfo.local' http://127.0.0.1:8080/productpage
     """
+    from mesh.dataplane import zygote
+
+    if target_name == "local" and not local["detach"]:  # the sample apps' parent imports while we do (this process)
+        zygote.prestart(state_dir / "zygote.log")
+    try:
+        _up(env, policies, target_name, state_dir, **local)
+    finally:
+        zygote.discard()  # unless the mesh adopted it
+
+
+def _up(env: str, policies: str, target_name: str, state_dir: Path, **local: Any) -> None:
     from mesh.compile import build_policies
 
     # every option not named above is a LocalOptions field: the detached mesh gets them as one typed model
+    local["workload_cert_ttl"] = _seconds(local["workload_cert_ttl"])
     local["observability"] = _observability(local.pop("observability"), local.pop("trace_sampling"))
     target = _target(target_name, env, state_dir, policies, **local)
     policy_env = getattr(target, "policy_env", None)  # a Kubernetes stack names the environment it deploys
@@ -222,7 +233,7 @@ def _seconds(duration: str) -> float:
     try:
         return parse_duration(duration)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+        raise click.BadParameter(str(e), param_hint="'--workload-cert-ttl'") from None
 
 
 def _observability(enabled: bool, sampling: float) -> Any:

@@ -26,6 +26,7 @@ from mesh.controlplane.translate import (
     PushCache,
     PushContext,
     build_snapshot,
+    rebuild_routes,
     required_credentials,
 )
 from mesh.controlplane.translate.changes import EVERYTHING, ConfigChanges, Inputs, config_changes
@@ -156,19 +157,29 @@ class Pilot:
             for p in inputs.proxies:
                 secrets[p.id] = resolve_secrets(self.ca, self.credentials, push, p, root)
                 kept = old.snapshots.get(p.id) if old else None
-                if (
-                    old is None
-                    or kept is None
-                    or secrets[p.id] != old.secrets.get(p.id)
-                    or self._reaches(changes, push, p)
-                ):
+                if old is None or kept is None or secrets[p.id] != old.secrets.get(p.id):
                     kept = build_snapshot(push, p, secrets[p.id], cache)
+                    translated += 1
+                elif self._reaches(changes, push, p):
+                    if self._routes_only(changes, old.push, push, p):
+                        kept = rebuild_routes(push, p, kept, cache)
+                    else:
+                        kept = build_snapshot(push, p, secrets[p.id], cache)
                     translated += 1
                 snaps[p.id] = kept
             whole = translated == len(inputs.proxies)
             self._memo = cache.kept(prune=whole)  # a kept snapshot's pieces stay until every proxy is translated
         since = 0 if whole or before is None else before.since_full + 1
         return Translation(inputs, push, snaps, secrets, changes, translated, since)
+
+    @staticmethod
+    def _routes_only(changes: ConfigChanges, before: PushContext, push: PushContext, proxy: Proxy) -> bool:
+        """Whether only the sidecar's route tables can differ: VirtualServices alone changed (DestinationRules reach
+        clusters), the scope holds the same services, and no VirtualService-read listener exists (interception)."""
+        if changes.destination_rules or proxy.kind != "sidecar" or push.options.interception == "iptables":
+            return False
+        now, then = push.proxy_scope(proxy).services, before.proxy_scope(proxy).services
+        return now is then or now.keys() == then.keys()
 
     @staticmethod
     def _reaches(changes: ConfigChanges, push: PushContext, proxy: Proxy) -> bool:

@@ -141,19 +141,17 @@ class Supervisor:
         progress: Callable[[int, int], None] | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> None:
-        """Start all in parallel; return once all are ready. `meanwhile` runs once they are spawned, before the
-        wait (work they need to become ready, done while they start up). On failure everything started is stopped."""
+        """Start all in parallel; return once all are ready. `meanwhile` runs once they are spawned (work they need
+        to become ready, done while they start up), before the ones that fork from a zygote, which may first wait
+        for its imports. On failure everything started is stopped."""
         deadline = time.monotonic() + timeout
         pending = {s.name for s in specs}
         total = len(specs)
         try:
-            with self._lock:
-                for s in specs:
-                    m = Managed(s)
-                    self._procs[s.name] = m
-                    self._spawn(m)
+            self._spawn_all([s for s in specs if s.fork is None])
             if meanwhile is not None:
                 meanwhile()
+            self._spawn_all([s for s in specs if s.fork is not None])
             while pending:
                 for name in sorted(pending):
                     m = self._procs[name]
@@ -182,6 +180,13 @@ class Supervisor:
         if self._monitor is None:
             self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
             self._monitor.start()
+
+    def _spawn_all(self, specs: list[ProcessSpec]) -> None:
+        with self._lock:
+            for s in specs:
+                m = Managed(s)
+                self._procs[s.name] = m
+                self._spawn(m)
 
     def _watch(self) -> None:
         """Restart crashed processes with exponential backoff (0.2 s doubling to 5 s, reset after a healthy interval).

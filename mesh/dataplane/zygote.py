@@ -89,8 +89,8 @@ class Zygote:
         setpriv = shutil.which("setpriv")
         if setpriv:  # it dies with us even on SIGKILL, and its children with it
             argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logf:
+        self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logf, start_new_session=True
             )
@@ -189,6 +189,36 @@ class Zygote:
             self._reader.join(timeout=5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+_prestarted: Zygote | None = None
+
+
+def prestart(log_path: Path) -> None:
+    """Start the zygote now, before the caller imports the control plane, so its own imports overlap them; the
+    mesh started next in this process `adopt`s it."""
+    global _prestarted
+    if _prestarted is None:
+        _prestarted = Zygote(log_path).start()
+
+
+def adopt(log_path: Path) -> Zygote:
+    """The zygote `prestart` started for this log, else a new one."""
+    global _prestarted
+    zygote, _prestarted = _prestarted, None
+    if zygote is not None and zygote.log_path.resolve() == log_path.resolve() and zygote.alive:
+        return zygote
+    if zygote is not None:
+        zygote.stop()
+    return Zygote(log_path).start()
+
+
+def discard() -> None:
+    """Stop a prestarted zygote no mesh adopted (the start failed before it, or no workload runs the sample app)."""
+    global _prestarted
+    zygote, _prestarted = _prestarted, None
+    if zygote is not None:
+        zygote.stop()
 
 
 def _wait_gone(pid: int, timeout: float) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from types import MappingProxyType
 
 from envoy.config.route.v3.route_pb2 import RouteConfiguration
 from google.protobuf.message import Message
@@ -32,6 +33,7 @@ from mesh.controlplane.translate.serviceentry import (
     entry_hosts,
     origination_credentials,
 )
+from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.snapshot import Resources, Snapshot
 from mesh.istio import server_host_names
 from mesh.runtime import Proxy
@@ -171,6 +173,17 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     )
 
 
+def rebuild_routes(push: PushContext, proxy: Proxy, previous: Snapshot, cache: PushCache) -> Snapshot:
+    """A sidecar's snapshot after a change that reaches its routes only: a VirtualService change that left the
+    services its scope holds as they were (`changes.py`). Outside transparent interception a VirtualService reaches
+    nothing else of a sidecar (its TCP listeners, which read VirtualServices, exist only under it), so the route
+    tables are translated again and every other type is the previous snapshot's object."""
+    assert proxy.kind == "sidecar" and push.options.interception != "iptables"
+    routed = Snapshot.build(**_sidecar_tables(cache, proxy)).by_type
+    merged = {**{t: r for t, r in previous.by_type.items() if t not in (rt.ROUTE, rt.VIRTUAL_HOST)}, **routed}
+    return Snapshot(MappingProxyType({t: merged[t] for t in rt.ORDER if t in merged}))
+
+
 def _sidecar_tables(cache: PushCache, proxy: Proxy) -> dict[str, Resources]:
     """HTTP_PROXY mode's one route table: whole over RDS, or its virtual hosts over VHDS when that pays, each built
     from the memo's per-service host (keyed like it), never the whole table."""
@@ -232,4 +245,12 @@ def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) ->
     )
 
 
-__all__ = ["MeshOptions", "ProxySecrets", "PushCache", "PushContext", "build_snapshot", "required_credentials"]
+__all__ = [
+    "MeshOptions",
+    "ProxySecrets",
+    "PushCache",
+    "PushContext",
+    "build_snapshot",
+    "rebuild_routes",
+    "required_credentials",
+]

@@ -95,6 +95,7 @@ class PushCache:
         entries = [r for r in self.push.config.resources if r.kind in ("ServiceEntry", "WorkloadEntry")]
         objects = [*self.push.config.services, *self.push.destination_rules, *entries]
         last = self._memo.get(WORLD)
+        self._used.add(WORLD)
         if (
             last is not None
             and len(last[0]) == len(objects)

@@ -79,7 +79,7 @@ def host_name(table: str, name: str) -> str:
 def split(cache: PushCache, routes: Resources) -> tuple[Resources, Resources]:
     """(the route tables, the hosts of those that go over VHDS as `<table>/<host>` resources), for tables cut
     from built ones (iptables mode's per-port tables). Each host is renamed, encoded and hashed once per content and
-    reused across tables, proxies and pushes; HTTP_PROXY mode's table skips all this (`__init__._sidecar_hosts`).
+    reused across tables, proxies and pushes; HTTP_PROXY mode's table skips all this (`__init__._sidecar_tables`).
 
     Envoy opens one VHDS stream per table and subscribes each as a wildcard (measured with Envoy 1.40: the first
     request names nothing), keeping only the hosts under its table's name: every stream is sent every table's

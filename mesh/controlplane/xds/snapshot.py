@@ -93,20 +93,24 @@ class Resources:
             self._eds = cached
         return cached
 
-    def serialized(self, names: frozenset[str] | None = None) -> bytes:
-        """The `resources` field of a DiscoveryResponse (all, or only `names`), encoded once and reused.
+    def wire(self, names: frozenset[str] | None = None) -> tuple[bytes, ...]:
+        """The `resources` field of a DiscoveryResponse in pieces to concatenate (repeated fields concatenate on the
+        wire): combined parts give their parts' pieces, each encoded once and shared by every snapshot holding the
+        part, so a proxy's own combination (its inbound clusters on the mesh's 5,000 outbound ones) is never copied."""
+        if names is None and self.parts:
+            return tuple(b for p in self.parts for b in p.wire(None))
+        return (self.serialized(names),)
 
-        Repeated fields concatenate on the wire, so combined parts join their parts' cached bytes."""
+    def serialized(self, names: frozenset[str] | None = None) -> bytes:
+        """The `resources` field of a DiscoveryResponse (all, or only `names`), encoded once and reused (joined
+        anew for combined parts: `wire`)."""
         cache = self._serialized
+        if names is None and self.parts:
+            return b"".join(self.wire(None))
         if names not in cache:
-            if names is None and self.parts:
-                cache[names] = b"".join(p.serialized(None) for p in self.parts)
-            else:
-                packed = self.packed()
-                chosen = sorted(packed) if names is None else sorted(n for n in names if n in packed)
-                cache[names] = discovery_pb2.DiscoveryResponse(
-                    resources=[packed[n] for n in chosen]
-                ).SerializeToString()
+            packed = self.packed()
+            chosen = sorted(packed) if names is None else sorted(n for n in names if n in packed)
+            cache[names] = discovery_pb2.DiscoveryResponse(resources=[packed[n] for n in chosen]).SerializeToString()
         return cache[names]
 
     def versions(self) -> Mapping[str, str]:

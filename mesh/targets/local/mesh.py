@@ -30,6 +30,8 @@ from mesh.dataplane import envoy
 from mesh.dataplane.addresses import LoopbackBlock, allocate_block, port_free
 from mesh.dataplane.supervisor import ProcessSpec, StartupFailed, Supervisor
 from mesh.dataplane.zygote import Forked, Zygote, forkable
+from mesh.dataplane.zygote import adopt as adopt_zygote
+from mesh.dataplane.zygote import discard as discard_zygote
 from mesh.edge import local as edge_local
 from mesh.errors import MeshError, TargetError, WorkloadChange
 from mesh.istio import EGRESS_GATEWAY_LABELS, EGRESS_GATEWAY_NAME
@@ -209,7 +211,7 @@ class LocalMesh:
         self.xds = self.serve_xds()
         if self.capture:  # Envoy runs as the proxy user inside the pods: let it reach xDS and place its admin socket
             self.capture.share(self.private_dir, self.private_dir / "xds.sock")
-        # the Envoys first: the apps may wait a moment for the zygote's imports
+        # the Envoys first: they take longest to become ready
         specs = [self._envoy_spec(sidecar_for(p)) for p in pods]
         specs += [self._envoy_spec(g) for g in self.gateways]
         if self.egress is not None:
@@ -251,14 +253,16 @@ class LocalMesh:
         return self
 
     def _start_zygote(self) -> None:
-        """The sample app's zygote, when some workload runs the sample app."""
+        """The sample app's zygote (the one `mesh up` prestarted, if any), when some workload runs the sample app."""
         commands = (
             [sys.executable if a == "{python}" else a for a in v.command]
             for s in self.config.services
             for v in s.versions
         )
         if any(forkable(argv) is not None for argv in commands):
-            self.zygote = Zygote(self.run_dir / "zygote.log").start()
+            self.zygote = adopt_zygote(self.options.state_dir / "zygote.log")
+        else:
+            discard_zygote()
 
     def _certificate_authority(self) -> CertificateAuthority:
         """The mesh CA: a plug-in one from Istio's `cacerts` files (`--ca-dir`), else a self-made root."""
@@ -481,10 +485,10 @@ class LocalMesh:
         log_path = self.run_dir / f"app-{pod.name}.log"
         fork = None
         if self.zygote is not None:
-            zygote = self.zygote
+            parent = self.zygote
 
             def fork(env: dict[str, str]) -> Forked | None:  # in its pod's namespaces, under iptables
-                return zygote.spawn(plain, env, log_path, netns)
+                return parent.spawn(plain, env, log_path, netns)
 
         return ProcessSpec(
             name=f"app/{pod.name}", argv=argv, env=env, log_path=log_path, ready=ready, kind="app", fork=fork

@@ -240,7 +240,8 @@ class Edits:
         return config
 
     def options(self, config: MeshConfig, pilot: Pilot) -> MeshConfig:
-        pilot.options = MeshOptions(access_log=self.rng.random() < 0.5)
+        vhds = self.rng.choice(["off", "on"])  # the sidecar route table whole, or its hosts over VHDS
+        pilot.options = MeshOptions(access_log=self.rng.random() < 0.5, vhds=vhds)  # type: ignore[arg-type]
         return config
 
     def renew(self, config: MeshConfig, pilot: Pilot) -> MeshConfig:
@@ -372,3 +373,22 @@ def test_a_rejected_push_leaves_the_applied_translation_carried() -> None:
     assert pilot.last is not None and applied is not None
     assert pilot.last.inputs.config is not applied.inputs.config
     assert_equals_fresh(pilot, pilot.last)
+
+
+def test_a_route_change_that_keeps_the_scope_retranslates_routes_only() -> None:
+    """A new timeout on reviews leaves productpage's scope holding the same services: its route table changes and
+    nothing else, so every other type is the previous push's object."""
+    config = _scoped()
+    pilot, registry = _mesh(config)
+    pilot.push(config, wait=0)
+    before = pilot.last
+    reviews = VirtualService(name="reviews", hosts=["reviews"], http=[HTTPRoute(route=[h.to("reviews")], timeout="4s")])
+    pilot.push(_swap(config, reviews), wait=0)
+    after = pilot.last
+    assert before is not None and after is not None
+    node = next(p.id for p in registry.proxies if p.labels.get("app") == "productpage")
+    old, new = before.snapshots[node], after.snapshots[node]
+    assert new.version(rt.ROUTE) != old.version(rt.ROUTE)
+    for t in (rt.CLUSTER, rt.ENDPOINT, rt.LISTENER, rt.SECRET):
+        assert new.resources(t) is old.resources(t), t
+    assert_equals_fresh(pilot, after)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.dataplane import zygote as zygote_module
 from mesh.dataplane.supervisor import ProcessSpec, Supervisor
 from mesh.dataplane.zygote import Forked, Zygote, forkable
 
@@ -197,3 +198,53 @@ def test_supervisor_starts_the_app_itself_when_the_zygote_cannot(tmp_path: Path)
     finally:
         sup.stop()
     assert not alive(pid)
+
+
+def test_a_prestarted_zygote_is_adopted_once_and_discarded_otherwise(tmp_path: Path) -> None:
+    log = tmp_path / "state" / "zygote.log"
+    zygote_module.prestart(log)
+    first = zygote_module.adopt(log)
+    try:
+        assert first.alive and first.proc is not None
+        assert oct(log.stat().st_mode & 0o777) == "0o600" and oct(log.parent.stat().st_mode & 0o777) == "0o700"
+        second = zygote_module.adopt(log)  # nothing prestarted any more: a new one
+        try:
+            assert second.proc is not None and second.proc.pid != first.proc.pid
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    zygote_module.prestart(log)
+    elsewhere = zygote_module.adopt(tmp_path / "other.log")  # prestarted for another mesh: stopped, not reused
+    try:
+        assert elsewhere.log_path == tmp_path / "other.log"
+    finally:
+        elsewhere.stop()
+    zygote_module.prestart(log)
+    left = zygote_module._prestarted
+    zygote_module.discard()
+    assert left is not None and not left.alive and zygote_module._prestarted is None
+
+
+def test_mesh_up_with_a_bad_ttl_is_a_usage_error_and_leaves_no_zygote(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "mesh", "up", "--state-dir", str(tmp_path), "--workload-cert-ttl", "soon"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "--workload-cert-ttl" in r.stderr, r.stderr
+    assert not [p for p in _children_of_pid_alive(tmp_path)], "a zygote outlived the failed `mesh up`"
+
+
+def _children_of_pid_alive(state: Path) -> list[int]:
+    """Live processes whose command line names this state dir's zygote log (none may outlive `mesh up`)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ours = entry.name.isdigit() and b"mesh.sampleapp.zygote" in (entry / "cmdline").read_bytes()
+            if ours and str(state) in os.readlink(entry / "fd" / "2") and alive(int(entry.name)):
+                out.append(int(entry.name))
+        except OSError:
+            continue
+    return out
