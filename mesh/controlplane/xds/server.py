@@ -38,7 +38,10 @@ _nonces = itertools.count(1)
 # At most this many state-of-the-world responses are built or being sent at once, over all streams (Istio's
 # PILOT_PUSH_THROTTLE). Each holds its own copy of the bytes in Python and in gRPC until the proxy has read them:
 # 1,000 unscoped proxies at 5,000 services were sent 15 MB each at once, and the control plane passed 6 GB.
+# A response that waited SEND_SLOT_WAIT seconds for a slot goes anyway: a proxy that stopped reading holds its slot
+# until its stream ends, and that must not stall every other proxy's push.
 SENDING = threading.BoundedSemaphore(16)
+SEND_SLOT_WAIT = 5.0
 
 
 class NodeCredentials:
@@ -208,8 +211,12 @@ class _Stream:
     def _send(self, t: str) -> Any:
         """One response, built and sent while holding one of SENDING's slots: the slot is taken before the bytes
         are built and given back once gRPC has sent them (the generator resumes after the write completed)."""
-        with SENDING:
+        took = SENDING.acquire(timeout=SEND_SLOT_WAIT)  # a proxy that stops reading must not stall the others
+        try:
             yield self._respond(t)
+        finally:
+            if took:
+                SENDING.release()
 
     def _respond(self, t: str) -> Wire:
         """A DiscoveryResponse as pieces. Protobuf messages concatenate field by field, so the resources are
