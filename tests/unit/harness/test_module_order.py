@@ -1,4 +1,4 @@
-"""The suite's module order (tests/conftest.py): longest first by the last run's seconds, e2e before unit where
+"""The suite's module order (tests/conftest.py): longest first by the last run's seconds, by test count where
 unknown, each module's tests together and in file order (xdist hands whole modules out in this order)."""
 
 from __future__ import annotations
@@ -52,22 +52,20 @@ def _ordered(cache: _Cache | None) -> list[str]:
     return [i.nodeid for i in items]
 
 
-def test_modules_the_last_run_timed_go_longest_first_and_unknown_e2e_modules_before_unit_ones() -> None:
+def test_modules_the_last_run_timed_go_longest_first_and_unknown_ones_by_their_test_count() -> None:
     cache = _Cache({MODULE_SECONDS: {"tests/unit/c.py": 60.0, "tests/e2e/d.py": 1.0}})
     assert _ordered(cache) == [
         "tests/unit/c.py::t",  # 60 s last run
-        "tests/e2e/b.py::t",  # unknown e2e: a few seconds
         "tests/e2e/d.py::t1",  # 1 s last run
         "tests/e2e/d.py::t2",
-        "tests/unit/a.py::t1",  # unknown unit: under a second
+        "tests/unit/a.py::t1",  # unknown, two tests
         "tests/unit/a.py::t2",
+        "tests/e2e/b.py::t",  # unknown, one test
     ]
 
 
-def test_without_a_cache_e2e_modules_come_first_in_file_order() -> None:
-    expected = [n for n in COLLECTED if n.startswith("tests/e2e/")] + [
-        n for n in COLLECTED if n.startswith("tests/unit")
-    ]
+def test_without_a_cache_modules_with_more_tests_come_first_as_xdist_orders_them() -> None:
+    expected = [COLLECTED[i] for i in (0, 1, 4, 5, 2, 3)]  # a and d (2 tests) in file order, then b and c (1 test)
     assert _ordered(None) == expected
     assert _ordered(_Cache({MODULE_SECONDS: "damaged"})) == expected
 
