@@ -279,7 +279,7 @@ def _served_weight(admin: envoy.Admin, host_prefix: str) -> tuple[int, int]:
     """(virtual hosts in the sidecar route table, the canary (v2) weight served for the first host named
     `host_prefix...`), read from Envoy's config_dump."""
     dump = admin.config_dump("dynamic_route_configs")
-    table = next(c["route_config"] for c in dump["configs"] if c["route_config"]["name"] == "http_proxy")
+    table = next(c["route_config"] for c in dump["configs"] if c["route_config"]["name"].startswith("http_proxy"))
     vhosts = table.get("virtual_hosts", [])
     vh = next(v for v in vhosts if v["name"].split("/", 1)[-1].startswith(host_prefix))
     for route in vh["routes"]:

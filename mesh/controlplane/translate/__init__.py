@@ -156,21 +156,27 @@ def build_snapshot(push: PushContext, proxy: Proxy, secrets: ProxySecrets, cache
     local = [*inbound_clusters(proxy), *tcp.sni_dnat_clusters(push, proxy)]
     clusters = Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local))
     if proxy.kind != "sidecar":
-        routes = Resources.of(build_routes(push, proxy))
         return Snapshot.build(
             clusters=clusters,
             endpoints=_endpoints(cache, proxy),
             listeners=build_listeners(push, proxy),
-            routes=routes,
+            routes=Resources.of(build_routes(push, proxy)),
             secrets=_secrets(cache, proxy, secrets),
         )
+    tables = _sidecar_tables(cache, proxy)
     return Snapshot.build(
         clusters=clusters,
         endpoints=_endpoints(cache, proxy),
-        listeners=build_listeners(push, proxy),
-        **_sidecar_tables(cache, proxy),
+        listeners=vhds.retarget(build_listeners(push, proxy), _over_vhds(tables)),
+        **tables,
         secrets=_secrets(cache, proxy, secrets),
     )
+
+
+def _over_vhds(routes: dict[str, Resources]) -> set[str]:
+    """The tables (by their RDS names) whose hosts go over VHDS: their listeners are pointed at `<table>.vhds`."""
+    names = routes["routes"].items.keys() if "virtual_hosts" in routes else ()
+    return {n.removesuffix(vhds.SUFFIX) for n in names if n.endswith(vhds.SUFFIX)}
 
 
 def rebuild_routes(push: PushContext, proxy: Proxy, previous: Snapshot, cache: PushCache) -> Snapshot:
@@ -194,7 +200,7 @@ def _sidecar_tables(cache: PushCache, proxy: Proxy) -> dict[str, Resources]:
 
     def one(key: Hashable, view: ServiceView, port: int) -> Resources:
         vh = cache.cached(key, partial(service_vhost, push, proxy, view, port))
-        return vhds.host(SIDECAR_ROUTE_CONFIG, vh)
+        return vhds.host(vhds.table_name(SIDECAR_ROUTE_CONFIG), vh)
 
     def hosts() -> Resources:
         parts = [cache.cached(("vhds", k), partial(one, k, view, port)) for k, view, port in keyed]
@@ -236,11 +242,12 @@ def _captured_snapshot(cache: PushCache, proxy: Proxy, secrets: ProxySecrets) ->
         lambda: Resources.of(capture.capture_routes(push, sidecar, proxy, policy)),
     )
     local = [*capture.passthrough_clusters(), *capture.bind_inbound(inbound_clusters(proxy))]
+    delivered = _deliver(cache, routes)
     return Snapshot.build(
         clusters=Resources.combine(_outbound_clusters(cache, proxy), Resources.of(local)),
         endpoints=_endpoints(cache, proxy),
-        listeners=capture.capture_listeners(push, proxy),
-        **_deliver(cache, routes),
+        listeners=vhds.retarget(capture.capture_listeners(push, proxy), _over_vhds(delivered)),
+        **delivered,
         secrets=_secrets(cache, proxy, secrets),
     )
 

@@ -120,7 +120,12 @@ class SnapshotCache:
             if ts is None:
                 # Envoy asks for EDS/RDS/SDS by name only when a cluster or listener needs them (no TLS, no SDS):
                 # never subscribed is fine once the parents are ACKed. Start-up waits on Envoy's /ready as well.
+                # Not so for VHDS: a table naming it makes Envoy open the stream, and until the hosts arrive the
+                # table is not what the snapshot says.
                 parents = rt.PARENTS.get(type_url, ())
+                if type_url == rt.VIRTUAL_HOST and snap.resources(type_url).items:
+                    stale = True
+                    continue
                 if type_url in rt.BY_NAME and all(
                     (pt := st.types.get(p)) is not None and pt.acked == snap.version(p) for p in parents
                 ):

@@ -329,10 +329,10 @@ class _Envoy:
                                                               virtual_hosts=list(hosts)))  # fmt: skip
         return self.cache.wait_synced([self.proxy.id], 10)[self.proxy.id].state
 
-    def _listener(self) -> listener_pb2.Listener:
+    def _listener(self, table: str = "http_proxy") -> listener_pb2.Listener:
         manager = hcm.HttpConnectionManager(
             stat_prefix="out",
-            rds=hcm.Rds(route_config_name="http_proxy", config_source=ads()),
+            rds=hcm.Rds(route_config_name=table, config_source=ads()),
             http_filters=[hcm.HttpFilter(name="envoy.filters.http.router", typed_config=packed(router_pb2.Router()))],
         )
         chain = lc.FilterChain(
@@ -487,3 +487,50 @@ def test_a_nacked_virtual_host_rolls_every_proxy_back(cache: SnapshotCache, serv
     finally:
         for c in clients:
             c.close()
+
+
+@pytest.mark.e2e
+def test_a_table_moving_to_vhds_serves_every_request_meanwhile(real_envoy: _Envoy) -> None:
+    """Translation renames a table it moves to VHDS (`<table>.vhds`) and points the listener at it: Envoy warms the
+    new listener until the table and its hosts arrived. In place (same name), the table was empty between its RDS
+    update and the hosts' arrival, and requests got 404s (5 of ~600 in 0.5 s, measured)."""
+    e = real_envoy
+    whole = route_pb2.RouteConfiguration(name="http_proxy")
+    for h in (host("a", "a1"), host("b", "b1")):
+        h.name = h.name.removeprefix("http_proxy/")
+        whole.virtual_hosts.append(h)
+    e.cache.set_snapshot(e.proxy.id, Snapshot.build(listeners=[e._listener()], routes=[whole]))
+    e.wait_ready()
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            statuses.append(e.get("a")[0])
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        while len(statuses) < 20:
+            time.sleep(0.01)
+        renamed = route_pb2.RouteConfiguration(name="http_proxy.vhds")
+        renamed.vhds.config_source.CopyFrom(vhds.source())
+        moved = [host("a", "a2"), host("b", "b2")]
+        for h in moved:
+            h.name = "http_proxy.vhds/" + h.name.removeprefix("http_proxy/")
+        e.cache.set_snapshot(
+            e.proxy.id,
+            Snapshot.build(listeners=[e._listener("http_proxy.vhds")], routes=[renamed], virtual_hosts=moved),
+        )
+        assert e.cache.wait_synced([e.proxy.id], 10)[e.proxy.id].state == "SYNCED"
+        deadline = time.monotonic() + 10
+        while e.get("a")[1] != "a2":  # the new listener took over once warm
+            assert time.monotonic() < deadline, "the VHDS table never took over"
+            time.sleep(0.01)
+        seen = len(statuses)
+        while len(statuses) < seen + 20:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        poller.join()
+    assert set(statuses) == {200}, f"{statuses.count(404)} of {len(statuses)} requests failed during the move"

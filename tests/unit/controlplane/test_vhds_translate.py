@@ -4,6 +4,7 @@ both interception modes; `auto` only for large tables; gateways never."""
 from __future__ import annotations
 
 import pytest
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
@@ -36,24 +37,42 @@ def test_the_hosts_move_to_vhds_unchanged_but_for_their_names(world: World, inte
     hosts = _hosts(split)
     assert hosts, "no virtual hosts over VHDS"
     for name, table in _tables(whole).items():
-        bare = _tables(split)[name]
-        assert not bare.virtual_hosts
+        renamed = f"{name}.vhds"  # a new name: the listener changes and Envoy warms it until the hosts arrived
+        bare = _tables(split)[renamed]
+        assert not bare.virtual_hosts and name not in _tables(split)
         assert bare.vhds.config_source.api_config_source.grpc_services[0].envoy_grpc.cluster_name == vhds.XDS_CLUSTER
         same = route_pb2.RouteConfiguration()
         same.CopyFrom(bare)
         same.ClearField("vhds")
+        same.name = name
         expected = route_pb2.RouteConfiguration()
         expected.CopyFrom(table)
         expected.ClearField("virtual_hosts")
         assert same == expected  # every other setting of the table is kept
         for vh in table.virtual_hosts:
-            moved = hosts[f"{name}/{vh.name}"]
-            assert moved.name == f"{name}/{vh.name}"  # Envoy keys hosts by their own name: it must be the resource's
-            assert vhds.host_name(name, moved.name) == vh.name
+            moved = hosts[f"{renamed}/{vh.name}"]
+            assert moved.name == f"{renamed}/{vh.name}"  # Envoy keys hosts by their own name: the resource's
+            assert vhds.host_name(renamed, moved.name) == vh.name
             moved.name = vh.name
             assert moved == vh
     assert len(hosts) == sum(len(t.virtual_hosts) for t in _tables(whole).values())
+    assert _rds_names(split) == {f"{n}.vhds" for n in _rds_names(whole)}  # every listener points at the new name
     split.consistent()
+
+
+def _rds_names(snap: Snapshot) -> set[str]:
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
+
+    out = set()
+    for lst in snap.resources(rt.LISTENER).items.values():
+        assert isinstance(lst, listener_pb2.Listener)
+        for chain in [*lst.filter_chains, lst.default_filter_chain]:
+            for f in chain.filters:
+                if f.name == vhds.HCM:
+                    m = hcm.HttpConnectionManager.FromString(f.typed_config.value)
+                    if m.HasField("rds"):
+                        out.add(m.rds.route_config_name)
+    return out
 
 
 def test_auto_keeps_small_tables_whole(world: World) -> None:
@@ -67,6 +86,7 @@ def test_auto_splits_a_table_of_many_hosts(world: World, monkeypatch: pytest.Mon
     monkeypatch.setattr(vhds, "AUTO_MIN_HOSTS", len(tables["http_proxy"].virtual_hosts))
     snap = _with(world, vhds="auto").snapshot(world.sidecar("productpage-v1-0"))
     assert len(_hosts(snap)) == len(tables["http_proxy"].virtual_hosts)
+    assert _rds_names(snap) == {"http_proxy.vhds"}
 
 
 def test_gateways_keep_their_route_tables_whole(world: World) -> None:
@@ -82,7 +102,7 @@ def test_a_one_route_change_changes_one_host_version(world: World) -> None:
     after = _with(world, vhds="on").snapshot(proxy)
     old, new = before.resources(rt.VIRTUAL_HOST).versions(), after.resources(rt.VIRTUAL_HOST).versions()
     assert old.keys() == new.keys()
-    assert [n for n in new if old[n] != new[n]] == ["http_proxy/reviews.default.svc.cluster.local:9080"]
+    assert [n for n in new if old[n] != new[n]] == ["http_proxy.vhds/reviews.default.svc.cluster.local:9080"]
     assert before.version(rt.ROUTE) == after.version(rt.ROUTE)  # the table itself is not resent
 
 
