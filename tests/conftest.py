@@ -59,10 +59,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Record each module's seconds (setup + call + teardown of its tests) for the next run's order. Under xdist only
     the controller writes, having received every worker's reports; a partial run (-k, one file) updates the modules
-    it ran and keeps the others."""
+    it ran and keeps the others; modules whose file is gone are dropped."""
     cache = getattr(session.config, "cache", None)
     if cache is None or hasattr(session.config, "workerinput") or not _measured:
         return
-    known = _known_seconds(session.config)
-    known.update({m: round(s, 2) for m, s in _measured.items()})
+    known = {m: s for m, s in _known_seconds(session.config).items() if (session.config.rootpath / m).exists()}
+    for module, seconds in _measured.items():  # averaged with the last figure: one run on a busy machine is noisy
+        known[module] = round((known[module] + seconds) / 2 if module in known else seconds, 2)
     cache.set(MODULE_SECONDS, known)

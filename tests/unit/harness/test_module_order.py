@@ -3,12 +3,16 @@ unknown, each module's tests together and in file order (xdist hands whole modul
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
-from tests.conftest import MODULE_SECONDS, pytest_collection_modifyitems
+import tests.conftest
+from tests.conftest import MODULE_SECONDS, pytest_collection_modifyitems, pytest_sessionfinish
 
 
 @dataclass
@@ -22,6 +26,9 @@ class _Cache:
 
     def get(self, key: str, default: Any) -> Any:
         return self.stored.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.stored[key] = value
 
 
 @dataclass
@@ -63,3 +70,17 @@ def test_without_a_cache_e2e_modules_come_first_in_file_order() -> None:
     ]
     assert _ordered(None) == expected
     assert _ordered(_Cache({MODULE_SECONDS: "damaged"})) == expected
+
+
+def test_a_run_averages_each_module_with_its_last_figure_and_forgets_deleted_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tests").mkdir()
+    for name in ("a.py", "b.py", "c.py"):
+        (tmp_path / "tests" / name).touch()
+    last = {"tests/a.py": 10.0, "tests/c.py": 4.0, "tests/gone.py": 3.0}
+    cache = _Cache({MODULE_SECONDS: last})
+    monkeypatch.setattr(tests.conftest, "_measured", defaultdict(float, {"tests/a.py": 20.0, "tests/b.py": 1.0}))
+    session = SimpleNamespace(config=SimpleNamespace(cache=cache, rootpath=tmp_path))
+    pytest_sessionfinish(cast(pytest.Session, session))
+    assert cache.stored[MODULE_SECONDS] == {"tests/a.py": 15.0, "tests/b.py": 1.0, "tests/c.py": 4.0}
