@@ -41,7 +41,12 @@ class LoopbackBlock:
 
 
 def _free(ip: str, port: int) -> bool:
+    """Whether something listens on ip:port. Bound as Envoy, HAProxy and the apps bind (SO_REUSEADDR), so the
+    TIME_WAIT connections a mesh that just went down left on its ingress (60 s on Linux) do not make the address look
+    taken: without it, a run that drew a block another run had used a moment before failed with "ingress port ...
+    already in use" while nothing listened there."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((ip, port))
         except OSError as e:

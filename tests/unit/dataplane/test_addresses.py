@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 import uuid
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.dataplane.addresses import allocate_block, claim, release
+from mesh.dataplane.addresses import allocate_block, claim, port_free, release
 
 HOLD = """
 import sys
@@ -80,3 +81,21 @@ def test_an_untrusted_claims_directory_falls_back_to_the_bind_probe(
     name = f"test-{uuid.uuid4().hex}"
     assert claim(name)
     assert not (directory / f"{name}.lock").exists()
+
+
+def test_time_wait_left_by_a_closed_listener_is_free_and_a_listener_is_not() -> None:
+    """A mesh that just went down leaves TIME_WAIT connections on its ingress address; Envoy would bind there (it
+    sets SO_REUSEADDR), so the probe must not call the address taken. A live listener still is."""
+    ip = allocate_block().gateway_ip
+    server = socket.create_server((ip, 0))
+    port = server.getsockname()[1]
+    assert not port_free(ip, port)
+    client = socket.create_connection((ip, port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first, so its ip:port goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    server.close()
+    wait = subprocess.run(["ss", "-Htan", "state", "time-wait", "src", f"{ip}:{port}"], capture_output=True, text=True)
+    assert wait.stdout.strip(), "the test needs a TIME_WAIT socket on the address"
+    assert port_free(ip, port)
