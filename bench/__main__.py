@@ -1,10 +1,10 @@
-"""python -m bench [cli|coldstart|push|scale|curve|hop|observability|edge|gitops ...]  (default: all)."""
+"""python -m bench [cli|coldstart|push|scale|curve|hop|observability|edge|gitops|suite ...]  (default: all)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import cli, coldstart, curve, edge, gitops, hop, interception, observability, push, scale
+from bench import cli, coldstart, curve, edge, gitops, hop, interception, observability, push, scale, suite
 
 SUITES = {
     "cli": cli.main,
@@ -17,6 +17,7 @@ SUITES = {
     "gitops": gitops.main,
     "edge": edge.main,
     "interception": interception.main,
+    "suite": suite.main,
 }
 
 
