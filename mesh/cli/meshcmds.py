@@ -149,6 +149,13 @@ def _target(name: str, env: str, state_dir: Path, policies: str = "policies", **
     help="An HAProxy edge on the ingress port in front of the gateway replicas (the policies' Edge, or plain HTTP).",
 )
 @click.option(
+    "--stats-flush-interval",
+    default="5s",
+    show_default=True,
+    help="How often every Envoy merges its histograms (a Go duration): a Rollout step reads its canary's p99 after "
+    "the next flush, so a shorter interval makes steps quicker.",
+)
+@click.option(
     "--workload-cert-ttl",
     default="24h",
     show_default=True,
@@ -188,6 +195,7 @@ def _up(env: str, policies: str, target_name: str, state_dir: Path, **local: Any
 
     # every option not named above is a LocalOptions field: the detached mesh gets them as one typed model
     local["workload_cert_ttl"] = _seconds(local["workload_cert_ttl"])
+    local["stats_flush_interval"] = _seconds(local["stats_flush_interval"], "--stats-flush-interval")
     local["observability"] = _observability(local.pop("observability"), local.pop("trace_sampling"))
     target = _target(target_name, env, state_dir, policies, **local)
     policy_env = getattr(target, "policy_env", None)  # a Kubernetes stack names the environment it deploys
@@ -227,13 +235,13 @@ def _say_elapsed() -> None:
         _say(f"  up {age:.2f}s after `mesh up` started")
 
 
-def _seconds(duration: str) -> float:
+def _seconds(duration: str, option: str = "--workload-cert-ttl") -> float:
     from mesh.api._base import parse_duration
 
     try:
         return parse_duration(duration)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="'--workload-cert-ttl'") from None
+        raise click.BadParameter(str(e), param_hint=f"'{option}'") from None
 
 
 def _observability(enabled: bool, sampling: float) -> Any:

@@ -52,11 +52,14 @@ def bootstrap(
     xds_socket: Path | None = None,
     admin_socket: Path | None = None,
     node_metadata: Mapping[str, str] | None = None,
+    stats_flush_interval: float = 5.0,
 ) -> dict[str, Any]:
     """ADS for everything; only the xDS cluster is static (HTTP/2 is required for gRPC).
 
     `xds_socket`: reach the control plane over a Unix socket. `admin_socket`: admin on an owner-only Unix socket,
-    with `admin_port` kept only for `READ_ONLY_ADMIN_PATHS`. `node_metadata`: e.g. the proxy's xDS credential."""
+    with `admin_port` kept only for `READ_ONLY_ADMIN_PATHS`. `node_metadata`: e.g. the proxy's xDS credential.
+    `stats_flush_interval` (seconds; Envoy's default 5): histograms, such as the upstream time a canary step's p99
+    is read from, are merged at each flush, so a step waits up to one interval for its evidence."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     config: dict[str, Any] = {
         "node": {
@@ -83,6 +86,7 @@ def bootstrap(
         "static_resources": {
             "clusters": [static_cluster("xds-grpc", _address(xds_host, xds_port, xds_socket), http2=True)]
         },
+        "stats_flush_interval": f"{stats_flush_interval:g}s",
         # a connection cap, as Envoy asks every edge proxy to have (and without which it warns at start)
         "overload_manager": {
             "resource_monitors": [

@@ -121,7 +121,8 @@ def quantile(before: list[tuple[float, int]], after: list[tuple[float, int]], q:
 
 def _envoy_p99(dp: Histograms, pod: str, cluster: str, before: list[tuple[float, int]], samples: int) -> float | None:
     """The canary's p99 upstream time from the calling sidecar's histogram. Envoy merges histograms at its stats
-    flush (every 5 s), so poll until the flush holds this step's `samples` requests (deadline: two flushes)."""
+    flush (every 5 s unless `mesh up --stats-flush-interval`), so poll until a flush holds this step's `samples`
+    requests (deadline: two default flushes)."""
     name = f"cluster.{cluster}.upstream_rq_time"
     deadline = time.monotonic() + 12
     while True:

@@ -503,6 +503,7 @@ class LocalMesh:
             xds_socket=self.private_dir / "xds.sock",
             admin_socket=Path(self.admin_address(proxy).removeprefix("unix:")),
             node_metadata={NodeCredentials.KEY: self.credentials.token(proxy.id)},
+            stats_flush_interval=self.options.stats_flush_interval,
         )
         # a gateway outside the pods cannot send from its loopback address over the bridge: it binds nothing there
         bind = None if self.capture is not None and proxy.pod is None else proxy.ip

@@ -41,6 +41,8 @@ class LocalOptions(BaseModel):
     # the edge and certificates (docs/edge.md)
     gateway_replicas: int = Field(default=1, ge=1, le=16)  # ingress gateway Envoys, each on its own address
     edge: Literal["haproxy"] | None = None  # an HAProxy edge tier on the ingress port, in front of the replicas
+    # Envoy's stats flush (seconds, its default 5): a Rollout step reads its canary's p99 after the next flush
+    stats_flush_interval: float = Field(default=5.0, ge=0.1, le=300.0)
     workload_cert_ttl: float = Field(default=24 * 3600.0, ge=2.0)  # seconds (Istio's default: 24h), renewed at half
     ca_dir: Path | None = None  # a plug-in CA: Istio's cacerts files (ca-cert.pem, ca-key.pem, root-cert.pem, ...)
 

@@ -57,7 +57,7 @@ def misbehaving_v3(config: MeshConfig) -> MeshConfig:
 
 @pytest.fixture(scope="module")
 def canary_mesh() -> Iterator[LocalMeshUnderTest]:
-    m = LocalMeshUnderTest(misbehaving_v3(build_policies(ENV)))
+    m = LocalMeshUnderTest(misbehaving_v3(build_policies(ENV)), stats_flush_interval=1.0)  # a step waits <= 1 flush
     try:
         yield m
     finally:

@@ -52,3 +52,8 @@ def test_the_inbound_cluster_of_an_app_on_a_socket_points_at_the_socket() -> Non
     assert tcp.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address.address == "127.9.0.3"
     (unix,) = inbound_clusters(sidecar_for(replace(pod, app_socket="/run/x/app.sock")))
     assert unix.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.pipe.path == "/run/x/app.sock"
+
+
+def test_the_stats_flush_interval_is_envoys_default_unless_asked() -> None:
+    assert envoy.bootstrap(_proxy(), "127.0.0.1", 1)["stats_flush_interval"] == "5s"
+    assert envoy.bootstrap(_proxy(), "127.0.0.1", 1, stats_flush_interval=0.5)["stats_flush_interval"] == "0.5s"
