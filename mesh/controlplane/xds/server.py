@@ -109,6 +109,18 @@ class _Event:
     request: Any = None
 
 
+def _admitted(credentials: NodeCredentials | None, node: base_pb2.Node, protocol: str) -> bool:
+    """Whether a stream's first request may be served: it names a node, and carries that node's credential. Every
+    stream kind checks here, so none is served on weaker terms than ADS."""
+    if not node.id:
+        log.warning("%s stream without node id; closing", protocol)
+        return False
+    if credentials is not None and not credentials.check(node):
+        log.warning("%s stream for %s without its credential; closing unserved", protocol, node.id)
+        return False
+    return True
+
+
 @dataclass
 class _Stream:
     cache: SnapshotCache
@@ -121,7 +133,7 @@ class _Stream:
         return self.types.setdefault(type_url, _TypeState())
 
     def run(self, requests: Any) -> Any:
-        reader = threading.Thread(target=self._read, args=(requests,), daemon=True, name="xds-reader")
+        reader = threading.Thread(target=_read, args=(requests, self.events), daemon=True, name="xds-reader")
         reader.start()
         cancel = None
         try:
@@ -132,11 +144,7 @@ class _Stream:
                 if ev.kind == "request":
                     req: discovery_pb2.DiscoveryRequest = ev.request
                     if not self.node_id:
-                        if not req.node.id:
-                            log.warning("ADS stream without node id; closing")
-                            return
-                        if self.credentials is not None and not self.credentials.check(req.node):
-                            log.warning("ADS stream for %s without its credential; closing unserved", req.node.id)
+                        if not _admitted(self.credentials, req.node, "ADS"):
                             return
                         self.node_id = req.node.id
                         self.cache.record(self.node_id, _opened(time.time()))
@@ -154,9 +162,6 @@ class _Stream:
                     st.connected = st.streams > 0  # a reconnect may open the new stream before the old one ends
 
                 self.cache.record(self.node_id, closed)
-
-    def _read(self, requests: Any) -> None:
-        _read(requests, self.events)
 
     def _on_request(self, req: discovery_pb2.DiscoveryRequest) -> Any:
         t = req.type_url
@@ -332,11 +337,7 @@ class _DeltaStream:
                 self.siblings.leave(self)
 
     def _authenticated(self, node: base_pb2.Node) -> bool:
-        if not node.id:
-            log.warning("delta xDS stream without node id; closing")
-            return False
-        if self.credentials is not None and not self.credentials.check(node):
-            log.warning("delta xDS stream for %s without its credential; closing unserved", node.id)
+        if not _admitted(self.credentials, node, "delta xDS"):
             return False
         self.node_id = node.id
         return True
