@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy.config.core.v3 import address_pb2, base_pb2
+from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -39,6 +39,7 @@ from mesh.dataplane import envoy
 from mesh.dataplane.addresses import allocate_block
 from mesh.errors import PushRejected
 from mesh.runtime import Proxy, Registry, pods_for
+from tests.unit.controlplane.xdsclient import StreamClient
 
 NODE = "sidecar~127.0.0.9~test-0.default~default.svc.cluster.local"
 
@@ -71,39 +72,26 @@ def _ads_connected(ns: NodeStatus) -> None:
     ns.connected, ns.streams = True, 1
 
 
-class DeltaClient:
+class DeltaClient(StreamClient[discovery_pb2.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryResponse]):
     """One Envoy VHDS stream: DeltaDiscoveryRequests in, DeltaDiscoveryResponses out."""
 
     def __init__(self, port: int, *, token: str = "", node: str = NODE) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.token, self.node = token, node
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = rds_pb2_grpc.VirtualHostDiscoveryServiceStub(channel)
+        super().__init__(channel, stub.DeltaVirtualHosts, token)
+        self.node_id = node
         self.closed = threading.Event()
-        self.requests: queue.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = queue.Queue()
-        self.responses: queue.Queue[discovery_pb2.DeltaDiscoveryResponse] = queue.Queue()
-        stub = rds_pb2_grpc.VirtualHostDiscoveryServiceStub(self.channel)
-        self._call = stub.DeltaVirtualHosts(iter(self.requests.get, None))
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for r in self._call:
-                self.responses.put(r)
-        except grpc.RpcError:
-            pass
 
     def send(self, *, nonce: str = "", error: str = "", held: dict[str, str] | None = None) -> None:
-        node = base_pb2.Node(id=self.node, cluster="test")
-        if self.token:
-            node.metadata.fields[NodeCredentials.KEY].string_value = self.token
         req = discovery_pb2.DeltaDiscoveryRequest(
-            node=node, type_url=rt.VIRTUAL_HOST, response_nonce=nonce, initial_resource_versions=held or {}
+            node=self.node(self.node_id),
+            type_url=rt.VIRTUAL_HOST,
+            response_nonce=nonce,
+            initial_resource_versions=held or {},
         )
         if error:
             req.error_detail.CopyFrom(status_pb2.Status(code=13, message=error))
         self.requests.put(req)
-
-    def recv(self, timeout: float = 2.0) -> discovery_pb2.DeltaDiscoveryResponse:
-        return self.responses.get(timeout=timeout)
 
     def answer_all(self, reject: Callable[[discovery_pb2.DeltaDiscoveryResponse], str]) -> None:
         """From now on ACK every response, or NACK with `reject`'s text when it returns one (as Envoy would)."""
@@ -118,17 +106,9 @@ class DeltaClient:
 
         threading.Thread(target=loop, daemon=True).start()
 
-    def silent(self, timeout: float = 0.3) -> bool:
-        try:
-            self.responses.get(timeout=timeout)
-        except queue.Empty:
-            return True
-        return False
-
     def close(self) -> None:
         self.closed.set()
-        self.requests.put(None)
-        self.channel.close()
+        super().close()
 
 
 def names(r: discovery_pb2.DeltaDiscoveryResponse) -> list[str]:

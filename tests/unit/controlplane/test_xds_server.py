@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +9,6 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
@@ -21,6 +18,7 @@ from mesh.controlplane.xds import resources as rt
 from mesh.controlplane.xds.cache import SnapshotCache
 from mesh.controlplane.xds.server import NodeCredentials, XdsServer
 from mesh.controlplane.xds.snapshot import InconsistentSnapshot, Snapshot
+from tests.unit.controlplane.xdsclient import StreamClient
 
 NODE = "sidecar~127.0.0.9~test-0.default~default.svc.cluster.local"
 
@@ -39,33 +37,19 @@ def snap(*names: str) -> Snapshot:
     )
 
 
-class Client:
+class Client(StreamClient[discovery_pb2.DiscoveryRequest, discovery_pb2.DiscoveryResponse]):
     """A minimal Envoy stand-in: sends DiscoveryRequests, collects DiscoveryResponses."""
 
     def __init__(self, port: int, *, address: str = "", token: str = "") -> None:
-        self.channel = grpc.insecure_channel(address or f"127.0.0.1:{port}")
-        self.token = token
-        self.requests: queue.Queue[discovery_pb2.DiscoveryRequest | None] = queue.Queue()
-        self.responses: queue.Queue[discovery_pb2.DiscoveryResponse] = queue.Queue()
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
-        self._call = stub.StreamAggregatedResources(iter(self.requests.get, None))
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for r in self._call:
-                self.responses.put(r)
-        except grpc.RpcError:
-            pass
+        channel = grpc.insecure_channel(address or f"127.0.0.1:{port}")
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        super().__init__(channel, stub.StreamAggregatedResources, token)
 
     def send(
         self, type_url: str, *, version: str = "", nonce: str = "", names: tuple[str, ...] = (), error: str = ""
     ) -> None:
-        node = base_pb2.Node(id=NODE, cluster="test")
-        if self.token:
-            node.metadata.fields[NodeCredentials.KEY].string_value = self.token
         req = discovery_pb2.DiscoveryRequest(
-            node=node,
+            node=self.node(NODE),
             type_url=type_url,
             version_info=version,
             response_nonce=nonce,
@@ -74,20 +58,6 @@ class Client:
         if error:
             req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
         self.requests.put(req)
-
-    def recv(self, timeout: float = 2.0) -> discovery_pb2.DiscoveryResponse:
-        return self.responses.get(timeout=timeout)
-
-    def silent(self, timeout: float = 0.3) -> bool:
-        try:
-            self.responses.get(timeout=timeout)
-        except queue.Empty:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.channel.close()
 
 
 @pytest.fixture
