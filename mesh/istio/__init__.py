@@ -14,7 +14,7 @@ from mesh.istio.constants import (
     MESH_GATEWAY,
     ROOT_NAMESPACE,
 )
-from mesh.istio.destinations import destination_rule_for, pick_destination_rule, rule_host
+from mesh.istio.destinations import destination_rule_for, pick_destination_rule, rule_host, tls_settings
 from mesh.istio.faults import FaultShare, fault_share, fires
 from mesh.istio.gateways import (
     binds_gateway,
@@ -76,6 +76,7 @@ __all__ = [
     "server_host",
     "server_host_names",
     "server_hosts",
+    "tls_settings",
     "virtual_service_visible",
     "visible_hosts",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
-from mesh.api.networking import DestinationRule
+from mesh.api.networking import ClientTLSSettings, DestinationRule
 from mesh.istio.hosts import resolve_host
 from mesh.istio.visibility import export_scope
 
@@ -12,6 +12,13 @@ from mesh.istio.visibility import export_scope
 def rule_host(dr: DestinationRule) -> str:
     """The host a rule is for, resolved in its own namespace."""
     return resolve_host(dr.host, dr.namespace)
+
+
+def tls_settings(dr: DestinationRule) -> Iterator[ClientTLSSettings]:
+    """Every upstream TLS setting a rule holds: its traffic policy's and each port's, then each subset's."""
+    for tp in [dr.traffic_policy, *(s.traffic_policy for s in dr.subsets)]:
+        if tp is not None:
+            yield from (tls for tls in [tp.tls, *(pl.tls for pl in tp.port_level_settings)] if tls is not None)
 
 
 def visible_to(dr: DestinationRule, client_namespace: str) -> bool:

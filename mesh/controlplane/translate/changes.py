@@ -17,7 +17,7 @@ from typing import Any
 
 from mesh.api.config import MeshConfig
 from mesh.api.networking import DestinationRule
-from mesh.istio import is_wildcard, rule_host
+from mesh.istio import is_wildcard, rule_host, tls_settings
 from mesh.istio.routing import claimed_hosts, claims
 from mesh.runtime import Pod, Proxy
 
@@ -117,13 +117,7 @@ def _changed(before: Sequence[Any], after: Sequence[Any]) -> list[Pair] | None:
 
 
 def _originates_tls(dr: DestinationRule) -> bool:
-    policies = [dr.traffic_policy, *(s.traffic_policy for s in dr.subsets)]
-    return any(
-        tls is not None and tls.credential_name
-        for tp in policies
-        if tp is not None
-        for tls in [tp.tls, *(pl.tls for pl in tp.port_level_settings)]
-    )
+    return any(tls.credential_name for tls in tls_settings(dr))
 
 
 __all__ = ["EVERYTHING", "ConfigChanges", "Inputs", "config_changes"]
